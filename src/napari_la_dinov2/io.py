@@ -1,0 +1,318 @@
+"""Read LGE-MRI volumes with their geometry and write label volumes back.
+
+``read_volume`` returns ``(array, meta)``; ``write_labels`` takes the same ``meta`` so a mask
+lands on exactly the voxels of its image (the nnU-Net reader/writer contract). The array is
+never re-oriented: array axis *i* is voxel axis *i* of the file, and ``meta.affine`` maps voxel
+indices to RAS millimetres. NRRD's LPS space is converted to RAS on read and back on write.
+
+Every problem with a file becomes one :class:`~napari_la_dinov2.errors.InputError` sentence that
+names the file; nothing is written unless the whole output is ready (write to a temporary file
+in the same folder, then rename).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+NRRD_SUFFIXES = (".nrrd", ".nhdr")
+SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES
+# Smaller than this in-plane cannot hold an atrium at any MRI resolution we know of.
+MIN_INPLANE_VOXELS = 8
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass
+class VolumeMeta:
+    """Geometry of a 3D volume: what is needed to show it in physical space and to write back.
+
+    ``affine`` is 4x4 voxel-index -> RAS mm; ``spacing`` the voxel size in mm per array axis;
+    ``axcodes`` the anatomical direction each array axis points to (e.g. ``("R", "A", "S")``).
+    ``extra`` keeps format specifics (NIfTI qform/sform codes) so a write is an exact mirror.
+    """
+
+    affine: np.ndarray
+    shape: tuple[int, int, int]
+    source: str | None = None
+    format: str = "nifti"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+    @property
+    def axcodes(self) -> tuple[str, str, str]:
+        import nibabel as nib
+
+        return tuple(nib.aff2axcodes(self.affine))
+
+    @property
+    def is_oblique(self) -> bool:
+        """True when the voxel axes are not aligned with RAS (rotation or shear in the affine)."""
+        direction = self.affine[:3, :3] / np.asarray(self.spacing)
+        return not np.allclose(np.abs(direction), np.abs(np.round(direction)), atol=1e-6)
+
+    def through_plane_axis(self) -> int:
+        """The acquisition's slice axis: the coarsest voxel axis; the last axis if isotropic."""
+        spacing = np.asarray(self.spacing)
+        if spacing.max() > 1.05 * spacing.min():
+            return int(np.argmax(spacing))
+        return 2
+
+    @classmethod
+    def from_spacing(cls, shape, spacing=(1.0, 1.0, 1.0), **kwargs) -> VolumeMeta:
+        """Meta for an array held in memory (no file): axis-aligned RAS with the given spacing."""
+        affine = np.diag([*map(float, spacing), 1.0])
+        return cls(affine=affine, shape=tuple(int(s) for s in shape), **kwargs)
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def is_supported_path(path: str | os.PathLike) -> bool:
+    return _suffix(Path(path)) in SUPPORTED_SUFFIXES
+
+
+def _check_input_path(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file; check the path.")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give a .nii, .nii.gz or .nrrd file.")
+    if _suffix(path) not in SUPPORTED_SUFFIXES:
+        raise InputError(
+            f"{path}: unsupported file type '{_suffix(path) or 'none'}'; "
+            "give a .nii, .nii.gz or .nrrd file."
+        )
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty (0 bytes); the file was not saved completely.")
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    import nibabel as nib
+
+    image = nib.load(str(path))
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise InputError(f"{path} is not a NIfTI image.")
+    header = image.header
+    qform, qcode = header.get_qform(coded=True)
+    sform, scode = header.get_sform(coded=True)
+    extra = {
+        "qform": None if qform is None else np.asarray(qform, dtype=np.float64),
+        "qform_code": int(qcode),
+        "sform": None if sform is None else np.asarray(sform, dtype=np.float64),
+        "sform_code": int(scode),
+        "xyzt_units": header.get_xyzt_units(),
+    }
+    data = np.asanyarray(image.dataobj)
+    return data, np.asarray(image.affine, dtype=np.float64), extra
+
+
+def _read_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    import nrrd
+
+    data, header = nrrd.read(str(path))
+    ndim_space = int(header.get("space dimension", 3) or 3)
+    directions = header.get("space directions")
+    origin = header.get("space origin")
+    affine = np.eye(4)
+    if directions is not None:
+        # pynrrd gives one row per axis, NaN rows for non-spatial axes (e.g. a list of channels).
+        rows = [np.asarray(r, dtype=float) for r in directions]
+        spatial = [r for r in rows if r is not None and np.all(np.isfinite(r))]
+        if len(spatial) == 3 and ndim_space == 3:
+            affine[:3, :3] = np.stack(spatial, axis=1)
+    elif "spacings" in header:
+        affine[:3, :3] = np.diag([float(s) for s in header["spacings"][:3]])
+    if origin is not None:
+        affine[:3, 3] = np.asarray(origin, dtype=float)[:3]
+    space = str(header.get("space", "left-posterior-superior")).lower()
+    if space in ("left-posterior-superior", "lps"):
+        affine = _LPS_TO_RAS @ affine
+    elif space not in ("right-anterior-superior", "ras"):
+        raise InputError(f"{path}: NRRD space '{space}' is not supported; use RAS or LPS.")
+    return data, affine, {"nrrd_space": space}
+
+
+def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, VolumeMeta]:
+    """Read a 3D volume: ``(array float32 XYZ as stored, meta)``.
+
+    A 4D file whose fourth axis has length 1 is read as 3D; a true 4D series (several time
+    points or channels) is refused, because which frame to segment is the user's choice.
+    NaN/inf voxels are set to the lowest finite value. Raises InputError for anything unusable.
+    """
+    path = Path(path).expanduser()
+    _check_input_path(path)
+    fmt = "nrrd" if _suffix(path) in NRRD_SUFFIXES else "nifti"
+    try:
+        data, affine, extra = _read_nrrd(path) if fmt == "nrrd" else _read_nifti(path)
+        data = np.asarray(data)
+    except InputError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as error:  # nibabel/pynrrd/zlib raise many types for corrupt files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(
+            f"{path} could not be read as {fmt.upper()} ({reason}); the file is truncated, "
+            "corrupt or not an image."
+        ) from error
+    data = _as_3d(data, path)
+    if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+        raise InputError(f"{path} holds {data.dtype} voxels; a real-valued image is needed.")
+    volume = data.astype(np.float32, copy=False)
+    _check_content(volume, path)
+    meta = VolumeMeta(affine=affine, shape=volume.shape, source=str(path), format=fmt, extra=extra)
+    return volume, meta
+
+
+def _as_3d(data: np.ndarray, path: Path) -> np.ndarray:
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim == 4:
+        raise InputError(
+            f"{path} is a 4D series with {data.shape[3]} frames; this tool segments one 3D "
+            "volume: save the frame to segment as its own file."
+        )
+    if data.ndim < 3 or (data.ndim == 3 and min(data.shape) == 0):
+        raise InputError(
+            f"{path} is a {data.ndim}D image of shape {data.shape}; a 3D volume is needed."
+        )
+    if data.ndim > 4:
+        raise InputError(f"{path} has {data.ndim} dimensions; a 3D volume is needed.")
+    return data
+
+
+def _check_content(volume: np.ndarray, path: Path) -> None:
+    if sorted(volume.shape)[-2] < MIN_INPLANE_VOXELS:
+        raise InputError(
+            f"{path} has shape {volume.shape}, too small to hold a left atrium; "
+            "give the full 3D volume."
+        )
+    finite = np.isfinite(volume)
+    if not finite.any():
+        raise InputError(f"{path} holds no finite values (all NaN or inf).")
+    if not finite.all():
+        volume[~finite] = volume[finite].min()
+    if volume.min() == volume.max():
+        raise InputError(
+            f"{path} has the same value ({volume.flat[0]:g}) in every voxel; it holds no image."
+        )
+
+
+def _atomic_write(target: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``target``: readers never see half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(target.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Validate an output path before any work is done, so a long job never ends in a refusal."""
+    path = Path(path).expanduser()
+    if _suffix(path) not in SUPPORTED_SUFFIXES:
+        raise InputError(f"{path}: the output must end in .nii.gz, .nii or .nrrd.")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give a file name for the mask.")
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} already exists; choose another name or pass --overwrite.")
+    return path
+
+
+def write_labels(
+    path: str | os.PathLike, labels: np.ndarray, meta: VolumeMeta, overwrite: bool = False
+) -> Path:
+    """Write a label volume (uint8) on the grid of ``meta``: same shape, same affine."""
+    path = check_output_path(path, overwrite)
+    labels = np.asarray(labels)
+    if tuple(labels.shape) != tuple(meta.shape):
+        raise InputError(
+            f"the mask has shape {labels.shape} but its image has shape {tuple(meta.shape)}; "
+            "a mask must be on its image's grid."
+        )
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise InputError("labels must be integers from 0 to 255 to be saved as uint8.")
+    labels = labels.astype(np.uint8)
+    if _suffix(path) in NRRD_SUFFIXES:
+        _atomic_write(path, lambda tmp: _write_nrrd(tmp, labels, meta))
+    else:
+        _atomic_write(path, lambda tmp: _write_nifti(tmp, labels, meta))
+    return path
+
+
+def _write_nifti(tmp: Path, labels: np.ndarray, meta: VolumeMeta) -> None:
+    import nibabel as nib
+
+    image = nib.Nifti1Image(labels, meta.affine)
+    extra = meta.extra
+    if "sform_code" in extra:  # a NIfTI source: mirror its qform and sform exactly
+        qform = extra["qform"] if extra["qform"] is not None else meta.affine
+        sform = extra["sform"] if extra["sform"] is not None else meta.affine
+        image.set_qform(qform, code=extra["qform_code"])
+        image.set_sform(sform, code=extra["sform_code"])
+        image.header.set_xyzt_units(*extra["xyzt_units"])
+    else:
+        image.set_qform(meta.affine, code=1)
+        image.set_sform(meta.affine, code=1)
+        image.header.set_xyzt_units("mm")
+    image.header.set_data_dtype(np.uint8)
+    # nibabel picks the writer from the name, so the temporary file keeps the real suffix.
+    nib.save(image, str(tmp))
+
+
+def _write_nrrd(tmp: Path, labels: np.ndarray, meta: VolumeMeta) -> None:
+    import nrrd
+
+    lps = _LPS_TO_RAS @ meta.affine
+    header = {
+        "space": "left-posterior-superior",
+        "space directions": lps[:3, :3].T,
+        "space origin": lps[:3, 3],
+        "kinds": ["domain", "domain", "domain"],
+        "encoding": "gzip",
+    }
+    nrrd.write(str(tmp), labels, header)
+
+
+def read_labels(path: str | os.PathLike, image_meta: VolumeMeta | None = None) -> np.ndarray:
+    """Read a mask file; with ``image_meta``, check it lies on the image's grid."""
+    path = Path(path).expanduser()
+    _check_input_path(path)
+    fmt = "nrrd" if _suffix(path) in NRRD_SUFFIXES else "nifti"
+    try:
+        data, affine, _ = _read_nrrd(path) if fmt == "nrrd" else _read_nifti(path)
+        data = np.asarray(data)
+    except InputError:
+        raise
+    except Exception as error:
+        raise InputError(f"{path} could not be read as a mask ({error}).") from error
+    data = _as_3d(data, path)
+    if image_meta is not None:
+        if tuple(data.shape) != tuple(image_meta.shape):
+            raise InputError(
+                f"{path} has shape {data.shape} but its image has shape "
+                f"{tuple(image_meta.shape)}; the mask must be on the image's grid."
+            )
+        if not np.allclose(affine, image_meta.affine, atol=1e-3):
+            raise InputError(f"{path} is not aligned with its image (different affine).")
+    return data

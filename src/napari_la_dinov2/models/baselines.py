@@ -1,0 +1,169 @@
+"""The paper's CNN baselines, all from MONAI: UNet, Attention UNet and a ResNet50-encoder UNet.
+
+Each takes ``BxCxHxW`` slices (320x320 in the paper) and returns ``Bx1xHxW`` logits. The
+ResNet50 encoder gets torchvision's ImageNet weights, published on the hub as safetensors
+(``timm/resnet50.tv_in1k``), through huggingface_hub: no torchvision, no pickle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+
+RESNET50_IMAGENET_REPO = "timm/resnet50.tv_in1k"
+
+
+def _check_channels(channels, strides) -> None:
+    if len(channels) < 2 or any(int(c) < 1 for c in channels):
+        raise ValueError(f"channels must list at least two positive widths, got {channels}")
+    if len(strides) != len(channels) - 1 or any(int(s) < 1 for s in strides):
+        raise ValueError(f"strides must have one positive entry fewer than channels, got {strides}")
+
+
+class UNet2D(nn.Module):
+    family = "cnn"
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        channels: tuple[int, ...] = (32, 64, 128, 256, 512),
+        strides: tuple[int, ...] = (2, 2, 2, 2),
+        num_res_units: int = 2,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        from monai.networks.nets import UNet
+
+        _check_channels(channels, strides)
+        if in_channels < 1 or not 0.0 <= dropout < 1.0:
+            raise ValueError("in_channels must be >= 1 and dropout in [0, 1)")
+        self._kwargs = dict(
+            in_channels=in_channels,
+            channels=list(channels),
+            strides=list(strides),
+            num_res_units=num_res_units,
+            dropout=dropout,
+        )
+        self.net = UNet(
+            spatial_dims=2,
+            in_channels=in_channels,
+            out_channels=1,
+            channels=tuple(channels),
+            strides=tuple(strides),
+            num_res_units=num_res_units,
+            dropout=dropout,
+            norm="batch",
+        )
+
+    def rebuild_kwargs(self) -> dict:
+        return dict(self._kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class AttentionUNet2D(nn.Module):
+    family = "cnn"
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        channels: tuple[int, ...] = (32, 64, 128, 256, 512),
+        strides: tuple[int, ...] = (2, 2, 2, 2),
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        from monai.networks.nets import AttentionUnet
+
+        _check_channels(channels, strides)
+        if in_channels < 1 or not 0.0 <= dropout < 1.0:
+            raise ValueError("in_channels must be >= 1 and dropout in [0, 1)")
+        self._kwargs = dict(
+            in_channels=in_channels, channels=list(channels), strides=list(strides), dropout=dropout
+        )
+        self.net = AttentionUnet(
+            spatial_dims=2,
+            in_channels=in_channels,
+            out_channels=1,
+            channels=tuple(channels),
+            strides=tuple(strides),
+            dropout=dropout,
+        )
+
+    def rebuild_kwargs(self) -> dict:
+        return dict(self._kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def load_resnet50_imagenet(encoder: nn.Module, source: str = RESNET50_IMAGENET_REPO) -> None:
+    """Copy torchvision-layout ResNet50 ImageNet weights (safetensors) into MONAI's encoder."""
+    from safetensors.torch import load_file
+
+    path = Path(source).expanduser()
+    try:
+        if path.is_dir():
+            weights_file = path / "model.safetensors"
+        else:
+            from huggingface_hub import hf_hub_download
+
+            weights_file = Path(hf_hub_download(source, "model.safetensors"))
+        weights = load_file(str(weights_file))
+    except Exception as error:
+        raise InputError(
+            f"the ResNet50 ImageNet weights '{source}' are not in the local Hugging Face cache "
+            "and could not be downloaded; run once with a network, pass pretrained=False, or "
+            f"give a local folder holding model.safetensors ({error.__class__.__name__})."
+        ) from error
+    target = encoder.state_dict()
+    wanted = {k for k in target if not k.endswith("num_batches_tracked")}
+    missing = sorted(wanted - weights.keys())
+    if missing:
+        raise InputError(
+            f"'{source}' is not a torchvision-layout ResNet50: {len(missing)} encoder tensors "
+            f"are missing (first: {missing[0]})."
+        )
+    encoder.load_state_dict({k: weights[k] for k in wanted}, strict=False)
+
+
+class ResNet50UNet2D(nn.Module):
+    family = "cnn"
+
+    def __init__(
+        self,
+        *,
+        pretrained: bool = True,
+        weights_source: str = RESNET50_IMAGENET_REPO,
+        decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
+    ):
+        super().__init__()
+        from monai.networks.nets import FlexibleUNet
+
+        if len(decoder_channels) != 5 or min(decoder_channels) < 1:
+            raise ValueError("decoder_channels must list 5 positive widths")
+        self.net = FlexibleUNet(
+            in_channels=3,
+            out_channels=1,
+            backbone="resnet50",
+            pretrained=False,
+            spatial_dims=2,
+            decoder_channels=tuple(decoder_channels),
+        )
+        self._kwargs = dict(
+            pretrained=False, weights_source=weights_source, decoder_channels=list(decoder_channels)
+        )
+        if pretrained:
+            load_resnet50_imagenet(self.net.encoder, weights_source)
+
+    def rebuild_kwargs(self) -> dict:
+        return dict(self._kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

@@ -1,0 +1,114 @@
+"""Per-model slice preparation and its exact geometric inverse.
+
+Intensities are normalised per volume (robust percentiles, computed once, so every slice of a
+case sees the same mapping), then each ``HxW`` slice is fitted to the model's square input:
+
+- ``fit="pad"``: pad to a centred square, then resize (no distortion; the CNN baselines);
+- ``fit="stretch"``: resize straight to the square (the paper's DINOv2 input).
+
+``restore`` maps ``Bx1xSxS`` logits back onto the original ``HxW`` grid by the inverse steps,
+so a mask lands on exactly the voxels of its slice. Training and inference share this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PERCENTILES = (0.5, 99.5)
+_MAX_STAT_SAMPLES = 2_000_000
+
+
+@dataclass(frozen=True)
+class IntensityStats:
+    """Per-volume mapping: clip to [low, high] -> [0, 1]; mean/std of the result (for z-score)."""
+
+    low: float
+    high: float
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, volume: np.ndarray) -> IntensityStats:
+        flat = np.asarray(volume, dtype=np.float32).reshape(-1)
+        if flat.size > _MAX_STAT_SAMPLES:  # a strided sample is plenty for percentiles
+            flat = flat[:: flat.size // _MAX_STAT_SAMPLES + 1]
+        low, high = (float(v) for v in np.percentile(flat, PERCENTILES))
+        if high <= low:  # mostly-constant image: fall back to the full range
+            low, high = float(flat.min()), float(flat.max())
+        if high <= low:
+            high = low + 1.0
+        scaled = np.clip((flat - low) / (high - low), 0.0, 1.0)
+        return cls(low, high, float(scaled.mean()), float(max(scaled.std(), 1e-3)))
+
+
+class SliceTransform:
+    """``prepare``: ``BxHxW`` raw slices -> ``BxCxSxS`` model input; ``restore``: the inverse."""
+
+    def __init__(self, preprocessing: dict):
+        self.size = int(preprocessing["input_size"])
+        self.channels = int(preprocessing["channels"])
+        self.fit = preprocessing["fit"]
+        self.intensity = preprocessing["intensity"]
+        if self.fit not in ("pad", "stretch"):
+            raise ValueError(f"fit must be 'pad' or 'stretch', not {self.fit!r}")
+        if self.intensity not in ("imagenet", "zscore"):
+            raise ValueError(f"intensity must be 'imagenet' or 'zscore', not {self.intensity!r}")
+        if self.size < 16 or self.channels not in (1, 3):
+            raise ValueError("input_size must be >= 16 and channels 1 or 3")
+
+    def normalize(self, slices: torch.Tensor, stats: IntensityStats) -> torch.Tensor:
+        """``BxHxW`` raw -> ``BxCxHxW`` normalised (float32)."""
+        x = ((slices.float() - stats.low) / (stats.high - stats.low)).clamp_(0.0, 1.0)
+        x = x.unsqueeze(1).expand(-1, self.channels, -1, -1)
+        if self.intensity == "zscore":
+            return (x - stats.mean) / stats.std
+        mean = torch.tensor(IMAGENET_MEAN[: self.channels], device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(IMAGENET_STD[: self.channels], device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def _padding(self, height: int, width: int) -> tuple[int, int, int, int]:
+        side = max(height, width)
+        top, left = (side - height) // 2, (side - width) // 2
+        return left, side - width - left, top, side - height - top
+
+    def fit_to_input(self, x: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+        """``BxCxHxW`` -> ``BxCxSxS`` (pad-or-stretch, then resize). Masks use mode='nearest'."""
+        if self.fit == "pad":
+            left, right, top, bottom = self._padding(*x.shape[-2:])
+            if left or right or top or bottom:
+                # Pad with the darkest value of the slice: background, not a fake edge.
+                fill = float(x.amin()) if x.numel() else 0.0
+                x = F.pad(x, (left, right, top, bottom), value=fill)
+        if tuple(x.shape[-2:]) == (self.size, self.size):
+            return x
+        if mode == "nearest":
+            return F.interpolate(x, size=(self.size, self.size), mode="nearest-exact")
+        shrinking = max(x.shape[-2:]) > self.size
+        return F.interpolate(
+            x,
+            size=(self.size, self.size),
+            mode="bilinear",
+            align_corners=False,
+            antialias=shrinking,
+        )
+
+    def prepare(self, slices: torch.Tensor, stats: IntensityStats) -> torch.Tensor:
+        return self.fit_to_input(self.normalize(slices, stats))
+
+    def restore(self, logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """``Bx1xSxS`` logits -> ``BxHxW`` logits on the original slice grid."""
+        if self.fit == "stretch":
+            out = F.interpolate(
+                logits.float(), size=(height, width), mode="bilinear", align_corners=False
+            )
+            return out[:, 0]
+        side = max(height, width)
+        out = F.interpolate(logits.float(), size=(side, side), mode="bilinear", align_corners=False)
+        left, _, top, _ = self._padding(height, width)
+        return out[:, 0, top : top + height, left : left + width]
