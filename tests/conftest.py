@@ -1,0 +1,90 @@
+"""Shared fixtures: tiny models saved like hub checkpoints, real cases when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+TINY_DINOV2_CONFIG = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=128,
+    patch_size=14,
+    image_size=448,
+)
+TINY_DINOV2_KWARGS = dict(head_channels=16, decoder_channels=(16, 8))
+TINY_DINOV2_PREPROCESSING = dict(input_size=112)
+TINY_UNET_KWARGS = dict(channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
+TINY_UNET_PREPROCESSING = dict(input_size=64)
+
+
+def la2018_dir() -> Path | None:
+    """The real LA 2018 cases: $LA2018_DIR, else ../shared/data/la2018 beside the repo."""
+    candidates = [os.environ.get("LA2018_DIR"), REPO_ROOT.parent / "shared" / "data" / "la2018"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "images").is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    found = la2018_dir()
+    if found is None:
+        pytest.skip("real LA 2018 cases not found: set LA2018_DIR or place ../shared/data/la2018")
+    return found
+
+
+@pytest.fixture(scope="session")
+def real_case_ids(real_data_dir) -> list[str]:
+    return (real_data_dir / "cases.txt").read_text().split()
+
+
+@pytest.fixture(scope="session")
+def tiny_dinov2_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 64-wide DINOv2 saved with save_pretrained: loads through the hub code path."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    directory = tmp_path_factory.mktemp("tiny-dinov2")
+    Dinov2Model(Dinov2Config(**TINY_DINOV2_CONFIG)).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture
+def tiny_dinov2(tiny_dinov2_dir):
+    from napari_la_dinov2 import build_model
+
+    return build_model(
+        "dinov2_vits14",
+        pretrained=True,
+        backbone_source=str(tiny_dinov2_dir),
+        preprocessing=TINY_DINOV2_PREPROCESSING,
+        **TINY_DINOV2_KWARGS,
+    )
+
+
+@pytest.fixture
+def tiny_unet():
+    from napari_la_dinov2 import build_model
+
+    return build_model("unet", preprocessing=TINY_UNET_PREPROCESSING, **TINY_UNET_KWARGS)
+
+
+def synthetic_case(shape=(64, 56, 12), seed: int = 0):
+    """An LGE-like volume with a bright ellipsoid 'atrium' and its true mask (x, y, z)."""
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    mask = (x / 0.45) ** 2 + (y / 0.4) ** 2 + (z / 0.7) ** 2 <= 1.0
+    image = 40 + 20 * rng.standard_normal(shape) + 120 * mask
+    return image.clip(0, 255).astype(np.float32), mask.astype(np.uint8)
+
+
+@pytest.fixture
+def synthetic():
+    return synthetic_case()
