@@ -1,0 +1,165 @@
+"""Evaluate predicted masks against references: files, folders, or masks held in memory.
+
+Files are read with :func:`~napari_la_dinov2.io.read_labels`; a prediction must lie on its
+reference's grid (same shape and affine) or it is refused with an InputError naming the file,
+because a metric between misaligned masks is meaningless. Distances use the reference's voxel
+spacing. Any non-zero voxel is foreground; a file with more than two distinct values is refused
+(this tool evaluates one structure, the left atrium).
+
+Rows are plain dicts (``case`` plus :data:`~napari_la_dinov2.metrics.METRIC_KEYS`) so the command
+line, the napari widgets and the training engine can tabulate them with
+:mod:`napari_la_dinov2.metrics`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import io
+from .errors import InputError
+from .io import VolumeMeta, is_supported_path, read_labels
+from .metrics import evaluate_case
+
+
+def case_name(path: str | os.PathLike) -> str:
+    """The file name without its image suffix: ``/a/case01.nii.gz`` -> ``case01``."""
+    name = Path(path).name
+    for suffix in sorted(io.SUPPORTED_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+def _mask_geometry(path: Path, shape: tuple[int, ...]) -> VolumeMeta:
+    # read_labels returns no geometry; the io readers (already run once by read_labels, so the
+    # file is known to be readable) give the affine, converted to RAS for NRRD.
+    reader = io._read_nrrd if io._suffix(path) in io.NRRD_SUFFIXES else io._read_nifti
+    _, affine, extra = reader(path)
+    return VolumeMeta(affine=affine, shape=tuple(shape), source=str(path), extra=extra)
+
+
+def _binary(labels: np.ndarray, path: Path) -> np.ndarray:
+    values = np.unique(labels)
+    if values.size > 2:
+        raise InputError(
+            f"{path} holds {values.size} different labels ({', '.join(map(str, values[:5]))}"
+            f"{', ...' if values.size > 5 else ''}); give a binary left-atrium mask."
+        )
+    return labels != 0
+
+
+def read_mask(
+    path: str | os.PathLike, like: VolumeMeta | None = None
+) -> tuple[np.ndarray, VolumeMeta]:
+    """A binary mask and its geometry; with ``like``, the mask must lie on that grid."""
+    path = Path(path).expanduser()
+    labels = read_labels(path, image_meta=like)
+    meta = like if like is not None else _mask_geometry(path, labels.shape)
+    return _binary(labels, path), meta
+
+
+def evaluate_files(
+    pred_paths: Sequence[str | os.PathLike],
+    truth_paths: Sequence[str | os.PathLike],
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict]:
+    """One row per (prediction, reference) pair, in order: ``case`` (the prediction's name)
+    and the metrics of :func:`~napari_la_dinov2.metrics.evaluate_case`."""
+    if len(pred_paths) != len(truth_paths):
+        raise InputError(
+            f"{len(pred_paths)} predictions but {len(truth_paths)} references; give one "
+            "reference per prediction."
+        )
+    if not pred_paths:
+        raise InputError("no masks to evaluate; give at least one prediction and reference.")
+    rows = []
+    for done, (pred_path, truth_path) in enumerate(zip(pred_paths, truth_paths)):
+        truth, meta = read_mask(truth_path)
+        pred, _ = read_mask(pred_path, like=meta)
+        rows.append({"case": case_name(pred_path), **evaluate_case(pred, truth, meta.spacing)})
+        if progress:
+            progress(done + 1, len(pred_paths))
+    return rows
+
+
+def _masks_in(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder; give a folder of .nii.gz/.nii/.nrrd masks.")
+    return {
+        case_name(p): p
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.startswith(".") and is_supported_path(p)
+    }
+
+
+def match_folders(
+    pred_dir: str | os.PathLike, truth_dir: str | os.PathLike
+) -> list[tuple[str, Path, Path]]:
+    """``(case, prediction, reference)`` matched by file name without suffix.
+
+    Every prediction needs a reference; references without a prediction are left out (a
+    folder of references usually holds more cases than one test split).
+    """
+    pred_dir, truth_dir = Path(pred_dir).expanduser(), Path(truth_dir).expanduser()
+    preds, truths = _masks_in(pred_dir), _masks_in(truth_dir)
+    if not preds:
+        raise InputError(f"{pred_dir} holds no .nii.gz, .nii or .nrrd masks.")
+    orphans = sorted(set(preds) - set(truths))
+    if orphans:
+        raise InputError(
+            f"{len(orphans)} predictions in {pred_dir} have no reference of the same name in "
+            f"{truth_dir} (first: {preds[orphans[0]].name}); name each mask like its reference."
+        )
+    return [(case, preds[case], truths[case]) for case in sorted(preds)]
+
+
+def evaluate_folders(
+    pred_dir: str | os.PathLike,
+    truth_dir: str | os.PathLike,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict]:
+    """Evaluate every prediction in ``pred_dir`` against the same-named mask in ``truth_dir``."""
+    pairs = match_folders(pred_dir, truth_dir)
+    return evaluate_files([p for _, p, _ in pairs], [t for _, _, t in pairs], progress)
+
+
+def compare_masks(
+    masks: Mapping[str, np.ndarray],
+    reference: np.ndarray | None = None,
+    spacing=(1.0, 1.0, 1.0),
+    reference_name: str = "reference",
+) -> list[dict]:
+    """Compare masks held in memory (the napari Compare widget).
+
+    With a ``reference``: one row per mask against it. Without: one row per unordered pair
+    (Dice, IoU, HD95 and ASSD are symmetric; ``volume_ml_pred`` is the first mask's volume).
+    Each row has ``name`` (the mask), ``reference`` (what it is compared with) and the metrics.
+    """
+    arrays = {str(name): np.asarray(mask) for name, mask in masks.items()}
+    shapes = {name: a.shape for name, a in arrays.items()}
+    if reference is not None:
+        reference = np.asarray(reference)
+        expected = reference.shape
+    else:
+        if len(arrays) < 2:
+            raise InputError("give at least two masks to compare, or a reference mask.")
+        expected = next(iter(shapes.values()))
+    for name, shape in shapes.items():
+        if shape != expected:
+            raise InputError(
+                f"the mask '{name}' has shape {shape} but the others have {expected}; masks "
+                "must be on the same image grid to be compared."
+            )
+    if reference is not None:
+        pairs = [(name, reference_name, arrays[name], reference) for name in arrays]
+    else:
+        pairs = [(a, b, arrays[a], arrays[b]) for a, b in itertools.combinations(list(arrays), 2)]
+    return [
+        {"name": a, "reference": b, **evaluate_case(pred, truth, spacing)}
+        for a, b, pred, truth in pairs
+    ]
