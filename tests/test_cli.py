@@ -17,7 +17,7 @@ from conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 
 from napari_la_dinov2.cli import main
 from napari_la_dinov2.models import build_model, list_models, save_checkpoint
-from napari_la_dinov2.overlay import choose_slices, mask_volume_ml
+from napari_la_dinov2.overlay import choose_slices
 
 # A slightly oblique affine with anisotropic voxels: the mask must come back with exactly it.
 _ROTATION = np.array([[0.995, -0.0998, 0.0], [0.0998, 0.995, 0.0], [0.0, 0.0, 1.0]])
@@ -305,9 +305,3 @@ def test_choose_slices_picks_the_largest_spread_out():
     assert choose_slices(mask, slice_axis=2, count=3) == [5, 11, 20]
     assert choose_slices(mask, slice_axis=2, count=1) == [11]
     assert len(choose_slices(np.zeros((8, 8, 9), bool), slice_axis=2, count=3)) == 3
-
-
-def test_mask_volume_ml():
-    mask = np.zeros((10, 10, 10), dtype=np.uint8)
-    mask[:4, :5, :2] = 1  # 40 voxels of 0.5 x 0.5 x 2 mm = 20 mm^3
-    assert mask_volume_ml(mask, (0.5, 0.5, 2.0)) == pytest.approx(0.02)

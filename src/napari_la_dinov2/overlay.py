@@ -14,14 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from .io import _atomic_write
+from .metrics import la_volume_ml
 
 CONTOUR_COLOUR = "#ff3b30"
 FILL_ALPHA = 0.25
-
-
-def mask_volume_ml(mask: np.ndarray, spacing) -> float:
-    """Volume of the non-zero voxels in millilitres (spacing in mm; 1 mL = 1000 mm^3)."""
-    return float(np.count_nonzero(mask)) * float(np.prod(spacing)) / 1000.0
 
 
 def choose_slices(mask: np.ndarray, slice_axis: int, count: int = 3) -> list[int]:
@@ -130,7 +126,7 @@ def render_overlay(
     )
     for index in slices:
         ax.axhline(index, color="#30a0ff", linewidth=0.6, linestyle="--")
-    volume_ml = mask_volume_ml(mask, spacing)
+    volume_ml = la_volume_ml(mask, spacing)
     figure.suptitle(f"{title}  |  LA volume {volume_ml:.1f} mL".strip(" |"), fontsize=11)
     return figure
 

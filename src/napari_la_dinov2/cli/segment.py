@@ -108,8 +108,9 @@ def _same_file(a: Path, b: Path) -> bool:
 def run(args: argparse.Namespace) -> int:
     from ..inference import Predictor, RegionOfInterest, autocast_dtype, resolve_device
     from ..io import check_output_path, read_volume, write_labels
+    from ..metrics import la_volume_ml
     from ..models import load_model
-    from ..overlay import mask_volume_ml, save_overlay
+    from ..overlay import save_overlay
 
     source = Path(args.input)
     out = check_output_path(args.out, args.overwrite)
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
 
     write_labels(out, labels, meta, overwrite=args.overwrite)
     voxels = int(labels.sum())
-    volume_ml = mask_volume_ml(labels, meta.spacing)
+    volume_ml = la_volume_ml(labels, meta.spacing)
     if png is not None:
         save_overlay(
             png,
