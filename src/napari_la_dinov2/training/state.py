@@ -1,0 +1,94 @@
+"""Run-directory files: optimizer state without pickle, history CSV, loss/Dice curves.
+
+The optimizer state is flattened into safetensors + JSON so that resuming a run never
+unpickles anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def save_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{index}.{key}"] = value
+    save_file(tensors, str(directory / "optimizer.safetensors"))
+    (directory / "optimizer.json").write_text(
+        json.dumps({"param_groups": state["param_groups"], "scalars": scalars})
+    )
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
+    tensors = load_file(str(directory / "optimizer.safetensors"))
+    meta = json.loads((directory / "optimizer.json").read_text())
+    state: dict[int, dict] = {}
+    for flat, value in [*tensors.items(), *meta["scalars"].items()]:
+        index, key = flat.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def write_history(history: list[dict], path: Path) -> None:
+    if not history:
+        return
+    keys = list(history[0])
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+
+
+def read_history(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open() as handle:
+        return [
+            {k: (float(v) if k != "epoch" else int(v)) for k, v in row.items()}
+            for row in csv.DictReader(handle)
+        ]
+
+
+def plot_curves(history: list[dict], path: Path, title: str) -> None:
+    """Training loss and validation Dice against epoch, one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    epochs = [row["epoch"] for row in history]
+    figure = Figure(figsize=(7, 3.2), dpi=100)
+    loss_axes, dice_axes = figure.subplots(1, 2)
+    loss_axes.plot(epochs, [row["train_loss"] for row in history], marker="o", ms=3)
+    loss_axes.set(xlabel="epoch", ylabel="training loss", title="loss")
+    dice_axes.plot(epochs, [row["val_dice"] for row in history], marker="o", ms=3, color="C2")
+    dice_axes.set(xlabel="epoch", ylabel="validation Dice", title="validation Dice", ylim=(0, 1))
+    for axes in (loss_axes, dice_axes):
+        axes.grid(alpha=0.3)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    figure.savefig(tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,88 @@
+"""Train the embedded default model on the 80 real LA 2018 cases (CPU is enough).
+
+    python training/default_model/train_default.py [--data ../shared/data/la2018]
+        [--out runs/default_model] [--epochs 24] [--steps 200] [--threads 2]
+
+Split by patient, seeded: 64 train / 8 validation (early stopping, best checkpoint) / 8 test
+(never seen in training; scored by evaluate_default.py). The run directory gets the usual
+files (config.json, split.json, history.csv, curves.png, best/, last/); `--resume` goes on
+from last/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from napari_la_dinov2.training import TrainConfig, finetune, load_case_folder
+
+# A compact 2D UNet (MONAI, 1.6 M parameters, 6.5 MB of float32 weights) at 192x192: small
+# enough to ship in the package and to run on a laptop CPU in about a second per volume.
+DEFAULT_MODEL = dict(
+    model="unet",
+    model_kwargs=dict(channels=[16, 32, 64, 128, 256], strides=[2, 2, 2, 2], num_res_units=2),
+    preprocessing=dict(input_size=192, channels=1, fit="pad", intensity="zscore"),
+    loss="bce_dice",
+    schedule="cosine",
+    lr=1e-3,
+    batch_size=16,
+    foreground_fraction=0.6,
+    split=(0.8, 0.1, 0.1),
+    seed=0,
+    patience=1000,  # the cosine schedule decides the length; the best epoch is kept
+    pretrained=False,
+)
+
+
+def main(argv=None) -> int:
+    here = Path(__file__).resolve()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data",
+        default=os.environ.get("LA2018_DIR", str(here.parents[3] / "shared" / "data" / "la2018")),
+    )
+    parser.add_argument("--out", default="runs/default_model")
+    parser.add_argument("--epochs", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=200, help="steps per epoch")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    started = time.perf_counter()
+    cases = load_case_folder(args.data)
+    print(f"{len(cases)} cases from {args.data}", flush=True)
+    config = TrainConfig(
+        **DEFAULT_MODEL,
+        output_dir=args.out,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps,
+        resume=args.resume,
+    )
+
+    def report(event):
+        if event["kind"] == "epoch":
+            print(
+                f"epoch {event['epoch']:3d}/{event['epochs']}  loss {event['train_loss']:.4f}"
+                f"  val Dice {event['val_dice']:.4f}  best {event['best_val_dice']:.4f}"
+                f"  {event['seconds']:.0f} s  (total {time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
+
+    result = finetune(cases, config, progress=report)
+    minutes = (time.perf_counter() - started) / 60
+    print(
+        f"best validation Dice {result.best_val_dice:.4f}; {minutes:.1f} min; "
+        f"best checkpoint in {result.best_checkpoint}",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
