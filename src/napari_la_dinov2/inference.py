@@ -122,7 +122,7 @@ class Predictor:
         threshold: float = 0.5,
         morphology: bool = True,
         largest_cc: bool = True,
-        flip_tta: bool = False,
+        flip_tta: bool | None = None,
     ):
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, not {batch_size}.")
@@ -136,7 +136,10 @@ class Predictor:
         self.threshold = threshold
         self.morphology = morphology
         self.largest_cc = largest_cc
-        self.flip_tta = flip_tta
+        # None: what the checkpoint recommends (the embedded model ships with flip averaging
+        # when it scored better on its validation cases).
+        recommended = getattr(model, "provenance", {}).get("inference", {})
+        self.flip_tta = recommended.get("flip_tta", False) if flip_tta is None else flip_tta
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):

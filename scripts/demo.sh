@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The main job of the README: set up, then segment a volume with the embedded default model.
+#   bash scripts/demo.sh [VOLUME.nii.gz|.nrrd] [OUTPUT_DIR]
+# Without a VOLUME it takes the first real case of ../shared/data/la2018 (or $LA2018_DIR) when
+# present, else a synthetic LGE-like sample made by the package. Writes OUTPUT_DIR/<name>_la.nii.gz
+# and a PNG overlay; with a display (DISPLAY set) it then opens napari with the result.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+out=${2:-out}
+mkdir -p "$out"
+volume=${1:-}
+if [ -z "$volume" ]; then
+  data=${LA2018_DIR:-../shared/data/la2018}
+  if [ -f "$data/cases.txt" ]; then
+    volume="$data/images/$(head -n 1 "$data/cases.txt").nii.gz"
+  else
+    volume="$out/sample_lge.nii.gz"
+    [ -f "$volume" ] || .venv/bin/python -m napari_la_dinov2.sample "$volume"
+  fi
+fi
+name=$(basename "$volume"); name=${name%.gz}; name=${name%.nii}; name=${name%.nrrd}
+.venv/bin/la-dinov2 segment "$volume" --out "$out/${name}_la.nii.gz" --png "$out/${name}_la.png" --overwrite
+if [ -n "${DISPLAY:-}" ] && [ -z "${CI:-}" ]; then
+  exec .venv/bin/python -m napari_la_dinov2.launch "$volume" --labels "$out/${name}_la.nii.gz"
+fi

@@ -1,0 +1,159 @@
+"""Score the trained default model on its held-out cases, write its model card, and install it
+into the package (src/napari_la_dinov2/weights/la_default/).
+
+    python training/default_model/evaluate_default.py --run runs/default_model [--install]
+
+Scores the validation cases (used for early stopping) and the test cases (never used in
+training or model selection) of the run's split.json, through the same Predictor and
+post-processing as `la-dinov2 segment`, with and without left-right flip averaging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from napari_la_dinov2.inference import Predictor
+from napari_la_dinov2.metrics import evaluate_case, markdown_table, summarize
+from napari_la_dinov2.models import load_checkpoint, save_checkpoint
+from napari_la_dinov2.training import load_case_folder
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE_DIR = REPO / "src" / "napari_la_dinov2" / "weights" / "la_default"
+
+
+def score(model, cases, flip_tta: bool) -> tuple[list[dict], float]:
+    predictor = Predictor(model, device="cpu", batch_size=16, flip_tta=flip_tta)
+    rows, started = [], time.perf_counter()
+    for case in cases:
+        pred = predictor.predict(case.image, case.meta)
+        rows.append({"case": case.name, **evaluate_case(pred, case.labels, case.meta.spacing)})
+    return rows, (time.perf_counter() - started) / max(len(cases), 1)
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default="runs/default_model")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "la2018"))
+    parser.add_argument("--install", action="store_true", help="copy into the package")
+    parser.add_argument(
+        "--tta",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="flip averaging in the shipped model: auto = on if it helps on val",
+    )
+    args = parser.parse_args(argv)
+    run = Path(args.run)
+    split = json.loads((run / "split.json").read_text())
+    history = [line.split(",") for line in (run / "history.csv").read_text().splitlines()]
+    train_seconds = sum(float(row[-1]) for row in history[1:])
+    model = load_checkpoint(run / "best")
+    results, seconds = {}, {}
+    for part in ("val", "test"):
+        cases = load_case_folder(args.data, names=split[part])
+        for tta in (False, True):
+            key = f"{part}{' + flip TTA' if tta else ''}"
+            results[key], seconds[key] = score(model, cases, tta)
+            s = summarize(results[key])
+            print(
+                f"{key:18s} Dice {s['dice']['mean']:.4f} ± {s['dice']['sd']:.4f}  "
+                f"IoU {s['iou']['mean']:.4f}  HD95 {s['hd95_mm']['mean']:.2f} mm  "
+                f"ASSD {s['assd_mm']['mean']:.2f} mm  {seconds[key]:.2f} s/volume",
+                flush=True,
+            )
+    use_tta = (
+        {"on": True, "off": False}[args.tta]
+        if args.tta != "auto"
+        else (
+            summarize(results["val + flip TTA"])["dice"]["mean"]
+            > summarize(results["val"])["dice"]["mean"]
+        )
+    )
+    card = model_card(model, split, results, seconds, train_seconds, use_tta, run)
+    (run / "MODEL_CARD.md").write_text(card)
+    print(card)
+    if args.install:
+        model.provenance.update(
+            {"display_name": "LA default (UNet 192)", "inference": {"flip_tta": bool(use_tta)}}
+        )
+        save_checkpoint(model, PACKAGE_DIR)
+        shutil.copy(run / "MODEL_CARD.md", PACKAGE_DIR / "MODEL_CARD.md")
+        (PACKAGE_DIR / "README.md").unlink(missing_ok=True)  # the hub mixin's stub card
+        print(f"installed into {PACKAGE_DIR}")
+    return 0
+
+
+def model_card(model, split, results, seconds, train_seconds, use_tta, run) -> str:
+    config = json.loads((run / "config.json").read_text())
+    n_params = sum(p.numel() for p in model.parameters())
+    test_key = "test + flip TTA" if use_tta else "test"
+    val_key = "val + flip TTA" if use_tta else "val"
+    test, val = summarize(results[test_key]), summarize(results[val_key])
+    return f"""# napari-la-dinov2 default model (embedded)
+
+A compact 2D UNet (MONAI `UNet`, channels {config["model_kwargs"]["channels"]}, 2 residual units
+per level, {n_params / 1e6:.2f} M parameters) that segments the left-atrium blood pool slice by
+slice along the through-plane axis of a 3D LGE-MRI volume, at {model.preprocessing["input_size"]}x{model.preprocessing["input_size"]}
+(slices padded to a square, robust z-score intensities), with {"left-right flip averaging, " if use_tta else ""}
+thresholding at 0.5, in-plane opening + closing and the largest 3D connected component.
+
+## Data and split
+
+The 80 training cases of the 2018 Atrial Segmentation Challenge (LA 2018; the 80-case list used
+by UA-MT/SASSNet/DTC): 3D LGE-MRI at 0.625 x 0.625 x 1.25 mm, cropped around the atrium with a
+10-20 voxel margin. Split by patient with seed {config["seed"]}: {len(split["train"])} training,
+{len(split["val"])} validation (early stopping / checkpoint choice) and {len(split["test"])} test
+cases (never seen in training or selection). The case ids are in `provenance` of config.json.
+
+## Results (3D, per volume, mean ± SD)
+
+| cases | Dice | IoU | HD95 (mm) | ASSD (mm) |
+|---|---|---|---|---|
+| validation ({len(split["val"])}) | {val["dice"]["mean"]:.4f} ± {val["dice"]["sd"]:.4f} | {val["iou"]["mean"]:.4f} ± {val["iou"]["sd"]:.4f} | {val["hd95_mm"]["mean"]:.2f} ± {val["hd95_mm"]["sd"]:.2f} | {val["assd_mm"]["mean"]:.2f} ± {val["assd_mm"]["sd"]:.2f} |
+| test ({len(split["test"])}) | {test["dice"]["mean"]:.4f} ± {test["dice"]["sd"]:.4f} | {test["iou"]["mean"]:.4f} ± {test["iou"]["sd"]:.4f} | {test["hd95_mm"]["mean"]:.2f} ± {test["hd95_mm"]["sd"]:.2f} | {test["assd_mm"]["mean"]:.2f} ± {test["assd_mm"]["sd"]:.2f} |
+
+All variants scored (with and without flip averaging):
+
+{markdown_table(results)}
+
+Inference: {seconds[test_key]:.2f} s per volume on this CPU (2 cores, fp32).
+
+## Training
+
+Adam, lr {config["lr"]} with a cosine decay, BCE + soft Dice, batch {config["batch_size"]},
+{config["epochs"]} epochs of {config["steps_per_epoch"]} steps, {config["foreground_fraction"]:.0%} of each batch from
+slices holding atrium, flips / rotations (±15°) / scalings (0.85-1.15) / contrast, brightness
+and noise; the epoch with the best validation Dice kept. Training took {train_seconds / 60:.0f} minutes
+on {cpu_name()} ({torch.get_num_threads()} threads, torch {torch.__version__}, {platform.system()}),
+a machine shared with other jobs. Re-run: `python training/default_model/train_default.py` then
+`python training/default_model/evaluate_default.py --install`.
+
+## Intended use and limits
+
+- It expects **atrium-centred crops like the training data** (about 110-145 mm in-plane around
+  the atrium). On a full field-of-view scan (e.g. 576x576 or 640x640 voxels) give a region of
+  interest around the atrium: `la-dinov2 segment scan.nii.gz --roi r0:r1,c0:c1[,z0:z1] ...`, or a
+  Shapes rectangle in the napari Segment widget. Outside the region the mask is 0.
+- Trained on one centre's data (the 2018 challenge, 1.5T/3T Siemens/Philips LGE): other
+  sequences, contrast timings and pathologies have not been tested. Check every mask; correct
+  it with napari's brush and fine-tune on your corrections.
+- A research tool, not a medical device.
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
