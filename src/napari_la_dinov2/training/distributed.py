@@ -50,3 +50,13 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 def barrier() -> None:
     if rank_and_world()[1] > 1:
         dist.barrier()
+
+
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank. DDP syncs them at
+    the start of each forward, but each rank then updates them on its own batch: without this
+    the ranks would validate, and decide early stopping, with slightly different models."""
+    if rank_and_world()[1] <= 1:
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer.data, src=0)

@@ -38,6 +38,14 @@ from ..models import LASegmenter, get_spec, load_model, save_checkpoint
 from ..preprocess import SliceTransform
 from . import distributed
 from .cases import Case, split_cases, write_split
+from .feature_cache import (
+    CachedDecoder,
+    FeatureCache,
+    TokenStore,
+    shared_cache,
+    token_batch,
+    validate_cached,
+)
 from .slices import Augmentation, PreparedCase, SliceSampler, make_batch
 from .state import (
     atomic_write_text,
@@ -79,6 +87,12 @@ class TrainConfig:
     val_batch_size: int = 16
     resume: bool = False
     pretrained: bool = True
+    # Frozen DINOv2 backbone: token maps computed once and reused (feature_cache.py). "auto"
+    # uses the cache whenever the backbone is frozen; in cache mode the only augmentation is an
+    # exact left-right flip.
+    feature_cache: str = "auto"  # "auto", "on" or "off"
+    feature_cache_dir: str | None = None  # also keep token maps on disk, across processes
+    feature_cache_gb: float = 4.0  # memory budget of the process-wide cache
 
     def resolved(self, family_defaults: dict) -> TrainConfig:
         updates = {
@@ -93,6 +107,10 @@ class TrainConfig:
             raise InputError(f"loss must be 'bce' or 'bce_dice', not {config.loss!r}.")
         if config.schedule not in ("constant", "cosine"):
             raise InputError(f"schedule must be 'constant' or 'cosine', not {config.schedule!r}.")
+        if config.feature_cache not in ("auto", "on", "off"):
+            raise InputError(
+                f"feature_cache must be 'auto', 'on' or 'off', not {config.feature_cache!r}."
+            )
         return config
 
     def to_dict(self) -> dict:
@@ -148,6 +166,13 @@ def _initial_model(config: TrainConfig) -> LASegmenter:
     return model
 
 
+def _uses_feature_cache(config: TrainConfig, model: LASegmenter) -> bool:
+    frozen = getattr(model.net, "freeze_backbone", False) and hasattr(model.net, "decode")
+    if config.feature_cache == "on" and not frozen:
+        raise InputError("feature_cache 'on' needs a DINOv2 model with a frozen backbone.")
+    return frozen and config.feature_cache != "off"
+
+
 def finetune(
     cases: list[Case],
     config: TrainConfig,
@@ -155,6 +180,7 @@ def finetune(
     val_cases: list[Case] | None = None,
     progress=None,
     stop=None,
+    cache: FeatureCache | None = None,
 ) -> RunResult:
     """Train ``config.model`` on ``cases``; see the module docstring for what is written.
 
@@ -162,9 +188,10 @@ def finetune(
     ``config.split`` (the test part is left out and named in split.json). With a single case
     there is nothing to hold out: validation then runs on the training case, which says how
     well the model fits the corrections, not how it generalises (recorded in config.json).
-    ``progress(event)`` receives dicts (kind 'step' and 'epoch'); ``stop`` is a
+    ``progress(event)`` receives dicts (kind 'step' and 'epoch'; 'features' with done/total
+    while a frozen backbone's token maps are computed); ``stop`` is a
     threading.Event or callable: when set, the run ends after the current step, keeping the best
-    checkpoint so far.
+    checkpoint so far. ``cache``: the feature cache to use (default: the process-wide one).
     """
     if not cases:
         raise InputError("no annotated cases to train on.")
@@ -193,6 +220,7 @@ def finetune(
     amp_dtype = autocast_dtype(device, config.precision)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
+    use_cache = _uses_feature_cache(config, model)
 
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -200,6 +228,7 @@ def finetune(
             "model_name": model.model_name,
             "val_on_train": val_on_train,
             "world_size": world,
+            "feature_cache_used": use_cache,
         }
         atomic_write_text(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
         write_split(split, run_dir / "split.json")
@@ -216,12 +245,24 @@ def finetune(
         history = read_history(run_dir / "history.csv")
         start_epoch = (history[-1]["epoch"] + 1) if history else 1
         best = max((row["val_dice"] for row in history), default=-1.0)
-    train_model = distributed.wrap(model, device)
-
     transform = SliceTransform(model.preprocessing)
     prepared = [PreparedCase.of(c, transform) for c in train_cases]
     sampler = SliceSampler(prepared, config.foreground_fraction)
     augmentation = Augmentation() if config.augment else None
+    if use_cache:  # backbone once per case (and mirrored case); then only the decoder trains
+        if cache is None:
+            cache = shared_cache(int(config.feature_cache_gb * 2**30), config.feature_cache_dir)
+        store = TokenStore(
+            model.net, transform, model.preprocessing, device, cache,
+            batch_size=config.val_batch_size, amp_dtype=amp_dtype, stop=stop,
+        )  # fmt: skip
+        report = progress if rank == 0 else None
+        train_tokens, flip_tokens, val_tokens = store.tokens_for_run(
+            prepared, val_set, flips=config.augment, progress=report
+        )
+        train_model = distributed.wrap(CachedDecoder(model.net, transform.size), device)
+    else:
+        train_model = distributed.wrap(model, device)
     steps = config.steps_per_epoch or max(1, len(sampler) // (config.batch_size * world))
     total_steps = steps * config.epochs
     loss_fn = _make_loss(config.loss)
@@ -242,7 +283,10 @@ def finetune(
                 break
             offset = (step * world + rank) * config.batch_size
             batch = picks[offset : offset + config.batch_size]
-            x, y = make_batch(prepared, batch, transform, augmentation, generator)
+            if use_cache:
+                x, y = token_batch(train_tokens, flip_tokens, prepared, batch, generator)
+            else:
+                x, y = make_batch(prepared, batch, transform, augmentation, generator)
             x, y = x.to(device), y.to(device)
             if config.schedule == "cosine":
                 done = (epoch - 1) * steps + step
@@ -268,8 +312,14 @@ def finetune(
                 )
         if not losses:
             break
+        distributed.broadcast_buffers(model)  # BatchNorm statistics: the same on every rank
         try:
-            val_dice = validate(model, val_set, device, config.val_batch_size, stop)
+            if use_cache:
+                val_dice = validate_cached(
+                    model, val_set, val_tokens, device, config.val_batch_size, amp_dtype, stop=stop
+                )
+            else:
+                val_dice = validate(model, val_set, device, config.val_batch_size, stop)
         except CancelledError:
             stopped = True
             break
