@@ -135,6 +135,11 @@ def _read_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         spatial = [r for r in rows if r is not None and np.all(np.isfinite(r))]
         if len(spatial) == 3 and ndim_space == 3:
             affine[:3, :3] = np.stack(spatial, axis=1)
+        others = [i for i, r in enumerate(rows) if not np.all(np.isfinite(r))]
+        if data.ndim == 4 and len(others) == 1:
+            # NRRD stores a list/time axis first; move it last, where NIfTI keeps its 4th axis,
+            # so a singleton is read as 3D and a true series is refused with its frame count.
+            data = np.moveaxis(data, others[0], -1)
     elif "spacings" in header:
         affine[:3, :3] = np.diag([float(s) for s in header["spacings"][:3]])
     if origin is not None:
