@@ -1,7 +1,7 @@
 """Train the embedded default model on the 80 real LA 2018 cases (CPU is enough).
 
     python training/default_model/train_default.py [--data ../shared/data/la2018]
-        [--out runs/default_model] [--epochs 24] [--steps 200] [--threads 2]
+        [--out runs/default_model] [--epochs 30] [--steps 100] [--threads 2]
 
 Split by patient, seeded: 64 train / 8 validation (early stopping, best checkpoint) / 8 test
 (never seen in training; scored by evaluate_default.py). The run directory gets the usual
@@ -21,12 +21,12 @@ import torch
 
 from napari_la_dinov2.training import TrainConfig, finetune, load_case_folder
 
-# A compact 2D UNet (MONAI, 1.6 M parameters, 6.5 MB of float32 weights) at 192x192: small
+# A compact 2D UNet (MONAI, 1.6 M parameters, 6.5 MB of float32 weights) at 160x160: small
 # enough to ship in the package and to run on a laptop CPU in about a second per volume.
 DEFAULT_MODEL = dict(
     model="unet",
     model_kwargs=dict(channels=[16, 32, 64, 128, 256], strides=[2, 2, 2, 2], num_res_units=2),
-    preprocessing=dict(input_size=192, channels=1, fit="pad", intensity="zscore"),
+    preprocessing=dict(input_size=160, channels=1, fit="pad", intensity="zscore"),
     loss="bce_dice",
     schedule="cosine",
     lr=1e-3,
@@ -47,8 +47,8 @@ def main(argv=None) -> int:
         default=os.environ.get("LA2018_DIR", str(here.parents[3] / "shared" / "data" / "la2018")),
     )
     parser.add_argument("--out", default="runs/default_model")
-    parser.add_argument("--epochs", type=int, default=24)
-    parser.add_argument("--steps", type=int, default=200, help="steps per epoch")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=100, help="steps per epoch")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
