@@ -1,0 +1,120 @@
+"""Picking annotated cases in the viewer: (image, corrected mask) layer pairs or a case folder.
+
+Shared by Fine-tune and Few-shot. The layers are copied into ``training.Case`` objects in the GUI
+thread when a job starts, so painting during training changes nothing under the engine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, PushButton, Select
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error
+
+from ..errors import InputError
+from ._layers import layer_volume
+
+
+def cases_from_layers(pairs) -> list:
+    """Training cases from (image layer, labels layer) pairs; any non-zero label is atrium."""
+    from ..training import Case
+
+    cases, names = [], set()
+    for image_layer, labels_layer in pairs:
+        image, meta = layer_volume(image_layer)
+        labels = np.asarray(labels_layer.data)
+        if labels.shape != image.shape:
+            raise InputError(
+                f"the labels layer '{labels_layer.name}' has shape {labels.shape} but the image "
+                f"'{image_layer.name}' has {image.shape}; pick the mask made on that image."
+            )
+        name, n = image_layer.name, 2
+        while name in names:
+            name, n = f"{image_layer.name}-{n}", n + 1
+        names.add(name)
+        cases.append(Case(name, image.copy(), (labels != 0).astype(np.uint8), meta))
+    return cases
+
+
+class CasePicker(Container):
+    """Image + mask combos, an 'Add case' list, and an optional folder of cases."""
+
+    def __init__(self, viewer, *, folder_label: str = "Or a case folder"):
+        self.viewer = viewer
+        self.pairs: list[tuple[Image, Labels]] = []
+        self.image = ComboBox(label="Image", choices=self._layers_of(Image))
+        self.mask = ComboBox(label="Corrected mask", choices=self._layers_of(Labels))
+        self.add_case = PushButton(text="Add case")
+        self.cases = Select(label="Cases", choices=self._case_choices)
+        self.remove_case = PushButton(text="Remove selected cases")
+        self.folder = FileEdit(label=folder_label, mode="d", value="")
+        super().__init__(
+            widgets=[
+                self.image,
+                self.mask,
+                self.add_case,
+                self.cases,
+                self.remove_case,
+                self.folder,
+            ],
+            labels=True,
+        )
+        self.margins = (0, 0, 0, 0)
+        self.add_case.changed.connect(self.add_pair)
+        self.remove_case.changed.connect(self._remove_pairs)
+        for event in ("inserted", "removed", "moved"):
+            getattr(viewer.layers.events, event).connect(self._layers_changed)
+        viewer.layers.events.removed.connect(self._forget_removed)
+
+    def _layers_of(self, kind):
+        return lambda _w=None: [
+            (lay.name, lay) for lay in self.viewer.layers if isinstance(lay, kind)
+        ]
+
+    def _case_choices(self, _widget=None):
+        return [(f"{img.name} + {lab.name}", i) for i, (img, lab) in enumerate(self.pairs)]
+
+    def _layers_changed(self, _event=None):
+        self.image.reset_choices()
+        self.mask.reset_choices()
+
+    def _forget_removed(self, event):
+        self.pairs = [p for p in self.pairs if event.value not in p]
+        self.cases.reset_choices()
+
+    def add_pair(self, _=None):
+        pair = (self.image.value, self.mask.value)
+        if None in pair:
+            show_error("choose an image and its corrected mask first.")
+            return
+        if pair not in self.pairs:
+            self.pairs.append(pair)
+        self.cases.reset_choices()
+
+    def _remove_pairs(self, _=None):
+        drop = set(self.cases.value)
+        self.pairs = [p for i, p in enumerate(self.pairs) if i not in drop]
+        self.cases.reset_choices()
+
+    def chosen_pairs(self) -> list[tuple[Image, Labels]]:
+        """The added pairs; if none was added, the pair on screen."""
+        if self.pairs:
+            return list(self.pairs)
+        if self.image.value is not None and self.mask.value is not None:
+            return [(self.image.value, self.mask.value)]
+        return []
+
+    def chosen_folder(self) -> str | None:
+        folder = str(self.folder.value)
+        return folder if folder not in ("", ".") and Path(folder).is_dir() else None
+
+    def collect(self):
+        """``(cases from layers, folder or None)``; InputError when nothing is chosen. The
+        folder is read by the caller's worker (reading volumes is slow)."""
+        cases = cases_from_layers(self.chosen_pairs())
+        folder = self.chosen_folder()
+        if not cases and folder is None:
+            raise InputError("add a case (image + corrected mask) or choose a case folder.")
+        return cases, folder

@@ -1,0 +1,77 @@
+"""The models a user can pick, shared by every widget of the session.
+
+A checkpoint folder chosen in one widget, or written by a fine-tuning run, appears in the model
+lists of all the others (``KNOWN_MODELS.changed``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from psygnal import Signal
+
+from ..models import list_models
+
+DEFAULT = "default"
+
+
+class KnownModels:
+    """Ordered ``(label, source)`` pairs: the embedded default, added checkpoints, registry names."""
+
+    changed = Signal()
+
+    def __init__(self):
+        self._added: dict[str, str] = {}
+
+    def choices(self, _widget=None) -> list[tuple[str, str]]:
+        added = [(label, source) for label, source in self._added.items()]
+        return [(DEFAULT, DEFAULT), *added, *((name, name) for name in list_models())]
+
+    def label_of(self, source: str) -> str:
+        for label, known in self.choices():
+            if known == source:
+                return label
+        return str(source)
+
+    def add(self, source: str | Path, label: str | None = None) -> str:
+        """Add a checkpoint folder or hub repo id; returns its label (the source itself)."""
+        source = str(source)
+        if source in self._added.values():
+            return self.label_of(source)
+        if label is None:
+            path = Path(source)
+            label = f"{path.parent.name}/{path.name}" if path.is_dir() else source
+        base, n = label, 2
+        while label in self._added or label == DEFAULT or label in list_models():
+            label, n = f"{base} ({n})", n + 1
+        self._added[label] = source
+        self.changed.emit()
+        return label
+
+
+KNOWN_MODELS = KnownModels()
+
+
+def device_choices() -> list[str]:
+    """'auto', 'cpu' and the accelerators this machine has."""
+    import torch
+
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def follow_known_models(combo) -> None:
+    """Keep a magicgui ComboBox's choices in step with KNOWN_MODELS while its widget lives."""
+
+    def refresh():
+        try:
+            combo.reset_choices()
+        except RuntimeError:  # the Qt widget was deleted (viewer closed): stop following
+            KNOWN_MODELS.changed.disconnect(refresh)
+
+    KNOWN_MODELS.changed.connect(refresh)
+    combo.native.destroyed.connect(lambda *_: KNOWN_MODELS.changed.disconnect(refresh))

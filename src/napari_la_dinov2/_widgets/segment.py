@@ -1,0 +1,237 @@
+"""Segment widget: image layer + model -> a Labels layer on the image's grid.
+
+The widget only gathers choices; ``start_segmentation`` runs ``load_model`` and
+``Predictor.predict`` in a worker, and the result is added as a Labels layer with the image's
+scale, translate, affine and metadata (so the writer saves it on the image's grid).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    LineEdit,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Image, Shapes
+from napari.utils.notifications import show_error
+
+from ..errors import InputError
+from ..inference import Predictor, RegionOfInterest
+from ..metrics import la_volume_ml
+from ..models import load_model
+from ._layers import labels_layer_kwargs, layer_volume
+from ._models import KNOWN_MODELS, device_choices, follow_known_models
+from ._worker import Job
+
+
+def roi_from_shapes(shapes: Shapes, image: Image, slice_axis: int) -> RegionOfInterest:
+    """The region of interest of a drawn rectangle, in the image's array indices.
+
+    Uses the selected shape, else the last one. Its corners go data -> world -> image data, so
+    a rectangle drawn on a scaled, translated or rotated image lands on the right voxels. An
+    axis the rectangle does not span (the slice it was drawn on) keeps its full range.
+    """
+    if len(shapes.data) == 0:
+        raise InputError(f"the Shapes layer '{shapes.name}' has no rectangle; draw one first.")
+    selected = sorted(shapes.selected_data)
+    vertices = np.asarray(shapes.data[selected[-1] if selected else -1], dtype=float)
+    corners = []
+    for vertex in vertices:
+        world = np.asarray(shapes.data_to_world(vertex), dtype=float)
+        if world.size < image.ndim:  # a 2D Shapes layer over a 3D image: no extent in depth
+            world = np.concatenate([np.full(image.ndim - world.size, np.nan), world])
+        corners.append(np.asarray(image.world_to_data(world[-image.ndim :]), dtype=float))
+    corners = np.stack(corners)
+    shape = np.asarray(image.data.shape)
+    start, stop = np.zeros(3, int), shape.copy()
+    for axis in range(3):
+        values = corners[:, axis]
+        if np.all(np.isfinite(values)) and values.max() - values.min() >= 1.0:
+            start[axis] = int(np.floor(values.min()))
+            stop[axis] = int(np.ceil(values.max())) + 1
+    inplane = [axis for axis in range(3) if axis != slice_axis]
+    box = (start[inplane[0]], stop[inplane[0]], start[inplane[1]], stop[inplane[1]])
+    return RegionOfInterest(
+        box=tuple(int(v) for v in box), slices=(int(start[slice_axis]), int(stop[slice_axis]))
+    )
+
+
+def start_segmentation(
+    viewer,
+    image_layer: Image,
+    source: str,
+    *,
+    label: str | None = None,
+    device: str = "auto",
+    batch_size: int = 8,
+    roi: RegionOfInterest | None = None,
+    morphology: bool = True,
+    largest_cc: bool = True,
+    flip_tta: bool = False,
+    on_done=None,
+    on_finished=None,
+) -> Job:
+    """Segment ``image_layer`` with ``source`` in a worker; add the mask as a Labels layer."""
+    volume, meta = layer_volume(image_layer)
+    label = label or KNOWN_MODELS.label_of(source)
+
+    def job(report, stop):
+        model = load_model(source)
+        predictor = Predictor(
+            model,
+            device=device,
+            batch_size=batch_size,
+            morphology=morphology,
+            largest_cc=largest_cc,
+            flip_tta=flip_tta,
+        )
+        return predictor.predict(
+            volume,
+            meta,
+            roi=roi,
+            progress=lambda done, total: report({"done": done, "total": total}),
+            cancel=stop,
+        )
+
+    def add_layer(labels: np.ndarray):
+        layer = viewer.add_labels(labels, **labels_layer_kwargs(image_layer, name=label))
+        viewer.layers.selection.active = layer
+        if on_done is not None:
+            on_done(layer)
+
+    return Job(
+        job,
+        description=f"Segmenting '{image_layer.name}' with {label}",
+        on_done=add_layer,
+        on_finished=on_finished,
+    )
+
+
+class SegmentWidget(Container):
+    """Plugins > LA DINOv2 > Segment."""
+
+    def __init__(self, napari_viewer):
+        self.viewer = napari_viewer
+        self.image = ComboBox(label="Image", choices=self._image_layers)
+        self.model = ComboBox(label="Model", choices=KNOWN_MODELS.choices)
+        self.folder = FileEdit(label="Checkpoint folder", mode="d", value="")
+        self.hub_id = LineEdit(label="Hub repo id")
+        self.add_hub = PushButton(text="Add hub model")
+        self.device = ComboBox(label="Device", choices=device_choices(), value="auto")
+        self.batch_size = SpinBox(label="Batch size", value=8, min=1, max=512)
+        self.roi = ComboBox(label="ROI rectangle", choices=self._shapes_layers, nullable=True)
+        self.morphology = CheckBox(text="Opening + closing", value=True)
+        self.largest_cc = CheckBox(text="Keep the largest component", value=True)
+        self.flip_tta = CheckBox(text="Flip test-time augmentation", value=False)
+        self.run_button = PushButton(text="Segment")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(value="")
+        super().__init__(
+            widgets=[
+                self.image,
+                self.model,
+                self.folder,
+                self.hub_id,
+                self.add_hub,
+                self.device,
+                self.batch_size,
+                self.roi,
+                self.morphology,
+                self.largest_cc,
+                self.flip_tta,
+                self.run_button,
+                self.cancel_button,
+                self.status,
+            ]
+        )
+        self.roi.value = None
+        self.job: Job | None = None
+        self.last_layer = None
+        self.folder.changed.connect(self._add_folder)
+        self.add_hub.changed.connect(self._add_hub_model)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        follow_known_models(self.model)
+        for event in ("inserted", "removed", "moved"):
+            getattr(self.viewer.layers.events, event).connect(self._layers_changed)
+
+    def _layers_changed(self, _event=None):
+        self.image.reset_choices()
+        self.roi.reset_choices()
+
+    def _image_layers(self, _widget=None):
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _shapes_layers(self, _widget=None):
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Shapes)]
+
+    def _add_folder(self, value):
+        if value and str(value) not in ("", ".") and Path(value).is_dir():
+            self.select_model(str(value))
+
+    def _add_hub_model(self, _=None):
+        if self.hub_id.value.strip():
+            self.select_model(self.hub_id.value.strip())
+
+    def select_model(self, source: str) -> None:
+        """Add a checkpoint folder or hub id to the model list (if new) and select it."""
+        label = KNOWN_MODELS.add(source) if source not in dict(KNOWN_MODELS.choices()) else None
+        self.model.reset_choices()
+        self.model.value = source
+        if label:
+            self.status.value = f"model added: {label}"
+
+    def run(self, _=None) -> Job | None:
+        image_layer = self.image.value
+        if image_layer is None:
+            show_error("Segment: open an image first (File > Open, or File > Open Sample).")
+            return None
+        try:
+            from ._layers import layer_volume
+
+            _, meta = layer_volume(image_layer)
+            roi = None
+            if self.roi.value is not None:
+                roi = roi_from_shapes(self.roi.value, image_layer, meta.through_plane_axis())
+            self.job = start_segmentation(
+                self.viewer,
+                image_layer,
+                self.model.value,
+                device=self.device.value,
+                batch_size=self.batch_size.value,
+                roi=roi,
+                morphology=self.morphology.value,
+                largest_cc=self.largest_cc.value,
+                flip_tta=self.flip_tta.value,
+                on_done=self._done,
+                on_finished=self._finished,
+            )
+        except InputError as error:
+            show_error(f"Segment: {error}")
+            return None
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.status.value = f"segmenting with {KNOWN_MODELS.label_of(self.model.value)}..."
+        return self.job
+
+    def cancel(self, _=None) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.status.value = "cancelling after the current batch..."
+
+    def _done(self, layer) -> None:
+        self.last_layer = layer
+        volume_ml = la_volume_ml(layer.data, tuple(layer.scale))
+        self.status.value = f"done: '{layer.name}', {volume_ml:.1f} mL"
+
+    def _finished(self) -> None:
+        self.run_button.enabled, self.cancel_button.enabled = True, False
+        if self.job is not None and self.job.error is not None:
+            self.status.value = "stopped: " + str(self.job.error).split(";")[0][:80]

@@ -1,0 +1,95 @@
+"""Segment widget end to end: a tiny checkpoint chosen as a folder, on a small real case."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_la_dinov2._widgets._layers import META_KEY
+from napari_la_dinov2._widgets.segment import SegmentWidget
+
+pytestmark = pytest.mark.gui
+
+
+def _dock(viewer):
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment")
+    return widget
+
+
+def test_segment_adds_aligned_labels_layer(
+    make_napari_viewer, qtbot, small_case, tiny_checkpoint, add_case
+):
+    viewer = make_napari_viewer()
+    image, _ = add_case(viewer, small_case)
+    widget = _dock(viewer)
+    widget.image.value = image
+    widget.select_model(str(tiny_checkpoint))
+    widget.batch_size.value = 4
+    job = widget.run()
+    assert job is not None and widget.cancel_button.enabled
+    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    assert job.error is None
+    layer = widget.last_layer
+    assert layer.name == "ckpt0/tiny-unet" or layer.name.endswith("tiny-unet")
+    assert layer.data.shape == image.data.shape and layer.data.dtype == np.uint8
+    assert np.allclose(layer.scale, image.scale)
+    assert np.allclose(layer.translate, image.translate)
+    assert np.allclose(layer.affine.affine_matrix, image.affine.affine_matrix)
+    assert layer.metadata[META_KEY] is image.metadata[META_KEY]
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_segment_roi_from_rectangle(
+    make_napari_viewer, qtbot, small_case, foreground_checkpoint, add_case
+):
+    viewer = make_napari_viewer()
+    image, _ = add_case(viewer, small_case)
+    # A rectangle drawn in world (mm) coordinates on slice 2, spanning array rows 20-60 and
+    # columns 30-70 of the image.
+    corners_index = np.array([[20, 30, 2], [20, 70, 2], [60, 70, 2], [60, 30, 2]], float)
+    corners_world = np.array([image.data_to_world(c) for c in corners_index])
+    shapes = viewer.add_shapes([corners_world], shape_type="rectangle", name="roi")
+    widget = _dock(viewer)
+    widget.image.value = image
+    widget.roi.value = shapes
+    widget.select_model(str(foreground_checkpoint))
+    widget.morphology.value = widget.largest_cc.value = False
+    job = widget.run()
+    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    mask = widget.last_layer.data
+    expected = np.zeros_like(mask)
+    expected[20:61, 30:71, :] = 1  # the drawn slice does not limit depth: all slices
+    assert np.array_equal(mask, expected)
+
+
+def test_segment_error_is_a_notification(
+    make_napari_viewer, qtbot, small_case, notifications, add_case, tmp_path
+):
+    viewer = make_napari_viewer()
+    add_case(viewer, small_case)
+    widget = _dock(viewer)
+    missing = str(tmp_path / "no" / "such-checkpoint")
+    widget.select_model(missing)
+    job = widget.run()
+    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    assert job.error is not None
+    assert len(notifications["error"]) == 1
+    assert missing in notifications["error"][0]
+    assert widget.run_button.enabled
+    assert len(viewer.layers) == 2  # nothing added
+
+
+def test_segment_cancel_keeps_viewer_usable(
+    make_napari_viewer, qtbot, small_case, tiny_checkpoint, notifications, add_case
+):
+    viewer = make_napari_viewer()
+    add_case(viewer, small_case)
+    widget = _dock(viewer)
+    widget.select_model(str(tiny_checkpoint))
+    widget.batch_size.value = 1
+    job = widget.run()
+    widget.cancel()
+    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    assert "cancelled" in notifications["info"][0]
+    assert len(viewer.layers) == 2
