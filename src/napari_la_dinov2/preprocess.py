@@ -86,13 +86,21 @@ class SliceTransform:
         return left, side - width - left, top, side - height - top
 
     def fit_to_input(self, x: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
-        """``BxCxHxW`` -> ``BxCxSxS`` (pad-or-stretch, then resize). Masks use mode='nearest'."""
+        """``BxCxHxW`` -> ``BxCxSxS`` (pad-or-stretch, then resize). Masks use mode='nearest'
+        (padded with 0); images are padded with each slice's darkest value."""
         if self.fit == "pad":
             left, right, top, bottom = self._padding(*x.shape[-2:])
-            if left or right or top or bottom:
-                # Pad with the darkest value of the slice: background, not a fake edge.
-                fill = float(x.amin()) if x.numel() else 0.0
-                x = F.pad(x, (left, right, top, bottom), value=fill)
+            if (left or right or top or bottom) and mode == "nearest":
+                x = F.pad(x, (left, right, top, bottom), value=0)  # a mask: background
+            elif left or right or top or bottom:
+                # Pad each slice (and channel) with its own darkest value: background, not a
+                # fake edge, and the same whichever other slices share the batch.
+                height, width = x.shape[-2:]
+                side = height + top + bottom
+                fill = x.amin(dim=(-2, -1), keepdim=True)
+                padded = fill.expand(*x.shape[:-2], side, width + left + right).clone()
+                padded[..., top : top + height, left : left + width] = x
+                x = padded
         if tuple(x.shape[-2:]) == (self.size, self.size):
             return x
         if mode == "nearest":
