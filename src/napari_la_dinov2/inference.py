@@ -169,7 +169,10 @@ class Predictor:
         index = (roi or RegionOfInterest()).clamp(volume.shape, slice_axis)
         region = np.moveaxis(volume[index], slice_axis, 0)  # view: SxHxW, nothing copied yet
         stats = IntensityStats.of(region)
-        probs = np.zeros(region.shape, dtype=np.float32)
+        full = np.zeros(volume.shape, dtype=np.float32)
+        # A view of ``full`` (SxHxW over the region): batches land in place, so the output
+        # volume is the only full-size float array held (one less for a 640x640x88 volume).
+        probs = np.moveaxis(full[index], slice_axis, 0)
         total, done = region.shape[0], 0
         height, width = region.shape[1:]
         if progress:
@@ -198,8 +201,6 @@ class Predictor:
                 done = stop
                 if progress:
                     progress(done, total)
-        full = np.zeros(volume.shape, dtype=np.float32)
-        full[index] = np.moveaxis(probs, 0, slice_axis)
         return full, slice_axis
 
     def predict(
@@ -216,7 +217,7 @@ class Predictor:
         probs, axis = self.predict_probabilities(
             volume, meta, slice_axis=slice_axis, roi=roi, progress=progress, cancel=cancel
         )
-        mask = postprocess(
-            probs > self.threshold, axis, morphology=self.morphology, largest_cc=self.largest_cc
-        )
+        mask = probs > self.threshold
+        del probs  # free the float volume before post-processing makes its own arrays
+        mask = postprocess(mask, axis, morphology=self.morphology, largest_cc=self.largest_cc)
         return mask.astype(np.uint8)
