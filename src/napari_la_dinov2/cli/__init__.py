@@ -19,6 +19,9 @@ PROG = "la-dinov2"
 SUBCOMMANDS = (
     "segment",
     "models",
+    "train",
+    "fewshot",
+    "evaluate",
 )
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130

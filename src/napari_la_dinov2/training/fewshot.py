@@ -18,7 +18,7 @@ of patients share one training run.
 
 Results (``output_dir``)::
 
-    fewshot_config.json   the resolved settings, the split and every run's training patients
+    fewshot_config.json   the resolved settings, the fixed split and each run's training patients
     results.csv           one row per (model, budget, seed, test case): Dice, IoU, HD95, ASSD,
                           LA volumes, plus the run's number of training patients and best
                           validation Dice
@@ -200,7 +200,7 @@ def run_fewshot(cases: list[Case], config: FewShotConfig, progress=None, stop=No
                 plan.append((model, label, kind, value, budget_size(kind, value, len(pool)), seed))
     subsets = {(n, s): training_subset(pool, n, s) for *_, n, s in plan}
     resolved = config.to_dict() | {
-        "split": split,
+        "fixed_split": split,
         "subsets": {f"n{n}_seed{s}": names for (n, s), names in sorted(subsets.items())},
     }
     atomic_write_text(out / "fewshot_config.json", json.dumps(resolved, indent=2) + "\n")

@@ -125,6 +125,7 @@ class RunResult:
     history: list[dict]
     best_val_dice: float
     stopped: bool
+    model: LASegmenter | None = None  # the model as the last epoch left it (in memory)
 
 
 def _is_set(stop) -> bool:
@@ -376,4 +377,4 @@ def finetune(
     distributed.barrier()
     if not (best_dir / "model.safetensors").is_file():
         raise CancelledError("stopped before the first epoch ended; no checkpoint was written")
-    return RunResult(run_dir, best_dir, last_dir, history, best, stopped)
+    return RunResult(run_dir, best_dir, last_dir, history, best, stopped, model)
