@@ -216,6 +216,8 @@ def finetune(
     resuming = config.resume and (resume_dir / "model.safetensors").is_file()
     model = load_model(resume_dir) if resuming else _initial_model(config)
     spec = get_spec(model.model_name)
+    base_display_name = model.provenance.get("base_display_name", model.display_name)
+    model.provenance["base_display_name"] = base_display_name
     config = config.resolved(spec.training)
     device = resolve_device(config.device)
     amp_dtype = autocast_dtype(device, config.precision)
@@ -346,6 +348,8 @@ def finetune(
                 "val_on_train": val_on_train,
                 "base_model": config.model,
                 "train_config": config.to_dict(),
+                # Shown in the widgets' model lists: which base model, trained where.
+                "display_name": f"{base_display_name} + {run_dir.name}",
             }
             if improved:
                 save_checkpoint(model, best_dir, provenance)
