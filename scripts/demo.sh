@@ -16,11 +16,17 @@ if [ -z "$volume" ]; then
     volume="$data/images/$(head -n 1 "$data/cases.txt").nii.gz"
   else
     volume="$out/sample_lge.nii.gz"
-    [ -f "$volume" ] || .venv/bin/python -m napari_la_dinov2.sample "$volume"
+    [ -f "$volume" ] || .venv/bin/python - "$volume" <<'PY'
+import sys, nibabel as nib
+from napari_la_dinov2._sample_data import make_sample
+image, _, meta = make_sample()
+nib.save(nib.Nifti1Image(image, meta.affine), sys.argv[1])
+PY
   fi
 fi
 name=$(basename "$volume"); name=${name%.gz}; name=${name%.nii}; name=${name%.nrrd}
 .venv/bin/la-dinov2 segment "$volume" --out "$out/${name}_la.nii.gz" --png "$out/${name}_la.png" --overwrite
 if [ -n "${DISPLAY:-}" ] && [ -z "${CI:-}" ]; then
-  exec .venv/bin/python -m napari_la_dinov2.launch "$volume" --labels "$out/${name}_la.nii.gz"
+  # The viewer segments the volume again in a worker (about a second) with the widgets docked.
+  exec .venv/bin/python -m napari_la_dinov2.launch "$volume"
 fi
