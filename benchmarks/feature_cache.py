@@ -1,0 +1,139 @@
+"""Frozen-feature cache: one decoder epoch over an 88-slice volume, with cached DINOv2 ViT-S/14
+token maps vs recomputing the (frozen) backbone in every step.
+
+Real architecture at the paper's 448x448 input, random weights (pretrained=False: the speed
+does not depend on the weights). One epoch = every slice of the volume once, batch 32 (the
+paper's DINOv2 batch), Adam + BCEWithLogits, exactly the two code paths finetune takes. The
+one-time cost of filling the cache (one backbone pass over the volume) is printed too.
+
+    python benchmarks/feature_cache.py [--threads 2] [--head 256 --decoder 128,64,32]
+
+Uses a real LA 2018 volume ($LA2018_DIR or ../shared/data/la2018) when present, else a
+synthetic one of the same size (183x140x88).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_la_dinov2.io import VolumeMeta
+from napari_la_dinov2.models import build_model
+from napari_la_dinov2.preprocess import SliceTransform
+from napari_la_dinov2.training import Case
+from napari_la_dinov2.training.feature_cache import (
+    CachedDecoder,
+    FeatureCache,
+    TokenStore,
+    token_batch,
+)
+from napari_la_dinov2.training.slices import PreparedCase, make_batch
+
+
+def volume() -> Case:
+    root = Path(__file__).resolve().parents[1]
+    folder = Path(os.environ.get("LA2018_DIR", root.parent / "shared" / "data" / "la2018"))
+    if (folder / "cases.txt").is_file():
+        from napari_la_dinov2.training import load_case_folder
+
+        name = (folder / "cases.txt").read_text().split()[0]
+        return load_case_folder(folder, names=[name])[0]
+    rng = np.random.default_rng(0)
+    shape = (183, 140, 88)
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    mask = ((x / 0.3) ** 2 + (y / 0.3) ** 2 + (z / 0.6) ** 2 <= 1).astype(np.uint8)
+    image = (40 + 20 * rng.standard_normal(shape) + 120 * mask).astype(np.float32)
+    return Case("synthetic", image, mask, VolumeMeta.from_spacing(shape, (0.625, 0.625, 1.25)))
+
+
+def epoch(step_fn, count: int, batch: int) -> float:
+    started = time.perf_counter()
+    for start in range(0, count, batch):
+        step_fn([(0, s) for s in range(start, min(start + batch, count))])
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--head", type=int, default=256, help="token head channels")
+    parser.add_argument("--decoder", default="128,64,32", help="decoder channels")
+    parser.add_argument("--input-size", type=int, default=448, help="smaller only to smoke-test")
+    parser.add_argument("--slices", type=int, default=88, help="fewer only to smoke-test")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    decoder = tuple(int(c) for c in args.decoder.split(","))
+    model = build_model(
+        "dinov2_vits14",
+        pretrained=False,
+        head_channels=args.head,
+        decoder_channels=decoder,
+        preprocessing={"input_size": args.input_size},
+    )
+    model.train()
+    case = volume()
+    if args.slices < case.image.shape[2]:
+        start = (case.image.shape[2] - args.slices) // 2  # the middle holds the atrium
+        keep = slice(start, start + args.slices)
+        case = Case(case.name, case.image[..., keep], case.labels[..., keep], case.meta)
+    transform = SliceTransform(model.preprocessing)
+    prepared = [PreparedCase.of(case, transform)]
+    count = prepared[0].images.shape[0]
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    device = torch.device("cpu")
+
+    def full_step(picks):  # finetune without the cache: the frozen backbone runs every step
+        x, y = make_batch(prepared, picks, transform)
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    cache = FeatureCache()
+    store = TokenStore(model.net, transform, model.preprocessing, device, cache)
+    started = time.perf_counter()
+    tokens = [store.training_tokens(prepared[0])]
+    fill = time.perf_counter() - started
+    decoder_module = CachedDecoder(model.net, transform.size)
+
+    def cached_step(picks):  # finetune with the cache: only the head and decoder run
+        x, y = token_batch(tokens, None, prepared, picks)
+        loss = loss_fn(decoder_module(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    cached_step([(0, 0)])  # warm-up of both paths (allocator, kernels)
+    full_step([(0, 0)])
+    full = epoch(full_step, count, args.batch)
+    cached = epoch(cached_step, count, args.batch)
+    parameters = sum(p.numel() for p in model.net.parameters() if p.requires_grad)
+    print(f"# {' '.join(sys.argv)}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {args.threads} torch threads, "
+        f"torch {torch.__version__}"
+    )
+    print(
+        f"model: DINOv2 ViT-S/14 (random weights, frozen) + head {args.head} + decoder "
+        f"{decoder} ({parameters / 1e6:.2f} M trainable), input {args.input_size}x{args.input_size}, batch {args.batch}"
+    )
+    print(f"volume: {case.name}, {count} slices; tokens {tuple(tokens[0].shape)} float16, "
+          f"{cache.bytes_in_memory / 2**20:.0f} MiB")  # fmt: skip
+    print(f"cache fill (one backbone pass, once per case): {fill:.1f} s")
+    print(f"one epoch recomputing the backbone: {full:.1f} s")
+    print(f"one epoch on cached features:       {cached:.1f} s")
+    print(f"speed-up: {full / cached:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
