@@ -1,0 +1,76 @@
+"""Reproduce the paper's Table 1: every model trained on the full training split with its own
+config (this folder), evaluated on the same held-out test patients; one command.
+
+    python training/table1/reproduce_table1.py --cases ../shared/data/la2018 --out runs/table1
+        [--models unet dinov2_vits14 ...] [--set device=cuda precision=bf16]
+
+Each model trains with ``la-dinov2 train``'s engine (its run directory: runs/table1/<model>),
+then its best checkpoint segments the test patients named in the run's split.json (the same
+for every model: the split seed is shared) with the users' inference path. Writes
+runs/table1/table1.md and table1.csv (Dice, IoU, HD95, ASSD as mean ± SD) and cases.csv.
+A model whose test rows exist already is not trained again (delete its folder to redo it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+from napari_la_dinov2.metrics import write_cases_csv, write_table_csv, write_table_markdown
+from napari_la_dinov2.training import finetune, load_case_folder
+from napari_la_dinov2.training.configfile import (
+    apply_overrides,
+    load_config_file,
+    train_config_from,
+)
+from napari_la_dinov2.training.fewshot import evaluate_model
+
+HERE = Path(__file__).resolve().parent
+MODELS = ["unet", "attention_unet", "res50_unet", "dinov2_vits14", "dinov2_vitb14",
+          "dinov2_vitl14", "dinov2_vitg14"]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", required=True)
+    parser.add_argument("--out", default="runs/table1")
+    parser.add_argument("--models", nargs="+", default=MODELS)
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    cases = load_case_folder(args.cases)
+    by_name = {c.name: c for c in cases}
+    out = Path(args.out)
+    results = {}
+    for model in args.models:
+        run_dir = out / model
+        rows_file = run_dir / "test_cases.csv"
+        if rows_file.is_file():
+            with rows_file.open() as handle:
+                rows = [{k: (v if k == "case" else float(v)) for k, v in r.items()}
+                        for r in csv.DictReader(handle)]  # fmt: skip
+        else:
+            settings = load_config_file(HERE / f"{model}.yaml")
+            settings["output_dir"] = str(run_dir)
+            config = train_config_from(apply_overrides(settings, args.overrides))
+            result = finetune(cases, config, progress=_print)
+            test = json.loads((run_dir / "split.json").read_text())["test"]
+            rows = evaluate_model(result.best_checkpoint, [by_name[n] for n in test],
+                                  device=config.device)  # fmt: skip
+            write_cases_csv(rows_file, rows)
+        results[model] = rows
+        write_table_markdown(out / "table1.md", results)
+        write_table_csv(out / "table1.csv", results)
+        write_cases_csv(out / "cases.csv", [{"model": m, **r} for m in results for r in results[m]])
+        print((out / "table1.md").read_text(), flush=True)
+
+
+def _print(event: dict) -> None:
+    if event["kind"] == "epoch":
+        print(f"  epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.4f}, "
+              f"val Dice {event['val_dice']:.4f}, {event['seconds']:.0f} s", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
