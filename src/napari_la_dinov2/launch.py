@@ -16,8 +16,10 @@ WIDGETS = ("Segment", "Fine-tune", "Few-shot", "Compare")
 
 
 def _show_slice_axis_on_slider(viewer, meta) -> None:
-    axis = viewer.dims.ndim - 3 + meta.through_plane_axis()
-    viewer.dims.order = (axis, *[a for a in range(viewer.dims.ndim) if a != axis])
+    from ._widgets._layers import slice_view_order
+
+    viewer.dims.order = slice_view_order(meta.through_plane_axis(), viewer.dims.ndim)
+    axis = viewer.dims.order[-3]
     viewer.dims.set_current_step(axis, viewer.dims.nsteps[axis] // 2)
 
 

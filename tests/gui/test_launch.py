@@ -20,8 +20,8 @@ def test_launch_opens_docks_and_segments(
     viewer = make_napari_viewer()
     viewer, widgets, job = launch(str(path), model=str(tiny_checkpoint), viewer=viewer, block=False)
     assert set(widgets) == set(WIDGETS)
-    # The slice axis (z, the coarse one) is on the slider; the view shows x-y slices.
-    assert viewer.dims.order[0] == 2 and viewer.dims.displayed == (0, 1)
+    # The slice axis (z, the coarse one) is on the slider; the view shows x across, y down.
+    assert viewer.dims.order == (2, 1, 0)
     qtbot.waitUntil(lambda: job.finished, timeout=60_000)
     assert job.error is None, job.error
     labels = widgets["Segment"].last_layer

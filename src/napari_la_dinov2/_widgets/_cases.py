@@ -48,6 +48,7 @@ class CasePicker(Container):
         self.mask = ComboBox(label="Corrected mask", choices=self._layers_of(Labels))
         self.add_case = PushButton(text="Add case")
         self.cases = Select(label="Cases", choices=self._case_choices)
+        self.cases.native.setMaximumHeight(70)
         self.remove_case = PushButton(text="Remove selected cases")
         self.folder = FileEdit(label=folder_label, mode="d", value="")
         super().__init__(
@@ -99,10 +100,10 @@ class CasePicker(Container):
         self.cases.reset_choices()
 
     def chosen_pairs(self) -> list[tuple[Image, Labels]]:
-        """The added pairs; if none was added, the pair on screen."""
+        """The added pairs; if none was added and no folder chosen, the pair on screen."""
         if self.pairs:
             return list(self.pairs)
-        if self.image.value is not None and self.mask.value is not None:
+        if self.chosen_folder() is None and None not in (self.image.value, self.mask.value):
             return [(self.image.value, self.mask.value)]
         return []
 

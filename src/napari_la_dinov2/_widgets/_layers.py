@@ -86,3 +86,11 @@ def labels_layer_kwargs(image_layer, name: str) -> dict[str, Any]:
         "affine": image_layer.affine.affine_matrix.copy(),
         "metadata": dict(image_layer.metadata),
     }
+
+
+def slice_view_order(slice_axis: int, ndim: int = 3) -> tuple[int, ...]:
+    """A dims order with the slice axis on the slider and the other two shown with the first
+    array axis (x) across and the second (y) down, the usual way an axial slice is drawn."""
+    axis = ndim - 3 + slice_axis
+    first, second = [ndim - 3 + a for a in range(3) if a != slice_axis]
+    return (*range(ndim - 3), axis, second, first)

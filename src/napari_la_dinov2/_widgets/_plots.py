@@ -38,6 +38,8 @@ class TrainingPlot(FigureCanvasQTAgg):
         self.loss_axes.set_xlabel("epoch")
         self.loss_axes.set_ylabel("training loss", color="C0")
         self.dice_axes.set_ylabel("validation Dice", color="C2")
+        self.dice_axes.yaxis.set_label_position("right")  # clear() moves a twin's axis left
+        self.dice_axes.yaxis.tick_right()
         self.dice_axes.set_ylim(0, 1)
         (self.loss_line,) = self.loss_axes.plot([], [], color="C0", lw=1)
         (self.dice_line,) = self.dice_axes.plot([], [], color="C2", marker="o", ms=4)

@@ -32,7 +32,7 @@ from ..evaluation import compare_masks
 from ..inference import Predictor
 from ..metrics import dice, write_cases_csv
 from ..models import load_model
-from ._layers import labels_layer_kwargs, layer_volume
+from ._layers import labels_layer_kwargs, layer_volume, slice_view_order
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._worker import Job
 
@@ -72,6 +72,7 @@ class CompareWidget(Container):
         self.viewer = napari_viewer
         self.image = ComboBox(label="Image", choices=self._layers_of(Image))
         self.models = Select(label="Models", choices=KNOWN_MODELS.choices)
+        self.models.native.setMaximumHeight(110)
         self.folder = FileEdit(label="Add checkpoint folder", mode="d", value="")
         self.reference = ComboBox(
             label="Reference mask", choices=self._layers_of(Labels), nullable=True
@@ -293,8 +294,7 @@ class CompareWidget(Container):
         world = np.asarray(image.data_to_world(centre), float)
         dims = self.viewer.dims
         if dims.ndisplay == 2 and dims.ndim - 3 + axis in dims.displayed:
-            slider = dims.ndim - 3 + axis
-            dims.order = (slider, *[a for a in dims.order if a != slider])
+            dims.order = slice_view_order(axis, dims.ndim)
         first = dims.ndim - len(world)  # world axes of this image among the viewer's axes
         dims.set_point(range(first, dims.ndim), world)
         for layer in self.model_layers:

@@ -71,6 +71,7 @@ class FewShotWidget(Container):
         self.viewer = napari_viewer
         self.picker = CasePicker(napari_viewer)
         self.models = Select(label="Models", choices=KNOWN_MODELS.choices)
+        self.models.native.setMaximumHeight(110)
         self.patients = LineEdit(label="Patients", value="1, 10, all")
         self.fractions = LineEdit(label="Fractions", value="")
         self.fractions.tooltip = "fractions of the training patients, e.g. 0.05, 0.5"

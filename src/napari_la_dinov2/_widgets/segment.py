@@ -21,12 +21,12 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.layers import Image, Shapes
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_warning
 
 from ..errors import InputError
 from ..inference import Predictor, RegionOfInterest
 from ..metrics import la_volume_ml
-from ..models import load_model
+from ..models import list_models, load_model
 from ._layers import labels_layer_kwargs, layer_volume
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._worker import Job
@@ -217,6 +217,11 @@ class SegmentWidget(Container):
         except InputError as error:
             show_error(f"Segment: {error}")
             return None
+        if self.model.value in list_models():
+            show_warning(
+                f"'{self.model.value}' is a bare registry model whose segmentation weights are "
+                "not trained: its mask is meaningless; pick a trained checkpoint."
+            )
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.status.value = f"segmenting with {KNOWN_MODELS.label_of(self.model.value)}..."
         return self.job
