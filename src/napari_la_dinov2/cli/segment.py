@@ -128,8 +128,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint or args.model)
     if args.checkpoint is None and args.model != "default":
         print(
-            f"warning: '{args.model}' is a bare registry model whose segmentation head is not "
-            "trained: its mask is meaningless; pass --checkpoint with a trained model.",
+            f"warning: '{args.model}' is a bare registry model with no trained segmentation "
+            "weights: its mask is meaningless; pass --checkpoint with a trained model.",
             file=sys.stderr,
         )
     predictor = Predictor(
