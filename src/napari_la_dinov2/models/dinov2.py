@@ -99,7 +99,13 @@ def _up_block(in_ch: int, out_ch: int) -> nn.Sequential:
 
 
 class ConvDecoder(nn.Module):
-    """Conv + 2x upsampling blocks from the token grid, then a resize to the input size."""
+    """Conv + 2x upsampling blocks from the token grid (32 -> 64 -> 128 -> 256 at 448 input), a
+    refining conv, a 1x1 conv to logits, then a bilinear resize of the logits to the input size.
+
+    The last resize acts on one channel only: convolving 32 channels at the full 448x448 cost
+    more than the rest of the decoder together, and with a frozen backbone the decoder is all
+    that trains (the feature cache removes the backbone from each step).
+    """
 
     def __init__(self, in_channels: int, channels: tuple[int, ...], out_channels: int = 1):
         super().__init__()
@@ -111,9 +117,8 @@ class ConvDecoder(nn.Module):
         self.out = nn.Conv2d(widths[-1], out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        x = self.blocks(x)
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        return self.out(self.refine(x))
+        logits = self.out(self.refine(self.blocks(x)))
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
 class DinoV2Segmenter(nn.Module):
@@ -130,8 +135,8 @@ class DinoV2Segmenter(nn.Module):
         backbone_source: str | None = None,
         backbone_config: dict | None = None,
         freeze_backbone: bool = True,
-        head_channels: int = 256,
-        decoder_channels: tuple[int, ...] = (128, 64, 32),
+        head_channels: int = 128,
+        decoder_channels: tuple[int, ...] = (64, 32, 16),
     ):
         super().__init__()
         if size not in DINOV2_ARCHITECTURES:
