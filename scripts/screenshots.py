@@ -82,6 +82,7 @@ def add_case(viewer, case):
     viewer.dims.order = slice_view_order(axis)
     area = np.moveaxis(labels, axis, 0).reshape(labels.shape[axis], -1).sum(1)
     viewer.dims.set_current_step(axis, int(np.argmax(area)))
+    viewer.reset_view()
     return image_layer, mask
 
 
@@ -155,7 +156,7 @@ def main(argv=None) -> None:
     KNOWN_MODELS.add(early, "finetune/last")
     compare.models.value = [tuned, early, start]
     wait(compare.run(), app)
-    compare.table.selectRow(0)
+    compare.table.selectRow(1)  # the fine-tuned model's worst slice
     snap(viewer, app, "compare", out)
     compare.grid.value = True
     snap(viewer, app, "compare_grid", out)

@@ -21,6 +21,7 @@ def _show_slice_axis_on_slider(viewer, meta) -> None:
     viewer.dims.order = slice_view_order(meta.through_plane_axis(), viewer.dims.ndim)
     axis = viewer.dims.order[-3]
     viewer.dims.set_current_step(axis, viewer.dims.nsteps[axis] // 2)
+    viewer.reset_view()  # fit the new plane in the canvas
 
 
 def launch(

@@ -295,6 +295,7 @@ class CompareWidget(Container):
         dims = self.viewer.dims
         if dims.ndisplay == 2 and dims.ndim - 3 + axis in dims.displayed:
             dims.order = slice_view_order(axis, dims.ndim)
+            self.viewer.reset_view()
         first = dims.ndim - len(world)  # world axes of this image among the viewer's axes
         dims.set_point(range(first, dims.ndim), world)
         for layer in self.model_layers:
