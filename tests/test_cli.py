@@ -16,7 +16,7 @@ import torch
 from conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 
 from napari_la_dinov2.cli import main
-from napari_la_dinov2.models import build_model, list_models, save_checkpoint
+from napari_la_dinov2.models import build_model, count_parameters, list_models, save_checkpoint
 from napari_la_dinov2.overlay import choose_slices
 
 # A slightly oblique affine with anisotropic voxels: the mask must come back with exactly it.
@@ -269,7 +269,9 @@ def test_models_lists_every_registry_model(capsys):
     names = {line.split()[0] for line in stdout.splitlines()[1:]}
     assert names == {"default", *list_models()}
     vitb = next(line for line in stdout.splitlines() if line.startswith("dinov2_vitb14 "))
-    assert "87.2M" in vitb and "448x448" in vitb and "facebook/dinov2-base" in vitb
+    size = f"{count_parameters('dinov2_vitb14') / 1e6:.1f}M"  # ~87M: the ViT-B/14 backbone
+    assert size in vitb and "448x448" in vitb and "facebook/dinov2-base" in vitb
+    assert 86e6 < count_parameters("dinov2_vitb14") < 90e6
 
 
 def _console_script() -> str | None:
