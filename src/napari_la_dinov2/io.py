@@ -218,6 +218,15 @@ def _check_content(volume: np.ndarray, path: Path) -> None:
         )
 
 
+def default_permissions(path: str | os.PathLike) -> None:
+    """Give a file or folder made by tempfile (0600/0700) the modes a plain open() or mkdir()
+    would have given it under the current umask, so a mask or checkpoint written atomically is
+    as readable by colleagues as any other file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
+
+
 def _atomic_write(target: Path, write) -> None:
     """Call ``write(tmp_path)`` then rename onto ``target``: readers never see half a file."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -226,6 +235,7 @@ def _atomic_write(target: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        default_permissions(tmp)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

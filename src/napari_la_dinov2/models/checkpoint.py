@@ -22,6 +22,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from ..errors import InputError
+from ..io import default_permissions
 from .registry import MODEL_SPECS, get_spec
 
 CHECKPOINT_FORMAT = "napari-la-dinov2/1"
@@ -124,6 +125,8 @@ def save_checkpoint(
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         model.save_pretrained(staging, config=model.config_dict())
+        for path in [staging, *staging.iterdir()]:  # safetensors writes its file 0600 too
+            default_permissions(path)
         _replace_dir(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -15,11 +15,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..io import default_permissions
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
+    default_permissions(tmp)
     os.replace(tmp, path)
 
 
@@ -57,6 +60,7 @@ def write_history(history: list[dict], path: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
+    default_permissions(tmp)
     os.replace(tmp, path)
 
 
@@ -91,4 +95,5 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(fd)
     figure.savefig(tmp)
+    default_permissions(tmp)
     os.replace(tmp, path)
