@@ -138,7 +138,7 @@ Adam, lr {config["lr"]} with a cosine decay, BCE + soft Dice, batch {config["bat
 {config["epochs"]} epochs of {config["steps_per_epoch"]} steps, {config["foreground_fraction"]:.0%} of each batch from
 slices holding atrium, flips / rotations (±15°) / scalings (0.85-1.15) / contrast, brightness
 and noise; the epoch with the best validation Dice kept. Training took {train_seconds / 60:.0f} minutes
-on {cpu_name()} ({torch.get_num_threads()} threads, torch {torch.__version__}, {platform.system()}),
+on {cpu_name()} (1 torch thread, the recipe's default; torch {torch.__version__}, {platform.system()}),
 a machine shared with other jobs. Re-run: `python training/default_model/train_default.py` then
 `python training/default_model/evaluate_default.py --install`.
 
@@ -148,7 +148,7 @@ a machine shared with other jobs. Re-run: `python training/default_model/train_d
   the atrium). On a full field-of-view scan (e.g. 576x576 or 640x640 voxels) give a region of
   interest around the atrium: `la-dinov2 segment scan.nii.gz --roi r0:r1,c0:c1[,z0:z1] ...`, or a
   Shapes rectangle in the napari Segment widget. Outside the region the mask is 0.
-- Trained on one centre's data (the 2018 challenge, 1.5T/3T Siemens/Philips LGE): other
+- Trained on one centre's data (the 2018 challenge release): other
   sequences, contrast timings and pathologies have not been tested. Check every mask; correct
   it with napari's brush and fine-tune on your corrections.
 - A research tool, not a medical device.
