@@ -152,6 +152,6 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tiny_unet, tmp_path
 
 
 def _unet_kwargs():
-    from conftest import TINY_UNET_KWARGS
+    from tests.conftest import TINY_UNET_KWARGS
 
     return TINY_UNET_KWARGS

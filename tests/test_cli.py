@@ -13,11 +13,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 
 from napari_la_dinov2.cli import main
 from napari_la_dinov2.models import build_model, count_parameters, list_models, save_checkpoint
 from napari_la_dinov2.overlay import choose_slices
+from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 
 # A slightly oblique affine with anisotropic voxels: the mask must come back with exactly it.
 _ROTATION = np.array([[0.995, -0.0998, 0.0], [0.0998, 0.995, 0.0], [0.0, 0.0, 1.0]])

@@ -10,7 +10,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-from test_distributed import tiny_unet_config, write_case_folder
 
 from napari_la_dinov2.cli import main
 from napari_la_dinov2.training.configfile import (
@@ -18,6 +17,7 @@ from napari_la_dinov2.training.configfile import (
     fewshot_config_from,
     train_config_from,
 )
+from tests.test_distributed import tiny_unet_config, write_case_folder
 
 
 def test_overrides_and_types():

@@ -12,7 +12,8 @@ import sys
 import nibabel as nib
 import numpy as np
 import yaml
-from conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
+
+from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 
 
 def write_case_folder(folder, count: int, shape=(40, 36, 6)):

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_case
 
 from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.models import save_checkpoint
@@ -22,6 +21,7 @@ from napari_la_dinov2.training.feature_cache import (
     validate_cached,
 )
 from napari_la_dinov2.training.slices import PreparedCase, make_batch
+from tests.conftest import synthetic_case
 
 
 def _case(name, seed, shape=(40, 36, 6)):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 
 import pytest
-from conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 
 from napari_la_dinov2.errors import InputError
 from napari_la_dinov2.io import VolumeMeta
@@ -18,6 +17,7 @@ from napari_la_dinov2.training.fewshot import (
     run_fewshot,
     training_subset,
 )
+from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 
 
 def test_subsets_are_seeded_nested_and_disjoint_from_test():

@@ -7,7 +7,6 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_case
 from torch import nn
 
 from napari_la_dinov2.errors import CancelledError, InputError
@@ -19,6 +18,7 @@ from napari_la_dinov2.inference import (
 )
 from napari_la_dinov2.io import VolumeMeta, read_labels, read_volume
 from napari_la_dinov2.metrics import dice
+from tests.conftest import synthetic_case
 
 
 @pytest.fixture(autouse=True)

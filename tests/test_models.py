@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_DINOV2_CONFIG, TINY_DINOV2_KWARGS
 
 from napari_la_dinov2.errors import InputError
 from napari_la_dinov2.models import (
@@ -19,6 +18,7 @@ from napari_la_dinov2.models import (
     load_model,
     save_checkpoint,
 )
+from tests.conftest import TINY_DINOV2_CONFIG, TINY_DINOV2_KWARGS
 
 EXPECTED_MODELS = {
     *(f"dinov2_vit{s}14{r}" for s in "sblg" for r in ("", "_reg")),

@@ -13,7 +13,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 
 from napari_la_dinov2.errors import InputError
 from napari_la_dinov2.io import VolumeMeta
@@ -26,6 +25,7 @@ from napari_la_dinov2.training import (
     load_case_folder,
     validate,
 )
+from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 
 UNET = dict(model="unet", model_kwargs=TINY_UNET_KWARGS, preprocessing=TINY_UNET_PREPROCESSING)
 
