@@ -6,7 +6,7 @@ does not depend on the weights). One epoch = every slice of the volume once, bat
 paper's DINOv2 batch), Adam + BCEWithLogits, exactly the two code paths finetune takes. The
 one-time cost of filling the cache (one backbone pass over the volume) is printed too.
 
-    python benchmarks/feature_cache.py [--threads 2] [--head 256 --decoder 128,64,32]
+    python benchmarks/feature_cache.py [--threads 2] [--head 64 --decoder 32,16]
 
 Uses a real LA 2018 volume ($LA2018_DIR or ../shared/data/la2018) when present, else a
 synthetic one of the same size (183x140x88).
@@ -64,8 +64,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--head", type=int, default=256, help="token head channels")
-    parser.add_argument("--decoder", default="128,64,32", help="decoder channels")
+    parser.add_argument("--head", type=int, default=64, help="token head channels (model default)")
+    parser.add_argument("--decoder", default="32,16", help="decoder channels (model default)")
     parser.add_argument("--input-size", type=int, default=448, help="smaller only to smoke-test")
     parser.add_argument("--slices", type=int, default=88, help="fewer only to smoke-test")
     args = parser.parse_args()

@@ -99,12 +99,15 @@ def _up_block(in_ch: int, out_ch: int) -> nn.Sequential:
 
 
 class ConvDecoder(nn.Module):
-    """Conv + 2x upsampling blocks from the token grid (32 -> 64 -> 128 -> 256 at 448 input), a
-    refining conv, a 1x1 conv to logits, then a bilinear resize of the logits to the input size.
+    """Conv + 2x upsampling blocks from the token grid (by default 32 -> 64 -> 128 at 448
+    input), a refining conv, a 1x1 conv to logits, then a bilinear resize of the one-channel
+    logits to the input size.
 
-    The last resize acts on one channel only: convolving 32 channels at the full 448x448 cost
-    more than the rest of the decoder together, and with a frozen backbone the decoder is all
-    that trains (the feature cache removes the backbone from each step).
+    Why this light: with a frozen backbone the decoder is all that trains, and the feature cache
+    removes the backbone from each step, so the decoder's cost is the step's cost. Measured here
+    (1 CPU thread, batch 32, forward + backward, per 448x448 slice): head 128 + (64, 32, 16)
+    234 ms, head 64 + (32, 16) 50 ms, against about 700 ms for a ViT-S/14 forward. Wider or
+    deeper decoders are one argument away (``head_channels``, ``decoder_channels``).
     """
 
     def __init__(self, in_channels: int, channels: tuple[int, ...], out_channels: int = 1):
@@ -135,8 +138,8 @@ class DinoV2Segmenter(nn.Module):
         backbone_source: str | None = None,
         backbone_config: dict | None = None,
         freeze_backbone: bool = True,
-        head_channels: int = 128,
-        decoder_channels: tuple[int, ...] = (64, 32, 16),
+        head_channels: int = 64,
+        decoder_channels: tuple[int, ...] = (32, 16),
     ):
         super().__init__()
         if size not in DINOV2_ARCHITECTURES:
