@@ -2,11 +2,15 @@
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots.py
 
-Everything runs for real: a small UNet is fine-tuned on real cases (../shared/data/la2018 or
-$LA2018_DIR; the synthetic phantom where absent) in the Fine-tune widget, then that checkpoint
-(or --model, e.g. the embedded 'default') segments another case in the Segment widget, Compare
-sets it against an earlier checkpoint and the expert mask, and Few-shot draws a small learning
-curve. PNGs go to docs/screenshots/. Nothing of the data is written into the repository.
+    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots.py --model default
+
+Everything runs for real on real cases (../shared/data/la2018 or $LA2018_DIR; the synthetic
+phantom where absent). With --model (e.g. the embedded 'default'), the cases shown are ones that
+model never saw in training or validation; the Fine-tune widget fine-tunes it on one case, the
+Segment widget runs it on another, Compare sets it against its fine-tuned copy and the expert
+mask, and Few-shot draws a small learning curve (a tiny budget: 6 epochs on 24 slices of 5
+cases). Without --model a small untrained UNet stands in. PNGs go to docs/screenshots/. Nothing
+of the data is written into the repository.
 """
 
 from __future__ import annotations
@@ -44,7 +48,19 @@ def la2018() -> Path | None:
     return None
 
 
-def load_cases(count: int):
+def unseen_first(case_ids: list[str], model_source: str | None) -> list[str]:
+    """The cases ``model_source`` was neither trained nor validated on first (its provenance
+    lists them), so the screenshots show it on data it has not seen."""
+    if model_source is None:
+        return case_ids
+    from napari_la_dinov2.models import load_model
+
+    provenance = load_model(model_source).provenance
+    seen = set(provenance.get("trained_on", [])) | set(provenance.get("validated_on", []))
+    return sorted(case_ids, key=lambda case_id: case_id in seen)
+
+
+def load_cases(count: int, model_source: str | None = None):
     """(name, image, labels, meta) of real cases, else phantoms with different seeds."""
     from napari_la_dinov2 import read_labels, read_volume
     from napari_la_dinov2._sample_data import make_sample
@@ -53,7 +69,8 @@ def load_cases(count: int):
     if root is None:
         return [(f"phantom{i}", *make_sample(seed=i)) for i in range(count)]
     cases = []
-    for case_id in (root / "cases.txt").read_text().split()[:count]:
+    case_ids = unseen_first((root / "cases.txt").read_text().split(), model_source)
+    for case_id in case_ids[:count]:
         image, meta = read_volume(root / "images" / f"{case_id}.nii.gz")
         labels = read_labels(root / "labels" / f"{case_id}.nii.gz", meta).astype(np.uint8)
         cases.append((case_id, image, labels, meta))
@@ -64,9 +81,37 @@ def snap(viewer, app, name: str, out: Path) -> None:
     for _ in range(20):
         app.processEvents()
         time.sleep(0.02)
+    # Fit the whole slice (or grid) to the canvas as it is now, after the dock took its width;
+    # a reset done before the dock opened leaves the view zoomed in on a part of the slice.
+    viewer.reset_view()
+    for _ in range(20):
+        app.processEvents()
+        time.sleep(0.02)
     path = out / f"{name}.png"
     viewer.screenshot(str(path), canvas_only=False)
     print("wrote", path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+
+
+def atrium_slice(labels: np.ndarray, axis: int) -> int:
+    """The slice along ``axis`` where the expert atrium is largest: a middle slice of it."""
+    area = np.moveaxis(labels, axis, 0).reshape(labels.shape[axis], -1).sum(1)
+    return int(np.argmax(area))
+
+
+def colour_labels(layer, colour: str, contour: int = 0) -> None:
+    from napari.utils.colormaps import DirectLabelColormap
+
+    layer.colormap = DirectLabelColormap(color_dict={None: "transparent", 1: colour})
+    layer.contour = contour
+
+
+def dock(viewer, app, widget, name: str, width: int = 560) -> None:
+    """Dock ``widget`` on the right at ``width`` pixels, leaving the canvas the rest."""
+    from qtpy.QtCore import Qt
+
+    dock_widget = viewer.window.add_dock_widget(widget, name=name, area="right")
+    app.processEvents()
+    viewer.window._qt_window.resizeDocks([dock_widget], [width], Qt.Orientation.Horizontal)
 
 
 def add_case(viewer, case):
@@ -80,8 +125,7 @@ def add_case(viewer, case):
 
     axis = meta.through_plane_axis()
     viewer.dims.order = slice_view_order(axis)
-    area = np.moveaxis(labels, axis, 0).reshape(labels.shape[axis], -1).sum(1)
-    viewer.dims.set_current_step(axis, int(np.argmax(area)))
+    viewer.dims.set_current_step(axis, atrium_slice(labels, axis))
     viewer.reset_view()
     return image_layer, mask
 
@@ -89,8 +133,11 @@ def add_case(viewer, case):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
-    parser.add_argument("--model", default=None, help="model for Segment (default: fine-tuned)")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument(
+        "--model", default=None, help="model shown (e.g. 'default'; else a small untrained UNet)"
+    )
+    parser.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs")
+    parser.add_argument("--fewshot-epochs", type=int, default=6)
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,66 +153,81 @@ def main(argv=None) -> None:
     from napari_la_dinov2._widgets.finetune import FinetuneWidget
     from napari_la_dinov2._widgets.segment import SegmentWidget
 
-    cases = load_cases(7)
-    # A small UNet, quick to train on a CPU: what the screenshots fine-tune and compare.
+    cases = load_cases(7, args.model)
+    # A small UNet, quick to train on a CPU: the stand-in model without --model, and the
+    # from-scratch line of the few-shot curve.
     small = build_model(
         "unet", channels=(16, 32, 64, 128), strides=(2, 2, 2), preprocessing={"input_size": 128}
     )
-    start = str(save_checkpoint(small, work / "small-unet"))
-    KNOWN_MODELS.add(start, "small-unet (untrained)")
+    scratch = str(save_checkpoint(small, work / "small-unet"))
+    KNOWN_MODELS.add(scratch, "small-unet (untrained)")
+    base = args.model or scratch
+    # A trained model only needs a gentle nudge; an untrained one needs the usual rate.
+    lr = "1e-4" if args.model else "1e-3"
 
     viewer = napari.Viewer(title="LA DINOv2", show=True)
-    viewer.window.resize(1500, 950)
+    viewer.window.resize(1580, 960)
     app = QApplication.instance()
 
     # 1. Fine-tune on the expert masks of one case (as if they were corrected predictions).
+    # Registered ahead under a name that says what it is (the widget keeps a known label).
+    KNOWN_MODELS.add(work / "finetune" / "best", f"{KNOWN_MODELS.label_of(base)} fine-tuned")
     image, mask = add_case(viewer, cases[0])
     finetune = FinetuneWidget(viewer)
-    viewer.window.add_dock_widget(finetune, name="Fine-tune", area="right")
+    dock(viewer, app, finetune, "Fine-tune")
     finetune.picker.image.value, finetune.picker.mask.value = image, mask
     finetune.picker.add_pair()
-    finetune.model.value = start
-    finetune.epochs.value, finetune.batch_size.value, finetune.lr.value = args.epochs, 8, "1e-3"
+    finetune.model.value = base
+    finetune.epochs.value, finetune.batch_size.value, finetune.lr.value = args.epochs, 8, lr
     finetune.output.value = str(work / "finetune")
     wait(finetune.run(), app)
     snap(viewer, app, "finetune", out)
     tuned = finetune.checkpoint
-    early = str(work / "finetune" / "last")  # same run: compare best against last
     viewer.window.remove_dock_widget(finetune.native)
     viewer.layers.clear()
 
-    # 2. Segment another case with the new checkpoint (or --model).
+    # 2. Segment an unseen case with the model.
     image, mask = add_case(viewer, cases[1])
     mask.visible = False
     segment = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(segment, name="Segment", area="right")
+    dock(viewer, app, segment, "Segment")
     segment.image.value = image
-    segment.select_model(args.model or tuned)
+    segment.select_model(base)
     wait(segment.run(), app)
     segment.last_layer.opacity = 0.5
+    colour_labels(segment.last_layer, "#ff7f0e")
     viewer.layers.selection.active = segment.last_layer
     snap(viewer, app, "segment", out)
     viewer.window.remove_dock_widget(segment.native)
 
-    # 3. Compare the checkpoints against the expert mask; select the first row, grid on.
+    # 3. Compare the model and its fine-tuned copy against the expert mask (a yellow contour),
+    # on the slice where the atrium is largest; then the same in grid view.
     compare = CompareWidget(viewer)
-    viewer.window.add_dock_widget(compare, name="Compare", area="right")
+    dock(viewer, app, compare, "Compare", width=620)
     viewer.layers.remove(segment.last_layer)
-    mask.visible = False
     compare.image.value, compare.reference.value = image, mask
-    KNOWN_MODELS.add(early, "finetune/last")
-    compare.models.value = [tuned, early, start]
+    compare.models.value = [base, str(tuned)]
     wait(compare.run(), app)
-    compare.table.selectRow(1)  # the fine-tuned model's worst slice
+    for layer in compare.model_layers:
+        layer.contour, layer.opacity = 2, 1.0
+    mask.visible = True
+    colour_labels(mask, "#ffff00", contour=2)
+    mask.opacity = 1.0
+    axis = cases[1][3].through_plane_axis()
+    viewer.dims.set_current_step(axis, atrium_slice(cases[1][2], axis))
+    viewer.layers.selection.active = compare.model_layers[0]
     snap(viewer, app, "compare", out)
+    # The canvas is tall and the slices wide: one column of panels (expert, then each model)
+    # uses it better than napari's automatic 2 x 2.
+    viewer.grid.shape = (1 + len(compare.model_layers), 1)
     compare.grid.value = True
     snap(viewer, app, "compare_grid", out)
     compare.grid.value = False
     viewer.window.remove_dock_widget(compare.native)
     viewer.layers.clear()
 
-    # 4. Few-shot: 1 and 3 training patients, two seeds, on 5 cases written to a folder (the
-    # 24 slices around each atrium's centre, to keep the 4 runs short on a CPU).
+    # 4. Few-shot: 1 and all (3) training patients, two seeds, on 5 cases written to a folder
+    # (the 24 slices around each atrium's centre, to keep the runs short on a CPU).
     folder = work / "cases"
     for name, image_data, labels, meta in cases[2:7]:
         z0 = max(0, int(np.argmax(labels.sum(axis=(0, 1)))) - 12)
@@ -176,14 +238,21 @@ def main(argv=None) -> None:
         write_labels(folder / "images" / f"{name}.nii.gz", image_data[part].astype(np.uint8), crop)
         write_labels(folder / "labels" / f"{name}.nii.gz", labels[part], crop)
     fewshot = FewShotWidget(viewer)
-    viewer.window.add_dock_widget(fewshot, name="Few-shot", area="right")
+    dock(viewer, app, fewshot, "Few-shot")
     add_case(viewer, cases[2])
     fewshot.picker.folder.value = str(folder)
-    fewshot.models.value = [start]
+    fewshot.models.value = [base, scratch] if args.model else [scratch]
     fewshot.patients.value, fewshot.seeds.value = "1, all", "0, 1"
-    fewshot.epochs.value = 2
+    fewshot.epochs.value = args.fewshot_epochs
     fewshot.output.value = str(work / "fewshot")
     wait(fewshot.run(), app)
+    # A smaller curve, so the whole results table (4 rows) fits under it on a 1000-pixel screen.
+    from qtpy.QtCore import Qt
+    from qtpy.QtGui import QPixmap
+
+    curve = QPixmap(str(work / "fewshot" / "fewshot.png"))
+    fewshot.curve.setPixmap(curve.scaledToWidth(300, Qt.TransformationMode.SmoothTransformation))
+    fewshot.table.setMinimumHeight(150)
     snap(viewer, app, "fewshot", out)
     print("work folder (checkpoints, runs):", work)
     viewer.close()

@@ -75,8 +75,10 @@ def test_compare_two_models_against_reference(
     # Grid view: one panel per model, each with its own view of the image.
     widget.grid.value = True
     assert viewer.grid.enabled and len(widget._backdrops) == 2
+    assert widget.disagreement not in viewer.layers  # hidden: it would get an empty panel
     widget.grid.value = False
     assert not viewer.grid.enabled and not widget._backdrops
+    assert widget.disagreement in viewer.layers
 
     path = widget.export_csv(tmp_path / "table.csv")
     with open(path) as handle:

@@ -110,6 +110,7 @@ class CompareWidget(Container):
         self.rows: list[dict] = []
         self.model_layers: list[Labels] = []
         self.disagreement: Labels | None = None
+        self._parked: Labels | None = None  # the disagreement layer, out of the list in grid view
         self._backdrops: list[Image] = []
         self._image_layer: Image | None = None
         self._slice_axis = 2
@@ -261,8 +262,17 @@ class CompareWidget(Container):
                 self.viewer.layers.insert(self.viewer.layers.index(layer), backdrop)
                 self._backdrops.append(backdrop)
             self.viewer.grid.stride = 2
+            # The grid gives every layer pair a panel, hidden or not: the (hidden) disagreement
+            # layer would leave an empty one, so it leaves the list while the grid is on.
+            if self.disagreement is not None and self.disagreement in self.viewer.layers:
+                self.viewer.layers.remove(self.disagreement)
+                self._parked = self.disagreement
         else:
             self.viewer.grid.stride = 1
+        if not (enabled and self.model_layers) and self._parked is not None:
+            if self._parked is self.disagreement and self._parked not in self.viewer.layers:
+                self.viewer.layers.append(self._parked)
+            self._parked = None
         self.viewer.grid.enabled = bool(enabled and self.model_layers)
 
     def export_csv(self, path: str | Path) -> Path:
