@@ -52,7 +52,7 @@ def test_no_freeze_during_segment_and_finetune(
     segment.batch_size.value = 2
     finetune.picker.image.value, finetune.picker.mask.value = image, mask
     finetune.model.value = checkpoint
-    finetune.epochs.value, finetune.batch_size.value = 2, 2
+    finetune.epochs.value, finetune.batch_size.value = 4, 2
     finetune.output.value = str(tmp_path / "run")
     qtbot.wait(200)  # let the docks settle before measuring
 
@@ -67,5 +67,7 @@ def test_no_freeze_during_segment_and_finetune(
     print(
         f"event loop: {len(probe.times)} ticks in {busy:.1f} s, longest gap {probe.max_gap:.3f} s"
     )
-    assert busy > 1.0  # the engine really worked while we measured
+    # The engine really worked while we measured: enough 20 ms ticks to see a freeze. (How long
+    # the tiny model takes depends on the machine, so the bar is low.)
+    assert busy > 0.4 and len(probe.times) >= 10
     assert probe.max_gap < MAX_GAP_S
