@@ -20,14 +20,6 @@ from napari_la_dinov2.models import (
 from napari_la_dinov2.models import checkpoint as checkpoint_module
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _perturb(model):
     """Move every weight and BatchNorm statistic off its initial value, so a load that silently
     kept the fresh initialisation would be caught."""

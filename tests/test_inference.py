@@ -21,14 +21,6 @@ from napari_la_dinov2.metrics import dice
 from tests.conftest import synthetic_case
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class IntensityModel(nn.Module):
     """A deterministic stand-in for a trained network: each output pixel is a function of the
     same input pixel only (bright -> foreground), so where the mask lands shows where the

@@ -29,15 +29,6 @@ EXPECTED_MODELS = {
 TINY_CNN_CHANNELS = dict(channels=(8, 16, 32), strides=(2, 2))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread; on a busy shared CPU two threads spin (50x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_kwargs(name: str) -> dict:
     """Constructor arguments that make each registry model small enough for a CPU test."""
     if name.startswith("dinov2"):
