@@ -187,3 +187,19 @@ def test_bad_case_files_name_the_case(tmp_path):
     nib.save(nib.Nifti1Image(mask[:, :10], np.eye(4)), tmp_path / "labels" / "p7.nii.gz")
     with pytest.raises(InputError, match="p7"):
         load_case_folder(tmp_path)
+
+
+def test_the_seed_fixes_the_whole_run_including_the_initial_weights(tmp_path):
+    cases = [_case("a", 0), _case("b", 1)]
+
+    def weights(seed, name, global_seed):
+        config = TrainConfig(**UNET, epochs=1, steps_per_epoch=1, batch_size=2, lr=1e-3,
+                             device="cpu", seed=seed, output_dir=str(tmp_path / name))  # fmt: skip
+        torch.manual_seed(global_seed)  # whatever the caller's RNG state, the config decides
+        model = finetune(cases, config, val_cases=cases[:1]).model
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    first, again = weights(0, "s0", global_seed=1), weights(0, "s0-again", global_seed=2)
+    other = weights(1, "s1", global_seed=1)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)

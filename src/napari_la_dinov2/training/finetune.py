@@ -214,6 +214,7 @@ def finetune(
 
     resume_dir = run_dir / "last"
     resuming = config.resume and (resume_dir / "model.safetensors").is_file()
+    torch.manual_seed(config.seed)  # before building: the seed also fixes a new head's weights
     model = load_model(resume_dir) if resuming else _initial_model(config)
     spec = get_spec(model.model_name)
     base_display_name = model.provenance.get("base_display_name", model.display_name)
@@ -221,7 +222,6 @@ def finetune(
     config = config.resolved(spec.training)
     device = resolve_device(config.device)
     amp_dtype = autocast_dtype(device, config.precision)
-    torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
     use_cache = _uses_feature_cache(config, model)
 
