@@ -349,6 +349,12 @@ def plot_fewshot(rows: list[dict], path: Path):
             axes.set(xlabel="training patients", xscale="log")
         else:
             axes.set(xlabel="fraction of the training patients", xscale="log")
+        # Ticks at the budgets themselves, in plain numbers (a log axis with few points would
+        # otherwise label them like 2x10^0).
+        budgets = sorted({key[3] if kind == "patients" else float(key[2])
+                          for key in runs if key[1] == kind})  # fmt: skip
+        axes.set_xticks(budgets, [f"{b:g}" for b in budgets])
+        axes.minorticks_off()
         axes.set(ylabel="test Dice", ylim=(0, 1), title=f"Dice vs {kind}")
         axes.grid(alpha=0.3, which="both")
         axes.legend(fontsize=8, loc="lower right")
