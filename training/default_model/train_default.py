@@ -52,8 +52,13 @@ def main(argv=None) -> int:
     # One thread by default: on a busy 2-core machine two threads wait on each other and a
     # step took 4x longer (7.7 s vs 1.7 s measured here); on an idle machine use all cores.
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--max-minutes", type=float, default=None,
-                        help="stop after this long, keeping the best checkpoint so far")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop after this long, keeping the best checkpoint so far",
+    )
+    parser.add_argument("--input-size", type=int, default=160, help="slice size (multiple of 16)")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -79,8 +84,12 @@ def main(argv=None) -> int:
             )
 
     deadline = started + 60 * args.max_minutes if args.max_minutes else None
-    result = finetune(cases, config, progress=report,
-                      stop=lambda: deadline is not None and time.perf_counter() > deadline)
+    result = finetune(
+        cases,
+        config,
+        progress=report,
+        stop=lambda: deadline is not None and time.perf_counter() > deadline,
+    )
     minutes = (time.perf_counter() - started) / 60
     print(
         f"best validation Dice {result.best_val_dice:.4f}; {minutes:.1f} min; "
