@@ -119,3 +119,12 @@ class CasePicker(Container):
         if not cases and folder is None:
             raise InputError("add a case (image + corrected mask) or choose a case folder.")
         return cases, folder
+
+
+def with_folder_cases(cases: list, folder) -> list:
+    """The layer cases plus those read from ``folder`` (call it in the worker: reading is slow)."""
+    if folder is None:
+        return list(cases)
+    from ..training import load_case_folder
+
+    return list(cases) + load_case_folder(folder)

@@ -27,7 +27,7 @@ from qtpy.QtGui import QPixmap
 from qtpy.QtWidgets import QAbstractItemView, QLabel, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError
-from ._cases import CasePicker
+from ._cases import CasePicker, with_folder_cases
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._worker import Job
 from .finetune import default_run_dir
@@ -145,11 +145,10 @@ class FewShotWidget(Container):
             return None
 
         def job(report, stop):
-            from ..training import load_case_folder
             from ..training.fewshot import run_fewshot
 
-            all_cases = cases + (load_case_folder(folder) if folder else [])
-            return run_fewshot(all_cases, config, progress=report, stop=stop)
+            return run_fewshot(with_folder_cases(cases, folder), config, progress=report,
+                               stop=stop)  # fmt: skip
 
         self.job = Job(
             job,

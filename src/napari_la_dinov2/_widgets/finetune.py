@@ -23,7 +23,7 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_error
 
 from ..errors import InputError
-from ._cases import CasePicker
+from ._cases import CasePicker, with_folder_cases
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._plots import TrainingPlot
 from ._worker import Job
@@ -107,10 +107,9 @@ class FinetuneWidget(Container):
             return None
 
         def job(report, stop):
-            from ..training import finetune, load_case_folder
+            from ..training import finetune
 
-            all_cases = cases + (load_case_folder(folder) if folder else [])
-            return finetune(all_cases, config, progress=report, stop=stop)
+            return finetune(with_folder_cases(cases, folder), config, progress=report, stop=stop)
 
         self.plot.clear()
         self._image_for_resegment = pairs[0][0] if pairs else self.picker.image.value
