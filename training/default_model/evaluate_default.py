@@ -88,7 +88,10 @@ def main(argv=None) -> int:
     print(card)
     if args.install:
         model.provenance.update(
-            {"display_name": "LA default (UNet 160)", "inference": {"flip_tta": bool(use_tta)}}
+            {
+                "display_name": f"LA default (UNet {model.preprocessing['input_size']})",
+                "inference": {"flip_tta": bool(use_tta)},
+            }
         )
         save_checkpoint(model, PACKAGE_DIR)
         shutil.copy(run / "MODEL_CARD.md", PACKAGE_DIR / "MODEL_CARD.md")
