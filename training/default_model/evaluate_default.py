@@ -103,6 +103,8 @@ def main(argv=None) -> int:
 def model_card(model, split, results, seconds, train_seconds, use_tta, run) -> str:
     config = json.loads((run / "config.json").read_text())
     n_params = sum(p.numel() for p in model.parameters())
+    recipe = run / "recipe_args.json"
+    threads = json.loads(recipe.read_text())["threads"] if recipe.is_file() else 1
     test_key = "test + flip TTA" if use_tta else "test"
     val_key = "val + flip TTA" if use_tta else "val"
     test, val = summarize(results[test_key]), summarize(results[val_key])
@@ -141,7 +143,7 @@ Adam, lr {config["lr"]} with a cosine decay, BCE + soft Dice, batch {config["bat
 {config["epochs"]} epochs of {config["steps_per_epoch"]} steps, {config["foreground_fraction"]:.0%} of each batch from
 slices holding atrium, flips / rotations (±15°) / scalings (0.85-1.15) / contrast, brightness
 and noise; the epoch with the best validation Dice kept. Training took {train_seconds / 60:.0f} minutes
-on {cpu_name()} (1 torch thread, the recipe's default; torch {torch.__version__}, {platform.system()}),
+on {cpu_name()} ({threads} torch thread(s); torch {torch.__version__}, {platform.system()}),
 a machine shared with other jobs. Re-run: `python training/default_model/train_default.py` then
 `python training/default_model/evaluate_default.py --install`.
 

@@ -12,6 +12,7 @@ from last/.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -84,6 +85,8 @@ def main(argv=None) -> int:
             )
 
     deadline = started + 60 * args.max_minutes if args.max_minutes else None
+    Path(args.out).mkdir(parents=True, exist_ok=True)  # the model card reads the settings back
+    (Path(args.out) / "recipe_args.json").write_text(json.dumps(vars(args), indent=2) + "\n")
     result = finetune(
         cases,
         config,
