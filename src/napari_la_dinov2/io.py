@@ -242,13 +242,22 @@ def _atomic_write(target: Path, write) -> None:
         raise
 
 
-def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Validate an output path before any work is done, so a long job never ends in a refusal."""
+def check_output_path(
+    path: str | os.PathLike,
+    overwrite: bool = False,
+    *,
+    suffixes: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd"),
+    role: str = "output",
+    noun: str = "mask",
+) -> Path:
+    """Validate an output path before any work is done, so a long job never ends in a refusal.
+    ``suffixes``/``role``/``noun`` let other outputs (the PNG overlay) share the same checks."""
     path = Path(path).expanduser()
-    if _suffix(path) not in SUPPORTED_SUFFIXES:
-        raise InputError(f"{path}: the output must end in .nii.gz, .nii or .nrrd.")
+    if not path.name.lower().endswith(tuple(suffixes)):
+        listing = ", ".join(suffixes[:-1]) + (" or " if len(suffixes) > 1 else "") + suffixes[-1]
+        raise InputError(f"{path}: the {role} must end in {listing}.")
     if path.is_dir():
-        raise InputError(f"{path} is a folder; give a file name for the mask.")
+        raise InputError(f"{path} is a folder; give a file name for the {noun}.")
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists; choose another name or pass --overwrite.")
     return path

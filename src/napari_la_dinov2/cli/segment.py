@@ -91,14 +91,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def check_png_path(path: str, overwrite: bool) -> Path:
-    png = Path(path).expanduser()
-    if png.suffix.lower() != ".png":
-        raise InputError(f"{png}: the overlay must end in .png.")
-    if png.is_dir():
-        raise InputError(f"{png} is a folder; give a file name for the overlay.")
-    if png.exists() and not overwrite:
-        raise InputError(f"{png} already exists; choose another name or pass --overwrite.")
-    return png
+    from ..io import check_output_path
+
+    return check_output_path(path, overwrite, suffixes=(".png",), role="overlay", noun="overlay")
 
 
 def _same_file(a: Path, b: Path) -> bool:
