@@ -287,3 +287,26 @@ def test_flip_averaging_follows_the_checkpoint_unless_told():
     model.provenance = {"inference": {"flip_tta": True}}
     assert Predictor(model, device="cpu").flip_tta is True
     assert Predictor(model, device="cpu", flip_tta=False).flip_tta is False
+
+
+class PreviousSliceModel(IntensityModel):
+    """2.5D stand-in: looks only at the channel of the slice before (bright -> foreground)."""
+
+    def __init__(self):
+        super().__init__(fit="pad", size=64)
+        self.preprocessing = dict(
+            input_size=64, channels=3, context=1, fit="pad", intensity="imagenet"
+        )
+
+
+def test_2_5d_input_feeds_each_slice_with_its_neighbours():
+    volume, truth = bright_box_volume()
+    predictor = Predictor(
+        PreviousSliceModel(), device="cpu", batch_size=4, morphology=False, largest_cc=False
+    )
+    pred = predictor.predict(volume, slice_axis=0)
+    # Each slice shows its predecessor's box: shifted one slice on, across batch borders too.
+    expected = np.zeros_like(truth)
+    expected[1:] = truth[:-1]
+    assert dice(pred, expected) > 0.97
+    assert pred[17].any() and not pred[5].any()

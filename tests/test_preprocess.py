@@ -12,13 +12,16 @@ from napari_la_dinov2.preprocess import (
     IMAGENET_STD,
     IntensityStats,
     SliceTransform,
+    with_neighbours,
 )
 
 SHAPES = [(37, 53), (101, 67), (150, 211), (64, 64)]
 
 
-def _transform(fit: str, size: int = 64, channels: int = 1, intensity: str = "zscore"):
-    return SliceTransform(dict(input_size=size, channels=channels, fit=fit, intensity=intensity))
+def _transform(fit: str, size=64, channels=1, intensity="zscore", context=0) -> SliceTransform:
+    return SliceTransform(
+        dict(input_size=size, channels=channels, fit=fit, intensity=intensity, context=context)
+    )
 
 
 def _disc(height: int, width: int) -> np.ndarray:
@@ -159,3 +162,33 @@ def test_prepare_equals_normalise_then_resize(fit, intensity, channels, shape):
     stats = IntensityStats.of(slices.numpy())
     plain = transform.fit_to_input(transform.normalize(slices, stats))
     assert torch.allclose(transform.prepare(slices, stats), plain, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "bad", [dict(context=1, channels=1), dict(context=2, channels=3), dict(context=-1)]
+)
+def test_context_needs_one_channel_per_slice(bad):
+    with pytest.raises(ValueError, match="context|channels"):
+        SliceTransform({**dict(input_size=64, channels=1, fit="pad", intensity="zscore"), **bad})
+
+
+def test_neighbours_repeat_the_edge_slice():
+    rows = with_neighbours(0, 4, total=4, context=1)
+    assert rows.tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
+    assert with_neighbours(2, 3, total=4, context=0).tolist() == [[2]]
+
+
+def test_prepare_of_neighbours_keeps_each_slice_in_its_own_channel():
+    # 2.5D: three different slices as channels; each channel must be prepared as that slice
+    # alone would be (same window, same fit), so the network sees the true neighbours.
+    transform = _transform("pad", size=64, channels=3, intensity="zscore", context=1)
+    volume = np.random.default_rng(3).uniform(0, 255, (5, 37, 53)).astype("f4")
+    stats = IntensityStats.of(volume)
+    rows = transform.neighbours(0, 5, 5)
+    stacked = transform.prepare(torch.from_numpy(volume[rows]), stats)
+    single = _transform("pad", size=64, channels=1, intensity="zscore")
+    alone = single.prepare(torch.from_numpy(volume), stats)  # 5x1x64x64
+    assert stacked.shape == (5, 3, 64, 64)
+    assert torch.allclose(stacked[:, 1], alone[:, 0], atol=1e-5)  # the centre slice
+    assert torch.allclose(stacked[1:, 0], alone[:-1, 0], atol=1e-5)  # the one before
+    assert torch.allclose(stacked[0, 0], alone[0, 0], atol=1e-5)  # edge repeated

@@ -203,3 +203,25 @@ def test_the_seed_fixes_the_whole_run_including_the_initial_weights(tmp_path):
     other = weights(1, "s1", global_seed=1)
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
+
+
+def test_2_5d_unet_trains_and_keeps_its_context(tmp_path):
+    config = TrainConfig(
+        model="unet", model_kwargs={**TINY_UNET_KWARGS, "in_channels": 3},
+        preprocessing={**TINY_UNET_PREPROCESSING, "channels": 3, "context": 1},
+        epochs=1, steps_per_epoch=2, batch_size=4, device="cpu", output_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    result = finetune([_case("a"), _case("b", 1)], config)
+    model = load_model(result.best_checkpoint)
+    assert model.preprocessing["context"] == 1
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 1, 64, 64)
+
+
+def test_2_5d_input_for_a_one_channel_network_is_an_input_error(tmp_path):
+    config = TrainConfig(
+        **{**UNET, "preprocessing": {**TINY_UNET_PREPROCESSING, "channels": 3, "context": 1}},
+        epochs=1, steps_per_epoch=1, device="cpu", output_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    with pytest.raises(InputError, match="in_channels=3"):
+        finetune([_case("a"), _case("b", 1)], config)
+    assert not (tmp_path / "run" / "best").exists()

@@ -6,6 +6,10 @@ case sees the same mapping), then each ``HxW`` slice is fitted to the model's sq
 - ``fit="pad"``: pad to a centred square, then resize (no distortion; the CNN baselines);
 - ``fit="stretch"``: resize straight to the square (the paper's DINOv2 input).
 
+With ``context: k`` (2.5D input) a slice is fed with its ``k`` neighbours on either side as
+``2k+1`` channels, so a 2D network sees the through-plane shape of the atrium; at the ends of
+the volume the edge slice is repeated.
+
 ``restore`` maps ``Bx1xSxS`` logits back onto the original ``HxW`` grid by the inverse steps,
 so a mask lands on exactly the voxels of its slice. Training and inference share this module.
 """
@@ -22,6 +26,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PERCENTILES = (0.5, 99.5)
 _MAX_STAT_SAMPLES = 2_000_000
+
+
+def with_neighbours(first: int, stop: int, total: int, context: int) -> np.ndarray:
+    """Slice indices ``(stop - first) x (2 * context + 1)``: slices ``first..stop-1``, each with
+    its ``context`` neighbours on either side, the edge slice repeated past the volume's ends."""
+    offsets = np.arange(-context, context + 1)
+    return np.clip(np.arange(first, stop)[:, None] + offsets[None, :], 0, total - 1)
 
 
 @dataclass(frozen=True)
@@ -48,23 +59,38 @@ class IntensityStats:
 
 
 class SliceTransform:
-    """``prepare``: ``BxHxW`` raw slices -> ``BxCxSxS`` model input; ``restore``: the inverse."""
+    """``prepare``: ``BxHxW`` raw slices (or ``BxKxHxW`` with their neighbours, see
+    :func:`with_neighbours`) -> ``BxCxSxS`` model input; ``restore``: the inverse."""
 
     def __init__(self, preprocessing: dict):
         self.size = int(preprocessing["input_size"])
         self.channels = int(preprocessing["channels"])
+        self.context = int(preprocessing.get("context", 0))
         self.fit = preprocessing["fit"]
         self.intensity = preprocessing["intensity"]
         if self.fit not in ("pad", "stretch"):
             raise ValueError(f"fit must be 'pad' or 'stretch', not {self.fit!r}")
         if self.intensity not in ("imagenet", "zscore"):
             raise ValueError(f"intensity must be 'imagenet' or 'zscore', not {self.intensity!r}")
-        if self.size < 16 or self.channels not in (1, 3):
-            raise ValueError("input_size must be >= 16 and channels 1 or 3")
+        if self.size < 16:
+            raise ValueError("input_size must be >= 16")
+        if self.context == 0 and self.channels not in (1, 3):
+            raise ValueError("channels must be 1 or 3 (or 2 * context + 1 with context)")
+        if self.intensity == "imagenet" and self.channels not in (1, 3):
+            raise ValueError("ImageNet intensities need 1 or 3 channels")
+        if self.context < 0 or (self.context and self.channels != 2 * self.context + 1):
+            raise ValueError(
+                f"context {self.context} (neighbours on each side) needs "
+                f"{2 * self.context + 1} channels, not {self.channels}"
+            )
 
     def normalize(self, slices: torch.Tensor, stats: IntensityStats) -> torch.Tensor:
         """``BxHxW`` raw -> ``BxCxHxW`` normalised (float32)."""
         return self.standardize(self.to_unit(slices, stats).unsqueeze(1), stats)
+
+    def neighbours(self, first: int, stop: int, total: int) -> np.ndarray:
+        """Which slices feed slices ``first..stop-1``: ``Bx(2k+1)`` indices (``Bx1`` in 2D)."""
+        return with_neighbours(first, stop, total, self.context)
 
     @staticmethod
     def to_unit(slices: torch.Tensor, stats: IntensityStats) -> torch.Tensor:
@@ -72,8 +98,9 @@ class SliceTransform:
         return ((slices.float() - stats.low) / (stats.high - stats.low)).clamp_(0.0, 1.0)
 
     def standardize(self, unit: torch.Tensor, stats: IntensityStats) -> torch.Tensor:
-        """``Bx1xHxW`` in [0, 1] -> ``BxCxHxW`` as the model expects (z-score or ImageNet)."""
-        x = unit.expand(-1, self.channels, -1, -1)
+        """``Bx1xHxW`` (or ``BxCxHxW`` with neighbours) in [0, 1] -> ``BxCxHxW`` as the model
+        expects (z-score or ImageNet); one channel is repeated where the model wants three."""
+        x = unit if unit.shape[1] == self.channels else unit.expand(-1, self.channels, -1, -1)
         if self.intensity == "zscore":
             return (x - stats.mean) / stats.std
         mean = torch.tensor(IMAGENET_MEAN[: self.channels], device=x.device).view(1, -1, 1, 1)
@@ -115,9 +142,10 @@ class SliceTransform:
         )
 
     def prepare(self, slices: torch.Tensor, stats: IntensityStats) -> torch.Tensor:
-        """``BxHxW`` raw -> ``BxCxSxS``. Resizing the 1-channel [0, 1] image before the
+        """``BxHxW`` (or ``BxKxHxW``) raw -> ``BxCxSxS``. Resizing the [0, 1] image before the
         (affine, per-channel) standardisation gives the same result for a third of the work."""
-        return self.standardize(self.fit_to_input(self.to_unit(slices, stats).unsqueeze(1)), stats)
+        unit = self.to_unit(slices, stats)
+        return self.standardize(self.fit_to_input(unit if unit.ndim == 4 else unit[:, None]), stats)
 
     def restore(self, logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """``Bx1xSxS`` logits -> ``BxHxW`` logits on the original slice grid."""

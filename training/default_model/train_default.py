@@ -60,6 +60,12 @@ def main(argv=None) -> int:
         help="stop after this long, keeping the best checkpoint so far",
     )
     parser.add_argument("--input-size", type=int, default=160, help="slice size (multiple of 16)")
+    parser.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        help="2.5D: neighbouring slices on each side fed as extra channels (0 = plain 2D)",
+    )
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -67,8 +73,17 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     cases = load_case_folder(args.data)
     print(f"{len(cases)} cases from {args.data}", flush=True)
+    channels = 2 * args.context + 1
+    settings = dict(DEFAULT_MODEL)
+    settings["model_kwargs"] = {**settings["model_kwargs"], "in_channels": channels}
+    settings["preprocessing"] = {
+        **settings["preprocessing"],
+        "input_size": args.input_size,
+        "channels": channels,
+        "context": args.context,
+    }
     config = TrainConfig(
-        **DEFAULT_MODEL,
+        **settings,
         output_dir=args.out,
         epochs=args.epochs,
         steps_per_epoch=args.steps,

@@ -291,7 +291,8 @@ class TokenStore:
         )
 
         def batch_of(a: int, b: int) -> torch.Tensor:
-            unit = prepared.images[a:b].float()
+            rows = self.transform.neighbours(a, b, prepared.images.shape[0])
+            unit = prepared.images[rows, 0].float()
             if flipped:
                 unit = unit.flip(-1)
             return self.transform.standardize(unit, prepared.stats)
@@ -324,7 +325,8 @@ class TokenStore:
         key = content_key("volume", case.image, axis, self.settings, self.backbone)
 
         def batch_of(a: int, b: int) -> torch.Tensor:
-            raw = torch.from_numpy(np.ascontiguousarray(region[a:b], dtype=np.float32))
+            rows = self.transform.neighbours(a, b, region.shape[0])
+            raw = torch.from_numpy(np.ascontiguousarray(region[rows], dtype=np.float32))
             return self.transform.prepare(raw, stats)
 
         return self._tokens(key, region.shape[0], batch_of), axis

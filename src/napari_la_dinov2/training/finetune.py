@@ -162,6 +162,17 @@ def _initial_model(config: TrainConfig) -> LASegmenter:
     model = load_model(config.model, pretrained=config.pretrained, **kwargs)
     if config.preprocessing:
         model.preprocessing.update(config.preprocessing)
+    try:
+        SliceTransform(model.preprocessing)
+    except ValueError as error:
+        raise InputError(f"preprocessing: {error}.") from None
+    wanted = model.preprocessing["channels"]
+    in_channels = model.net.rebuild_kwargs().get("in_channels", wanted)
+    if in_channels != wanted:  # e.g. 2.5D input asked of a 1-channel network
+        raise InputError(
+            f"the network takes {in_channels} input channel(s) but the preprocessing gives "
+            f"{wanted}; set model_kwargs.in_channels={wanted}."
+        )
     if hasattr(model.net, "set_backbone_trainable"):
         model.net.set_backbone_trainable(not config.freeze_backbone)
     return model

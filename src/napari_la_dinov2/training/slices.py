@@ -102,7 +102,11 @@ def make_batch(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``BxCxNxN`` model input and ``Bx1xNxN`` float mask for the picked slices."""
-    unit = torch.stack([cases[c].images[s] for c, s in picks]).float()
+    total = {c: cases[c].images.shape[0] for c, _ in picks}
+    # Each picked slice as channels: itself, or with its neighbours in 2.5D (transform.context).
+    unit = torch.stack(
+        [cases[c].images[transform.neighbours(s, s + 1, total[c])[0], 0] for c, s in picks]
+    ).float()
     y = torch.stack([cases[c].masks[s] for c, s in picks]).float()
     batch = unit.shape[0]
     if augmentation is not None:
