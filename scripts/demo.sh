@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The main job of the README: set up, then segment a volume with the embedded default model.
 #   bash scripts/demo.sh [VOLUME.nii.gz|.nrrd] [OUTPUT_DIR]
-# Without a VOLUME it takes the first real case of ../shared/data/la2018 (or $LA2018_DIR) when
-# present, else a synthetic LGE-like sample made by the package. Writes OUTPUT_DIR/<name>_la.nii.gz
-# and a PNG overlay; with a display (DISPLAY set) it then opens napari with the result.
+# Without a VOLUME it takes a real case of ../shared/data/la2018 (or $LA2018_DIR) that the
+# embedded model never saw (its test split) when present, else a synthetic LGE-like sample made
+# by the package. Writes OUTPUT_DIR/<name>_la.nii.gz and a PNG overlay; with a display (DISPLAY set) it then opens napari with the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,7 +13,17 @@ volume=${1:-}
 if [ -z "$volume" ]; then
   data=${LA2018_DIR:-../shared/data/la2018}
   if [ -f "$data/cases.txt" ]; then
-    volume="$data/images/$(head -n 1 "$data/cases.txt").nii.gz"
+    # A case the embedded model never saw in training or model selection (its test split).
+    case=$(.venv/bin/python - "$data/cases.txt" <<'PY'
+import json, sys
+from importlib.resources import files
+config = json.loads(files("napari_la_dinov2").joinpath("weights/la_default/config.json").read_text())
+seen = set(config["provenance"]["trained_on"]) | set(config["provenance"]["validated_on"])
+cases = open(sys.argv[1]).read().split()
+print(next((c for c in cases if c not in seen), cases[0]))
+PY
+)
+    volume="$data/images/$case.nii.gz"
   else
     volume="$out/sample_lge.nii.gz"
     [ -f "$volume" ] || .venv/bin/python - "$volume" <<'PY'

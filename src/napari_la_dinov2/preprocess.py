@@ -46,9 +46,12 @@ class IntensityStats:
 
     @classmethod
     def of(cls, volume: np.ndarray) -> IntensityStats:
-        flat = np.asarray(volume, dtype=np.float32).reshape(-1)
+        # In memory order (a view even for a transposed volume), sampled, then converted: no
+        # full-size copy, whichever axis the slices run along and whatever the stored dtype.
+        flat = np.ravel(np.asarray(volume), order="K")
         if flat.size > _MAX_STAT_SAMPLES:  # a strided sample is plenty for percentiles
             flat = flat[:: flat.size // _MAX_STAT_SAMPLES + 1]
+        flat = flat.astype(np.float32)
         low, high = (float(v) for v in np.percentile(flat, PERCENTILES))
         if high <= low:  # mostly-constant image: fall back to the full range
             low, high = float(flat.min()), float(flat.max())

@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     if args.install:
         model.provenance.update(
             {
-                "display_name": f"LA default (UNet {model.preprocessing['input_size']})",
+                "display_name": display_name(model),
                 "inference": {"flip_tta": bool(use_tta)},
             }
         )
@@ -98,6 +98,18 @@ def main(argv=None) -> int:
         (PACKAGE_DIR / "README.md").unlink(missing_ok=True)  # the hub mixin's stub card
         print(f"installed into {PACKAGE_DIR}")
     return 0
+
+
+def context_text(model) -> str:
+    context = int(model.preprocessing.get("context", 0))
+    if not context:
+        return ""
+    return f"; 2.5D: each slice is fed with its {context} neighbour(s) on either side as channels"
+
+
+def display_name(model) -> str:
+    size, context = model.preprocessing["input_size"], model.preprocessing.get("context", 0)
+    return f"LA default (UNet {'2.5D ' if context else ''}{size})"
 
 
 def model_card(model, split, results, seconds, train_seconds, use_tta, run) -> str:
@@ -113,7 +125,7 @@ def model_card(model, split, results, seconds, train_seconds, use_tta, run) -> s
 A compact 2D UNet (MONAI `UNet`, channels {config["model_kwargs"]["channels"]}, 2 residual units
 per level, {n_params / 1e6:.2f} M parameters) that segments the left-atrium blood pool slice by
 slice along the through-plane axis of a 3D LGE-MRI volume, at {model.preprocessing["input_size"]}x{model.preprocessing["input_size"]}
-(slices padded to a square, robust z-score intensities), with {"left-right flip averaging, " if use_tta else ""}
+(slices padded to a square, robust z-score intensities{context_text(model)}), with {"left-right flip averaging, " if use_tta else ""}
 thresholding at 0.5, in-plane opening + closing and the largest 3D connected component.
 
 ## Data and split
@@ -144,7 +156,7 @@ Adam, lr {config["lr"]} with a cosine decay, BCE + soft Dice, batch {config["bat
 slices holding atrium, flips / rotations (±15°) / scalings (0.85-1.15) / contrast, brightness
 and noise; the epoch with the best validation Dice kept. Training took {train_seconds / 60:.0f} minutes
 on {cpu_name()} ({threads} torch thread(s); torch {torch.__version__}, {platform.system()}),
-a machine shared with other jobs. Re-run: `python training/default_model/train_default.py` then
+a 2-core machine that other jobs may share. Re-run: `python training/default_model/train_default.py` then
 `python training/default_model/evaluate_default.py --install`.
 
 ## Intended use and limits

@@ -1,7 +1,8 @@
 """Train the embedded default model on the 80 real LA 2018 cases (CPU is enough).
 
     python training/default_model/train_default.py [--data ../shared/data/la2018]
-        [--out runs/default_model] [--epochs 24] [--steps 100] [--threads 1] [--max-minutes 80]
+        [--out runs/default_model] [--epochs 30] [--steps 100] [--threads 1] [--max-minutes 80]
+        [--input-size 192] [--context 1]
 
 Split by patient, seeded: 64 train / 8 validation (early stopping, best checkpoint) / 8 test
 (never seen in training; scored by evaluate_default.py). The run directory gets the usual
@@ -22,12 +23,14 @@ import torch
 
 from napari_la_dinov2.training import TrainConfig, finetune, load_case_folder
 
-# A compact 2D UNet (MONAI, 1.6 M parameters, 6.5 MB of float32 weights) at 160x160: small
-# enough to ship in the package and to run on a laptop CPU in about a second per volume.
+# A compact 2D UNet (MONAI, 1.6 M parameters, 6.5 MB of float32 weights): small enough to ship
+# in the package and to run on a laptop CPU in one or two seconds per volume. The recipe's
+# defaults make it 2.5D (each slice with one neighbour on either side as channels) at 192x192,
+# which beat plain 2D at 160x160 on the validation patients (0.911 vs 0.899; see README.md).
 DEFAULT_MODEL = dict(
     model="unet",
     model_kwargs=dict(channels=[16, 32, 64, 128, 256], strides=[2, 2, 2, 2], num_res_units=2),
-    preprocessing=dict(input_size=160, channels=1, fit="pad", intensity="zscore"),
+    preprocessing=dict(fit="pad", intensity="zscore"),  # size and channels: from the options
     loss="bce_dice",
     schedule="cosine",
     lr=1e-3,
@@ -48,7 +51,7 @@ def main(argv=None) -> int:
         default=os.environ.get("LA2018_DIR", str(here.parents[3] / "shared" / "data" / "la2018")),
     )
     parser.add_argument("--out", default="runs/default_model")
-    parser.add_argument("--epochs", type=int, default=24)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch")
     # One thread by default: on a busy 2-core machine two threads wait on each other and a
     # step took 4x longer (7.7 s vs 1.7 s measured here); on an idle machine use all cores.
@@ -59,11 +62,11 @@ def main(argv=None) -> int:
         default=None,
         help="stop after this long, keeping the best checkpoint so far",
     )
-    parser.add_argument("--input-size", type=int, default=160, help="slice size (multiple of 16)")
+    parser.add_argument("--input-size", type=int, default=192, help="slice size (multiple of 16)")
     parser.add_argument(
         "--context",
         type=int,
-        default=0,
+        default=1,
         help="2.5D: neighbouring slices on each side fed as extra channels (0 = plain 2D)",
     )
     parser.add_argument("--resume", action="store_true")
