@@ -93,3 +93,26 @@ def test_segment_cancel_keeps_viewer_usable(
     qtbot.waitUntil(lambda: job.finished, timeout=60_000)
     assert "cancelled" in notifications["info"][0]
     assert len(viewer.layers) == 2
+
+
+def test_flip_averaging_follows_the_checkpoint_like_the_command_line(
+    make_napari_viewer, qtbot, small_case, add_case
+):
+    # The embedded model ships with flip averaging on; the widget's default must give the same
+    # mask as `la-dinov2 segment` (the Predictor's own default), not silently switch it off.
+    from napari_la_dinov2.inference import Predictor
+    from napari_la_dinov2.models import load_model
+
+    viewer = make_napari_viewer()
+    image, _ = add_case(viewer, small_case)
+    widget = _dock(viewer)
+    widget.image.value = image
+    widget.model.value = "default"
+    assert widget.flip_tta.value == "as the model recommends"
+    job = widget.run()
+    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    assert job.error is None
+    _, volume, _, meta = small_case
+    predictor = Predictor(load_model("default"), device="cpu", batch_size=8)
+    assert predictor.flip_tta  # what the embedded model recommends
+    np.testing.assert_array_equal(widget.last_layer.data, predictor.predict(volume, meta))
