@@ -182,8 +182,7 @@ class Predictor:
                 if _is_cancelled(cancel):
                     raise CancelledError(f"stopped after {done} of {total} slices")
                 stop = min(done + self.batch_size, total)
-                rows = self.transform.neighbours(done, stop, total)  # Bx1, or Bx(2k+1) in 2.5D
-                raw = torch.from_numpy(np.ascontiguousarray(region[rows], dtype=np.float32))
+                raw = self.transform.gather(region, done, stop)  # with neighbours in 2.5D
                 try:
                     batch = self.transform.prepare(raw.to(self.device), stats)
                     logits = self.transform.restore(self._forward(batch), height, width)

@@ -227,8 +227,9 @@ def default_permissions(path: str | os.PathLike) -> None:
     os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
 
 
-def _atomic_write(target: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``target``: readers never see half a file."""
+def atomic_write(target: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``target``: readers never see half a file, a
+    failed write leaves no temporary behind, and the file gets the usual permissions."""
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes) or ".tmp"
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
@@ -278,9 +279,9 @@ def write_labels(
         raise InputError("labels must be integers from 0 to 255 to be saved as uint8.")
     labels = labels.astype(np.uint8)
     if _suffix(path) in NRRD_SUFFIXES:
-        _atomic_write(path, lambda tmp: _write_nrrd(tmp, labels, meta))
+        atomic_write(path, lambda tmp: _write_nrrd(tmp, labels, meta))
     else:
-        _atomic_write(path, lambda tmp: _write_nifti(tmp, labels, meta))
+        atomic_write(path, lambda tmp: _write_nifti(tmp, labels, meta))
     return path
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import _atomic_write
+from .io import atomic_write
 from .metrics import la_volume_ml
 
 CONTOUR_COLOUR = "#ff3b30"
@@ -159,5 +159,5 @@ def save_overlay(
         count=count,
         axcodes=axcodes,
     )
-    _atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=dpi))
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=dpi))
     return path

@@ -77,15 +77,17 @@ class SliceTransform:
             raise ValueError(f"intensity must be 'imagenet' or 'zscore', not {self.intensity!r}")
         if self.size < 16:
             raise ValueError("input_size must be >= 16")
-        if self.context == 0 and self.channels not in (1, 3):
-            raise ValueError("channels must be 1 or 3 (or 2 * context + 1 with context)")
+        if self.context < 0:
+            raise ValueError(f"context must be 0 or more, not {self.context}")
+        # One slice (repeated to 3 channels where a model wants RGB), or one per slice in 2.5D.
+        allowed = (2 * self.context + 1,) if self.context else (1, 3)
+        if self.channels not in allowed:
+            raise ValueError(
+                f"context {self.context} needs {' or '.join(map(str, allowed))} channels, "
+                f"not {self.channels}"
+            )
         if self.intensity == "imagenet" and self.channels not in (1, 3):
             raise ValueError("ImageNet intensities need 1 or 3 channels")
-        if self.context < 0 or (self.context and self.channels != 2 * self.context + 1):
-            raise ValueError(
-                f"context {self.context} (neighbours on each side) needs "
-                f"{2 * self.context + 1} channels, not {self.channels}"
-            )
 
     def normalize(self, slices: torch.Tensor, stats: IntensityStats) -> torch.Tensor:
         """``BxHxW`` raw -> ``BxCxHxW`` normalised (float32)."""
@@ -94,6 +96,12 @@ class SliceTransform:
     def neighbours(self, first: int, stop: int, total: int) -> np.ndarray:
         """Which slices feed slices ``first..stop-1``: ``Bx(2k+1)`` indices (``Bx1`` in 2D)."""
         return with_neighbours(first, stop, total, self.context)
+
+    def gather(self, region: np.ndarray, first: int, stop: int) -> torch.Tensor:
+        """The raw slices (``SxHxW`` ``region``) that feed slices ``first..stop-1``, as a
+        float32 ``BxKxHxW`` tensor ready for :meth:`prepare`."""
+        rows = self.neighbours(first, stop, region.shape[0])
+        return torch.from_numpy(np.ascontiguousarray(region[rows], dtype=np.float32))
 
     @staticmethod
     def to_unit(slices: torch.Tensor, stats: IntensityStats) -> torch.Tensor:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch
 from torch import nn
 
 from ..errors import CancelledError
+from ..io import atomic_write
 from ..postprocess import postprocess
 from ..preprocess import IntensityStats, SliceTransform
 
@@ -156,14 +156,7 @@ class FeatureCache:
         if path is not None and not path.is_file():
             from safetensors.torch import save_file
 
-            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.directory)
-            os.close(fd)
-            try:
-                save_file({"tokens": tensor}, tmp)
-                os.replace(tmp, path)  # atomic: a reader never sees half a file
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            atomic_write(path, lambda tmp: save_file({"tokens": tensor}, str(tmp)))
             self._prune_disk()
 
     def _remember(self, key: str, tensor: torch.Tensor) -> None:
@@ -191,7 +184,9 @@ class FeatureCache:
     def _prune_disk(self) -> None:
         if self.max_disk_bytes is None or self.directory is None:
             return
-        files = sorted(self.directory.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
+        # Hidden names are other writers' files in progress (atomic_write's temporaries).
+        files = [p for p in self.directory.glob("*.safetensors") if not p.name.startswith(".")]
+        files.sort(key=lambda p: p.stat().st_mtime)
         total = sum(p.stat().st_size for p in files)
         for path in files[:-1]:  # never the newest one
             if total <= self.max_disk_bytes:
@@ -291,8 +286,7 @@ class TokenStore:
         )
 
         def batch_of(a: int, b: int) -> torch.Tensor:
-            rows = self.transform.neighbours(a, b, prepared.images.shape[0])
-            unit = prepared.images[rows, 0].float()
+            unit = prepared.inputs(a, b, self.transform)
             if flipped:
                 unit = unit.flip(-1)
             return self.transform.standardize(unit, prepared.stats)
@@ -325,9 +319,7 @@ class TokenStore:
         key = content_key("volume", case.image, axis, self.settings, self.backbone)
 
         def batch_of(a: int, b: int) -> torch.Tensor:
-            rows = self.transform.neighbours(a, b, region.shape[0])
-            raw = torch.from_numpy(np.ascontiguousarray(region[rows], dtype=np.float32))
-            return self.transform.prepare(raw, stats)
+            return self.transform.prepare(self.transform.gather(region, a, b), stats)
 
         return self._tokens(key, region.shape[0], batch_of), axis
 

@@ -46,6 +46,11 @@ class PreparedCase:
         foreground = np.flatnonzero(masks_fitted.flatten(1).any(dim=1).numpy())
         return cls(case.name, torch.cat(images), masks_fitted, stats, foreground)
 
+    def inputs(self, first: int, stop: int, transform: SliceTransform) -> torch.Tensor:
+        """Slices ``first..stop-1`` as float32 ``BxKxNxN`` unit images: one channel each, or
+        with their neighbours as channels in 2.5D (``transform.context``)."""
+        return self.images[transform.neighbours(first, stop, self.images.shape[0]), 0].float()
+
 
 @dataclass(frozen=True)
 class Augmentation:
@@ -102,11 +107,7 @@ def make_batch(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``BxCxNxN`` model input and ``Bx1xNxN`` float mask for the picked slices."""
-    total = {c: cases[c].images.shape[0] for c, _ in picks}
-    # Each picked slice as channels: itself, or with its neighbours in 2.5D (transform.context).
-    unit = torch.stack(
-        [cases[c].images[transform.neighbours(s, s + 1, total[c])[0], 0] for c, s in picks]
-    ).float()
+    unit = torch.cat([cases[c].inputs(s, s + 1, transform) for c, s in picks])
     y = torch.stack([cases[c].masks[s] for c, s in picks]).float()
     batch = unit.shape[0]
     if augmentation is not None:
