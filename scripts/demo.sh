@@ -15,12 +15,10 @@ if [ -z "$volume" ]; then
   if [ -f "$data/cases.txt" ]; then
     # A case the embedded model never saw in training or model selection (its test split).
     case=$(.venv/bin/python - "$data/cases.txt" <<'PY'
-import json, sys
-from importlib.resources import files
-config = json.loads(files("napari_la_dinov2").joinpath("weights/la_default/config.json").read_text())
-seen = set(config["provenance"]["trained_on"]) | set(config["provenance"]["validated_on"])
+import sys
+from napari_la_dinov2.models import load_model
 cases = open(sys.argv[1]).read().split()
-print(next((c for c in cases if c not in seen), cases[0]))
+print((load_model("default").unseen(cases) or cases)[0])
 PY
 )
     volume="$data/images/$case.nii.gz"

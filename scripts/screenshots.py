@@ -55,9 +55,8 @@ def unseen_first(case_ids: list[str], model_source: str | None) -> list[str]:
         return case_ids
     from napari_la_dinov2.models import load_model
 
-    provenance = load_model(model_source).provenance
-    seen = set(provenance.get("trained_on", [])) | set(provenance.get("validated_on", []))
-    return sorted(case_ids, key=lambda case_id: case_id in seen)
+    unseen = load_model(model_source).unseen(case_ids)
+    return unseen + [case_id for case_id in case_ids if case_id not in unseen]
 
 
 def load_cases(count: int, model_source: str | None = None):

@@ -25,6 +25,7 @@ EXPECTED_MODELS = {
     "unet",
     "attention_unet",
     "res50_unet",
+    "unet_ensemble",
 }
 TINY_CNN_CHANNELS = dict(channels=(8, 16, 32), strides=(2, 2))
 
@@ -43,6 +44,10 @@ def tiny_kwargs(name: str) -> dict:
         )
     if name == "unet":
         return dict(num_res_units=1, preprocessing=dict(input_size=32), **TINY_CNN_CHANNELS)
+    if name == "unet_ensemble":
+        return dict(
+            members=2, num_res_units=1, preprocessing=dict(input_size=32), **TINY_CNN_CHANNELS
+        )
     if name == "attention_unet":
         return dict(preprocessing=dict(input_size=32), **TINY_CNN_CHANNELS)
     if name == "res50_unet":
@@ -59,6 +64,7 @@ BAD_KWARGS = {
     "unet": [dict(channels=(8,)), dict(channels=(8, 16), strides=(2, 2)), dict(dropout=1.5)],
     "attention_unet": [dict(channels=(8, 16, 32), strides=(2, 0)), dict(in_channels=0)],
     "res50_unet": [dict(decoder_channels=(16, 8))],
+    "unet_ensemble": [dict(members=0), dict(channels=(8,))],
 }
 
 

@@ -3,6 +3,7 @@ resuming, killing and bad cases behave."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -203,6 +204,22 @@ def test_the_seed_fixes_the_whole_run_including_the_initial_weights(tmp_path):
     other = weights(1, "s1", global_seed=1)
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
+
+
+def test_a_split_seed_keeps_the_patients_apart_across_member_seeds(tmp_path):
+    # Ensemble members: other seeds (weights, sampling), the same validation patients.
+    cases = [_case(name, i % 2) for i, name in enumerate("abcdefghij")]
+
+    def split(seed, split_seed, name):
+        config = TrainConfig(**UNET, epochs=1, steps_per_epoch=1, batch_size=2, device="cpu",
+                             seed=seed, split_seed=split_seed, split=(0.6, 0.2, 0.2),
+                             output_dir=str(tmp_path / name))  # fmt: skip
+        finetune(cases, config)
+        return json.loads((tmp_path / name / "split.json").read_text())
+
+    member = split(seed=7, split_seed=0, name="member")
+    assert member == split(seed=0, split_seed=None, name="seed0")
+    assert split(seed=7, split_seed=None, name="seed7") != member
 
 
 def test_2_5d_unet_trains_and_keeps_its_context(tmp_path):

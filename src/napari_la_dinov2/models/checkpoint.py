@@ -10,6 +10,7 @@ a file someone sent you can run any code.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -65,6 +66,12 @@ class LASegmenter(
     def display_name(self) -> str:
         return self.provenance.get("display_name", self.model_name)
 
+    def unseen(self, case_names) -> list[str]:
+        """The names among ``case_names`` that this model was neither trained nor validated on
+        (as its provenance lists them), in order: where it can be shown or tested honestly."""
+        seen = {*self.provenance.get("trained_on", []), *self.provenance.get("validated_on", [])}
+        return [name for name in case_names if name not in seen]
+
     def config_dict(self) -> dict:
         """What ``config.json`` holds: enough to rebuild this exact model offline."""
         return dict(
@@ -114,13 +121,22 @@ class LASegmenter(
 
 
 def save_checkpoint(
-    model: LASegmenter, directory: str | os.PathLike, provenance: dict | None = None
+    model: LASegmenter,
+    directory: str | os.PathLike,
+    provenance: dict | None = None,
+    weights_dtype: torch.dtype | None = None,
 ) -> Path:
     """Write the checkpoint folder atomically: a reader sees the old folder or the new one,
-    never a mix, even if the process is killed half way."""
+    never a mix, even if the process is killed half way.
+
+    ``weights_dtype`` (e.g. ``torch.float16``) stores the floating-point tensors at that
+    precision, halving the file for shipping; loading casts them back to the model's own
+    dtype, so it still computes in float32."""
     directory = Path(directory).expanduser()
     if provenance:
         model.provenance.update(provenance)
+    if weights_dtype is not None:
+        model = copy.deepcopy(model).to(weights_dtype)  # .to(dtype) leaves integer buffers
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:

@@ -14,6 +14,7 @@ from torch import nn
 
 from .baselines import RESNET50_IMAGENET_REPO, AttentionUNet2D, ResNet50UNet2D, UNet2D
 from .dinov2 import DINOV2_ARCHITECTURES, DinoV2Segmenter, hub_repo_id
+from .ensemble import UNetEnsemble2D
 
 # Paper section "Training": Adam + BCEWithLogits, lr/epochs/batch per family, early stopping.
 DINOV2_TRAINING = dict(lr=1e-3, epochs=35, batch_size=32)
@@ -92,6 +93,17 @@ _register(
         "MONAI FlexibleUNet, ResNet50 encoder (ImageNet), 320x320",
         f"hub: {RESNET50_IMAGENET_REPO} (encoder, safetensors); decoder trained by you",
         preprocessing=dict(CNN_PREPROCESSING, channels=3, intensity="imagenet"),
+        training=CNN_TRAINING,
+    )
+)
+_register(
+    ModelSpec(
+        "unet_ensemble",
+        "cnn",
+        UNetEnsemble2D,
+        "several MONAI UNets (default 3) with averaged logits, 320x320",
+        "random init; or pack trained UNets with models.ensemble.ensemble_of",
+        preprocessing=CNN_PREPROCESSING,
         training=CNN_TRAINING,
     )
 )

@@ -81,7 +81,10 @@ class TrainConfig:
     foreground_fraction: float = 0.6
     augment: bool = True
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    seed: int = 0
+    seed: int = 0  # initial weights, sampling and augmentation
+    # The patient split's seed; None: ``seed``. Set it to train several models (an ensemble)
+    # with different seeds on the same split, so their validation patients stay unseen.
+    split_seed: int | None = None
     device: str = "auto"
     precision: str = "auto"
     val_batch_size: int = 16
@@ -216,7 +219,11 @@ def finetune(
         split = {"train": list(by_name), "val": [c.name for c in val_cases], "test": []}
         train_cases, val_set = list(cases), list(val_cases)
     else:
-        split = split_cases(list(by_name), config.split, config.seed)
+        split = split_cases(
+            list(by_name),
+            config.split,
+            config.seed if config.split_seed is None else config.split_seed,
+        )
         train_cases = [by_name[n] for n in split["train"]]
         val_set = [by_name[n] for n in split["val"]]
     val_on_train = not val_set
