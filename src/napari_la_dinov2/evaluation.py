@@ -1,10 +1,10 @@
 """Evaluate predicted masks against references: files, folders, or masks held in memory.
 
-Files are read with :func:`~napari_la_dinov2.io.read_labels`; a prediction must lie on its
-reference's grid (same shape and affine) or it is refused with an InputError naming the file,
-because a metric between misaligned masks is meaningless. Distances use the reference's voxel
-spacing. Any non-zero voxel is foreground; a file with more than two distinct values is refused
-(this tool evaluates one structure, the left atrium).
+Files are read with :func:`~napari_la_dinov2.io.read_labels_with_meta`; a prediction must lie
+on its reference's grid (same shape and affine) or it is refused with an InputError naming the
+file, because a metric between misaligned masks is meaningless. Distances use the reference's
+voxel spacing. Any non-zero voxel is foreground; a file with more than two distinct values is
+refused (this tool evaluates one structure, the left atrium).
 
 Rows are plain dicts (``case`` plus :data:`~napari_la_dinov2.metrics.METRIC_KEYS`) so the command
 line, the napari widgets and the training engine can tabulate them with
@@ -22,7 +22,7 @@ import numpy as np
 
 from . import io
 from .errors import InputError
-from .io import VolumeMeta, is_supported_path, read_labels
+from .io import VolumeMeta, is_supported_path, read_labels_with_meta
 from .metrics import evaluate_case
 
 
@@ -33,14 +33,6 @@ def case_name(path: str | os.PathLike) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(path).stem
-
-
-def _mask_geometry(path: Path, shape: tuple[int, ...]) -> VolumeMeta:
-    # read_labels returns no geometry; the io readers (already run once by read_labels, so the
-    # file is known to be readable) give the affine, converted to RAS for NRRD.
-    reader = io._read_nrrd if io._suffix(path) in io.NRRD_SUFFIXES else io._read_nifti
-    _, affine, extra = reader(path)
-    return VolumeMeta(affine=affine, shape=tuple(shape), source=str(path), extra=extra)
 
 
 def _binary(labels: np.ndarray, path: Path) -> np.ndarray:
@@ -58,9 +50,8 @@ def read_mask(
 ) -> tuple[np.ndarray, VolumeMeta]:
     """A binary mask and its geometry; with ``like``, the mask must lie on that grid."""
     path = Path(path).expanduser()
-    labels = read_labels(path, image_meta=like)
-    meta = like if like is not None else _mask_geometry(path, labels.shape)
-    return _binary(labels, path), meta
+    labels, own_meta = read_labels_with_meta(path, image_meta=like)
+    return _binary(labels, path), like if like is not None else own_meta
 
 
 def evaluate_files(

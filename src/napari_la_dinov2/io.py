@@ -321,11 +321,18 @@ def _write_nrrd(tmp: Path, labels: np.ndarray, meta: VolumeMeta) -> None:
 
 def read_labels(path: str | os.PathLike, image_meta: VolumeMeta | None = None) -> np.ndarray:
     """Read a mask file; with ``image_meta``, check it lies on the image's grid."""
+    return read_labels_with_meta(path, image_meta)[0]
+
+
+def read_labels_with_meta(
+    path: str | os.PathLike, image_meta: VolumeMeta | None = None
+) -> tuple[np.ndarray, VolumeMeta]:
+    """:func:`read_labels` plus the mask file's own geometry (affine in RAS, as for images)."""
     path = Path(path).expanduser()
     _check_input_path(path)
     fmt = "nrrd" if _suffix(path) in NRRD_SUFFIXES else "nifti"
     try:
-        data, affine, _ = _read_nrrd(path) if fmt == "nrrd" else _read_nifti(path)
+        data, affine, extra = _read_nrrd(path) if fmt == "nrrd" else _read_nifti(path)
         data = np.asarray(data)
     except InputError:
         raise
@@ -340,4 +347,5 @@ def read_labels(path: str | os.PathLike, image_meta: VolumeMeta | None = None) -
             )
         if not np.allclose(affine, image_meta.affine, atol=1e-3):
             raise InputError(f"{path} is not aligned with its image (different affine).")
-    return data
+    meta = VolumeMeta(affine=affine, shape=data.shape, source=str(path), format=fmt, extra=extra)
+    return data, meta
