@@ -25,6 +25,7 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractItemView, QFileDialog, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError
@@ -37,16 +38,19 @@ from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._worker import Job
 
 MODEL_COLOURS = ["#ff7f0e", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
-COLUMNS = [
-    ("name", "Model"),
-    ("reference", "Against"),
-    ("dice", "Dice"),
-    ("iou", "IoU"),
-    ("hd95_mm", "HD95 mm"),
-    ("assd_mm", "ASSD mm"),
-    ("volume_ml_pred", "Volume mL"),
-    ("worst_slice", "Worst slice"),
+COLUMNS = [  # (row key, short header, header tooltip): short headers keep the table narrow
+    ("name", "Model", "the model's mask"),
+    ("reference", "Against", "what it is compared with"),
+    ("dice", "Dice", "Dice overlap"),
+    ("iou", "IoU", "intersection over union"),
+    ("hd95_mm", "HD95", "95% Hausdorff distance, mm"),
+    ("assd_mm", "ASSD", "average symmetric surface distance, mm"),
+    ("volume_ml_pred", "mL", "left-atrium volume of the model's mask, mL"),
+    ("worst_slice", "Worst", "the slice where they overlap least (click the row to go there)"),
 ]
+# Layer names can be long (a case id plus "expert mask"): the name columns are capped at this
+# width, elided in the middle, with the full name in the tooltip, so the table fits its panel.
+NAME_COLUMN_WIDTH = 110
 
 
 def worst_slice(a: np.ndarray, b: np.ndarray, slice_axis: int) -> int:
@@ -101,11 +105,15 @@ class CompareWidget(Container):
         )
         self.reference.value = None
         self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels([title for _, title in COLUMNS])
+        self.table.setHorizontalHeaderLabels([title for _, title, _ in COLUMNS])
+        for c, (_, _, tooltip) in enumerate(COLUMNS):
+            self.table.horizontalHeaderItem(c).setToolTip(tooltip)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setMinimumHeight(160)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.native.layout().addWidget(self.table)
         self.rows: list[dict] = []
         self.model_layers: list[Labels] = []
@@ -237,9 +245,15 @@ class CompareWidget(Container):
     def _fill_table(self, rows: list[dict]) -> None:
         self.table.setRowCount(len(rows))
         for r, row in enumerate(rows):
-            for c, (key, _) in enumerate(COLUMNS):
-                self.table.setItem(r, c, QTableWidgetItem(_format(row.get(key, ""))))
+            for c, (key, _, _) in enumerate(COLUMNS):
+                item = QTableWidgetItem(_format(row.get(key, "")))
+                item.setToolTip(item.text())
+                self.table.setItem(r, c, item)
         self.table.resizeColumnsToContents()
+        for c, (key, _, _) in enumerate(COLUMNS):
+            if key in ("name", "reference"):
+                width = min(self.table.columnWidth(c), NAME_COLUMN_WIDTH)
+                self.table.setColumnWidth(c, width)
 
     def set_grid(self, enabled: bool) -> None:
         """One panel per model, each over its own view of the image (the data is shared)."""
