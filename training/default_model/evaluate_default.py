@@ -2,9 +2,16 @@
 into the package (src/napari_la_dinov2/weights/la_default/).
 
     python training/default_model/evaluate_default.py --run runs/default_model [--install]
+    python training/default_model/evaluate_default.py --run runs/seed0 --run runs/seed1 \
+        --run runs/seed2 --out runs/ensemble [--install]
+
+With several runs (the same recipe with different --seed, hence the same split) their best
+checkpoints are packed into one ``unet_ensemble`` model that averages their logits. The model
+is stored with float16 weights (half the size in the package; it still computes in float32)
+and scored after that round trip, so the figures are those of what ships.
 
 Scores the validation cases (used for early stopping) and the test cases (never used in
-training or model selection) of the run's split.json, through the same Predictor and
+training or model selection) of the runs' split.json, through the same Predictor and
 post-processing as `la-dinov2 segment`, with and without left-right flip averaging.
 """
 
@@ -19,14 +26,18 @@ import time
 from pathlib import Path
 
 import torch
+from train_default import cpu_name  # this folder is on sys.path when run as a script
 
 from napari_la_dinov2.inference import Predictor
 from napari_la_dinov2.metrics import evaluate_case, markdown_table, summarize
 from napari_la_dinov2.models import load_checkpoint, save_checkpoint
+from napari_la_dinov2.models.ensemble import ensemble_of
 from napari_la_dinov2.training import load_case_folder
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = REPO / "src" / "napari_la_dinov2" / "weights" / "la_default"
+SHIPPED_DTYPE = torch.float16
+INSTALL_ONLY_KEYS = ("display_name", "inference")  # added by --install, not by training
 
 
 def score(model, cases, flip_tta: bool) -> tuple[list[dict], float]:
@@ -38,16 +49,14 @@ def score(model, cases, flip_tta: bool) -> tuple[list[dict], float]:
     return rows, (time.perf_counter() - started) / max(len(cases), 1)
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default="runs/default_model")
+    parser.add_argument(
+        "--run",
+        action="append",
+        help="a training run directory; give it several times for an ensemble",
+    )
+    parser.add_argument("--out", help="where the card and packed model go (default: the run)")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "la2018"))
     parser.add_argument("--install", action="store_true", help="copy into the package")
     parser.add_argument(
@@ -57,11 +66,23 @@ def main(argv=None) -> int:
         help="flip averaging in the shipped model: auto = on if it helps on val",
     )
     args = parser.parse_args(argv)
-    run = Path(args.run)
-    split = json.loads((run / "split.json").read_text())
-    history = [line.split(",") for line in (run / "history.csv").read_text().splitlines()]
-    train_seconds = sum(float(row[-1]) for row in history[1:])
-    model = load_checkpoint(run / "best")
+    runs = [Path(r) for r in (args.run or ["runs/default_model"])]
+    if len(runs) > 1 and not args.out:
+        parser.error("several runs make an ensemble: say where it goes with --out")
+    out = Path(args.out) if args.out else runs[0]
+    split = json.loads((runs[0] / "split.json").read_text())
+    for run in runs[1:]:
+        if json.loads((run / "split.json").read_text()) != split:
+            parser.error(f"{run} was trained on another split than {runs[0]}")
+    train_seconds = [run_seconds(run) for run in runs]
+    members = [load_checkpoint(run / "best") for run in runs]
+    for member in members:
+        for key in INSTALL_ONLY_KEYS:
+            member.provenance.pop(key, None)
+    packed = ensemble_of(members) if len(members) > 1 else members[0]
+    # Score what ships: the float16-stored weights, loaded back.
+    save_checkpoint(packed, out / "packed", weights_dtype=SHIPPED_DTYPE)
+    model = load_checkpoint(out / "packed")
     results, seconds = {}, {}
     for part in ("val", "test"):
         cases = load_case_folder(args.data, names=split[part])
@@ -83,8 +104,15 @@ def main(argv=None) -> int:
             > summarize(results["val"])["dice"]["mean"]
         )
     )
-    card = model_card(model, split, results, seconds, train_seconds, use_tta, run)
-    (run / "MODEL_CARD.md").write_text(card)
+    member_dice = []
+    if len(members) > 1:  # each member alone on the validation cases, as shipped (flips)
+        val_cases = load_case_folder(args.data, names=split["val"])
+        for run, member in zip(runs, members, strict=True):
+            rows, _ = score(member, val_cases, use_tta)
+            member_dice.append(summarize(rows)["dice"]["mean"])
+            print(f"member {run.name}: val Dice {member_dice[-1]:.4f}", flush=True)
+    card = model_card(model, runs, split, results, seconds, train_seconds, use_tta, member_dice)
+    (out / "MODEL_CARD.md").write_text(card)
     print(card)
     if args.install:
         model.provenance.update(
@@ -93,11 +121,16 @@ def main(argv=None) -> int:
                 "inference": {"flip_tta": bool(use_tta)},
             }
         )
-        save_checkpoint(model, PACKAGE_DIR)
-        shutil.copy(run / "MODEL_CARD.md", PACKAGE_DIR / "MODEL_CARD.md")
+        save_checkpoint(model, PACKAGE_DIR, weights_dtype=SHIPPED_DTYPE)
+        shutil.copy(out / "MODEL_CARD.md", PACKAGE_DIR / "MODEL_CARD.md")
         (PACKAGE_DIR / "README.md").unlink(missing_ok=True)  # the hub mixin's stub card
         print(f"installed into {PACKAGE_DIR}")
     return 0
+
+
+def run_seconds(run: Path) -> float:
+    rows = [line.split(",") for line in (run / "history.csv").read_text().splitlines()]
+    return sum(float(row[-1]) for row in rows[1:])
 
 
 def context_text(model) -> str:
@@ -107,32 +140,59 @@ def context_text(model) -> str:
     return f"; 2.5D: each slice is fed with its {context} neighbour(s) on either side as channels"
 
 
+def split_seed(config: dict) -> int:
+    return config["seed"] if config.get("split_seed") is None else config["split_seed"]
+
+
+def member_count(model) -> int:
+    return model.net.rebuild_kwargs().get("members", 1)
+
+
 def display_name(model) -> str:
     size, context = model.preprocessing["input_size"], model.preprocessing.get("context", 0)
-    return f"LA default (UNet {'2.5D ' if context else ''}{size})"
+    n = member_count(model)
+    return f"LA default ({f'{n} UNets' if n > 1 else 'UNet'} {'2.5D ' if context else ''}{size})"
 
 
-def model_card(model, split, results, seconds, train_seconds, use_tta, run) -> str:
-    config = json.loads((run / "config.json").read_text())
+def model_card(model, runs, split, results, seconds, train_seconds, use_tta, member_dice) -> str:
+    config = json.loads((runs[0] / "config.json").read_text())
+    seeds = [json.loads((run / "config.json").read_text())["seed"] for run in runs]
     n_params = sum(p.numel() for p in model.parameters())
-    recipe = run / "recipe_args.json"
-    threads = json.loads(recipe.read_text())["threads"] if recipe.is_file() else 1
+    n = member_count(model)
+    recipe = runs[0] / "recipe_args.json"
+    recipe_args = json.loads(recipe.read_text()) if recipe.is_file() else {}
+    threads = recipe_args.get("threads", 1)
+    train_cpu = recipe_args.get("cpu", "a CPU the run did not record")
     test_key = "test + flip TTA" if use_tta else "test"
     val_key = "val + flip TTA" if use_tta else "val"
     test, val = summarize(results[test_key]), summarize(results[val_key])
+    what = (
+        f"A compact 2D UNet (MONAI `UNet`, channels {config['model_kwargs']['channels']}, 2 "
+        f"residual units per level, {n_params / 1e6:.2f} M parameters)"
+        if n == 1
+        else f"An ensemble of {n} compact 2D UNets (MONAI `UNet`, channels "
+        f"{config['model_kwargs']['channels']}, 2 residual units per level, "
+        f"{n_params / n / 1e6:.2f} M parameters each), trained by the same recipe with seeds "
+        f"{', '.join(map(str, seeds))} on the same patients; their logits are averaged. "
+        f"On the validation cases the members alone score "
+        f"{', '.join(f'{d:.4f}' for d in member_dice)} (Dice; the ensemble: "
+        f"{val['dice']['mean']:.4f}). The model"
+    )
+    minutes = ", ".join(f"{t / 60:.0f}" for t in train_seconds)
     return f"""# napari-la-dinov2 default model (embedded)
 
-A compact 2D UNet (MONAI `UNet`, channels {config["model_kwargs"]["channels"]}, 2 residual units
-per level, {n_params / 1e6:.2f} M parameters) that segments the left-atrium blood pool slice by
+{what} segments the left-atrium blood pool slice by
 slice along the through-plane axis of a 3D LGE-MRI volume, at {model.preprocessing["input_size"]}x{model.preprocessing["input_size"]}
 (slices padded to a square, robust z-score intensities{context_text(model)}), with {"left-right flip averaging, " if use_tta else ""}
 thresholding at 0.5, in-plane opening + closing and the largest 3D connected component.
+The weights are stored as float16 ({sum(p.numel() for p in model.parameters()) * 2 / 1e6:.1f} MB); it computes in float32, and the figures below are
+those of the stored weights.
 
 ## Data and split
 
 The 80 training cases of the 2018 Atrial Segmentation Challenge (LA 2018; the 80-case list used
 by UA-MT/SASSNet/DTC): 3D LGE-MRI at 0.625 x 0.625 x 1.25 mm, cropped around the atrium with a
-10-20 voxel margin. Split by patient with seed {config["seed"]}: {len(split["train"])} training,
+10-20 voxel margin. Split by patient with seed {split_seed(config)}: {len(split["train"])} training,
 {len(split["val"])} validation (early stopping / checkpoint choice) and {len(split["test"])} test
 cases (never seen in training or selection). The case ids are in `provenance` of config.json.
 
@@ -147,17 +207,17 @@ All variants scored (with and without flip averaging):
 
 {markdown_table(results)}
 
-Inference: {seconds[test_key]:.2f} s per volume on this CPU (2 cores, fp32).
+Inference: {seconds[test_key]:.2f} s per volume on {cpu_name()} ({torch.get_num_threads()} threads, fp32), the machine
+that ran this evaluation.
 
 ## Training
 
 Adam, lr {config["lr"]} with a cosine decay, BCE + soft Dice, batch {config["batch_size"]},
 {config["epochs"]} epochs of {config["steps_per_epoch"]} steps, {config["foreground_fraction"]:.0%} of each batch from
 slices holding atrium, flips / rotations (±15°) / scalings (0.85-1.15) / contrast, brightness
-and noise; the epoch with the best validation Dice kept. Training took {train_seconds / 60:.0f} minutes
-on {cpu_name()} ({threads} torch thread(s); torch {torch.__version__}, {platform.system()}),
-a 2-core machine that other jobs may share. Re-run: `python training/default_model/train_default.py` then
-`python training/default_model/evaluate_default.py --install`.
+and noise; the epoch with the best validation Dice kept. Training took {minutes} minutes{" (one run per member)" if n > 1 else ""}
+on {train_cpu} ({threads} torch thread(s); torch {torch.__version__}, {platform.system()}),
+a 2-core machine that other jobs may share. Re-run: see `training/default_model/README.md` in the repository.
 
 ## Intended use and limits
 
