@@ -11,10 +11,13 @@ CPU budget of the default settings: 2 models x 3 budgets x 1 seed = 6 runs of 8 
 steps (batch 16, 160x160) plus 16 test volumes each; about 20-25 minutes on 2 cores when the
 machine is otherwise idle (the time of each run is printed). Settings that depart from the
 paper to fit that budget: 160x160 inputs instead of 320, compact networks (16..256 channels),
-lr 1e-3 with a cosine schedule instead of a constant 1e-4, BCE + Dice loss.
+lr 1e-3 with a cosine schedule instead of a constant 1e-4, BCE + Dice loss; and, like the
+embedded default model, 2.5D input (each slice with one neighbour on either side as channels;
+``--context 0`` for plain 2D slices as in the paper).
 
     python benchmarks/accuracy_fewshot.py [--models unet attention_unet] [--seeds 0]
-        [--patients 1 4 16] [--epochs 8] [--steps 40] [--out runs/accuracy_fewshot]
+        [--patients 1 4 16] [--epochs 8] [--steps 40] [--input-size 160] [--context 1]
+        [--out runs/accuracy_fewshot]
 """
 
 from __future__ import annotations
@@ -52,6 +55,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="steps per epoch")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--input-size", type=int, default=160)
+    parser.add_argument(
+        "--context",
+        type=int,
+        default=1,
+        help="2.5D: neighbouring slices on each side as extra channels, as the default model",
+    )
     parser.add_argument("--test", type=int, default=16, help="held-out test patients")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", default="runs/accuracy_fewshot")
@@ -72,9 +81,16 @@ def main() -> None:
         schedule="cosine",
         patience=10_000,  # the fixed step budget decides; the best epoch is kept
         device="cpu",
-        preprocessing={"input_size": args.input_size},
+        preprocessing={
+            "input_size": args.input_size,
+            "context": args.context,
+            "channels": 2 * args.context + 1,
+        },
     )
-    overrides = {m: {"model_kwargs": dict(COMPACT)} for m in ("unet", "attention_unet")}
+    overrides = {
+        m: {"model_kwargs": {**COMPACT, "in_channels": 2 * args.context + 1}}
+        for m in ("unet", "attention_unet")
+    }
     config = FewShotConfig(
         models=args.models,
         patients=args.patients,
@@ -102,7 +118,8 @@ def main() -> None:
     print(f"data: {folder} ({n} cases; {args.test} test, 4 validation, {n - 4 - args.test} pool)")
     print(
         f"machine: {platform.machine()}, {args.threads} torch threads; per run {args.epochs} x "
-        f"{args.steps} steps of {args.batch} slices at {args.input_size}x{args.input_size}; "
+        f"{args.steps} steps of {args.batch} slices at {args.input_size}x{args.input_size}, "
+        f"{f'2.5D (context {args.context})' if args.context else '2D'}; "
         f"total {minutes:.1f} min"
     )
     print("\nTest Dice, mean ± SD over the test patients (pooled over seeds):")
