@@ -1,8 +1,10 @@
 """Volume inference: numpy volume in, uint8 label volume of the same shape out.
 
-Slices along the acquisition's through-plane axis are streamed through the model in batches
-(only one batch is ever resized), so memory stays bounded for a full field of view. Reduced
-precision (bf16, else fp16) is used on CUDA only: on CPUs it is slower than fp32.
+Slices along the acquisition's through-plane axis (or along the model's view, see
+``preprocess.view_axis``) are streamed through the model in batches (only one batch is ever
+resized), so memory stays bounded for a full field of view. A multi-view model runs each member
+along its own axis over the same region and averages their logits. Reduced precision (bf16,
+else fp16) is used on CUDA only: on CPUs it is slower than fp32.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from .errors import CancelledError, InputError
 from .io import VolumeMeta
 from .postprocess import postprocess
-from .preprocess import IntensityStats, SliceTransform
+from .preprocess import IntensityStats, SliceTransform, view_axis, views_of
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]
@@ -132,6 +134,12 @@ class Predictor:
         self.dtype = autocast_dtype(self.device, precision)
         self.model = model.to(self.device).eval()
         self.transform = SliceTransform(model.preprocessing)
+        # (view, network): one, or one per member of a multi-view model. Any module with a
+        # ``preprocessing`` dict can be run (stand-ins in tests, a bare network).
+        if hasattr(model, "branches"):
+            self.branches = model.branches()
+        else:
+            self.branches = [(views_of(model.preprocessing)[0], self.model)]
         self.batch_size = batch_size
         self.threshold = threshold
         self.morphology = morphology
@@ -141,11 +149,11 @@ class Predictor:
         recommended = getattr(model, "provenance", {}).get("inference", {})
         self.flip_tta = recommended.get("flip_tta", False) if flip_tta is None else flip_tta
 
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+    def _forward(self, net: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            logits = self.model(batch)
+            logits = net(batch)
             if self.flip_tta:  # average with the left-right mirrored prediction
-                logits = (logits + self.model(batch.flip(-1)).flip(-1)) / 2
+                logits = (logits + net(batch.flip(-1)).flip(-1)) / 2
         return logits.float()
 
     def predict_probabilities(
@@ -167,41 +175,59 @@ class Predictor:
         if slice_axis not in (0, 1, 2):
             raise InputError(f"slice axis must be 0, 1 or 2, not {slice_axis}.")
         index = (roi or RegionOfInterest()).clamp(volume.shape, slice_axis)
-        region = np.moveaxis(volume[index], slice_axis, 0)  # view: SxHxW, nothing copied yet
+        region = volume[index]  # a view: nothing copied yet
         stats = IntensityStats.of(region)
         full = np.zeros(volume.shape, dtype=np.float32)
-        # A view of ``full`` (SxHxW over the region): batches land in place, so the output
-        # volume is the only full-size float array held (one less for a 640x640x88 volume).
-        probs = np.moveaxis(full[index], slice_axis, 0)
-        total, done = region.shape[0], 0
-        height, width = region.shape[1:]
+        # Logits are summed in place into ``full`` over the region (a view), then turned into
+        # probabilities: the output volume is the only full-size float array held.
+        logits_sum = full[index]
+        axes = [view_axis(slice_axis, view) for view, _ in self.branches]
+        total, done = sum(region.shape[axis] for axis in axes), 0
         if progress:
             progress(0, total)
         with torch.inference_mode():
-            while done < total:
-                if _is_cancelled(cancel):
-                    raise CancelledError(f"stopped after {done} of {total} slices")
-                stop = min(done + self.batch_size, total)
-                raw = self.transform.gather(region, done, stop)  # with neighbours in 2.5D
-                try:
-                    batch = self.transform.prepare(raw.to(self.device), stats)
-                    logits = self.transform.restore(self._forward(batch), height, width)
-                except torch.cuda.OutOfMemoryError:
-                    if self.batch_size == 1:
-                        raise
-                    torch.cuda.empty_cache()
-                    self.batch_size = max(1, self.batch_size // 2)
-                    warnings.warn(
-                        f"GPU out of memory; batch size halved to {self.batch_size}",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
-                    continue
-                probs[done:stop] = torch.sigmoid(logits).cpu().numpy()
-                done = stop
-                if progress:
-                    progress(done, total)
+            for (_, net), axis in zip(self.branches, axes, strict=True):
+                done = self._run_view(
+                    net, np.moveaxis(region, axis, 0), np.moveaxis(logits_sum, axis, 0),
+                    stats, done, total, progress, cancel,
+                )  # fmt: skip
+        logits_sum /= len(self.branches)
+        with np.errstate(over="ignore"):  # exp overflow -> inf -> probability 0, as it should
+            np.exp(np.negative(logits_sum, out=logits_sum), out=logits_sum)
+        logits_sum += 1.0
+        np.reciprocal(logits_sum, out=logits_sum)
         return full, slice_axis
+
+    def _run_view(self, net, region, out, stats, done, total, progress, cancel) -> int:
+        """Add ``net``'s logits for every slice of ``region`` (``SxHxW``) into ``out`` (the same
+        shape); returns the slices done so far over all views, for progress."""
+        height, width = region.shape[1:]
+        first = 0
+        while first < region.shape[0]:
+            if _is_cancelled(cancel):
+                raise CancelledError(f"stopped after {done} of {total} slices")
+            stop = min(first + self.batch_size, region.shape[0])
+            raw = self.transform.gather(region, first, stop)  # with neighbours in 2.5D
+            try:
+                batch = self.transform.prepare(raw.to(self.device), stats)
+                logits = self.transform.restore(self._forward(net, batch), height, width)
+            except torch.cuda.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise
+                torch.cuda.empty_cache()
+                self.batch_size = max(1, self.batch_size // 2)
+                warnings.warn(
+                    f"GPU out of memory; batch size halved to {self.batch_size}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                continue
+            out[first:stop] += logits.cpu().numpy()
+            done += stop - first
+            first = stop
+            if progress:
+                progress(done, total)
+        return done
 
     def predict(
         self,

@@ -12,6 +12,11 @@ the volume the edge slice is repeated.
 
 ``restore`` maps ``Bx1xSxS`` logits back onto the original ``HxW`` grid by the inverse steps,
 so a mask lands on exactly the voxels of its slice. Training and inference share this module.
+
+Views: a model cuts the volume along one of three axes, named relative to the acquisition so
+that they mean the same whatever order the file stores its axes in (see :func:`view_axis`).
+``preprocessing["views"]`` lists one view per branch of a model (default: the acquisition's
+own slices); a multi-view ensemble has one member per view and averages their logits.
 """
 
 from __future__ import annotations
@@ -26,6 +31,34 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PERCENTILES = (0.5, 99.5)
 _MAX_STAT_SAMPLES = 2_000_000
+
+
+# For an axial acquisition stored (x, y, z), as in the LA 2018 data, these are the axial,
+# sagittal and coronal planes.
+VIEWS = ("through-plane", "in-plane-1", "in-plane-2")
+DEFAULT_VIEWS = ("through-plane",)
+
+
+def view_axis(through_plane_axis: int, view: str) -> int:
+    """The array axis a view cuts slices along: the acquisition's through-plane axis itself, or
+    the first / second of the two in-plane axes (in array order). The slice's own two axes
+    are the remaining ones, in array order, as ``np.moveaxis(volume, axis, 0)`` leaves them."""
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {', '.join(VIEWS)}, not {view!r}")
+    if view == "through-plane":
+        return through_plane_axis
+    in_plane = [axis for axis in range(3) if axis != through_plane_axis]
+    return in_plane[VIEWS.index(view) - 1]
+
+
+def views_of(preprocessing: dict) -> list[str]:
+    """The views a model's branches see (checked): ``preprocessing["views"]`` or the default."""
+    views = list(preprocessing.get("views", DEFAULT_VIEWS))
+    if not views:
+        raise ValueError("views must name at least one view")
+    for view in views:
+        view_axis(2, view)  # raises for an unknown name
+    return views
 
 
 def with_neighbours(first: int, stop: int, total: int, context: int) -> np.ndarray:

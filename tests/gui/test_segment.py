@@ -96,23 +96,31 @@ def test_segment_cancel_keeps_viewer_usable(
 
 
 def test_flip_averaging_follows_the_checkpoint_like_the_command_line(
-    make_napari_viewer, qtbot, small_case, add_case
+    make_napari_viewer, qtbot, small_case, add_case, tmp_path
 ):
-    # The embedded model ships with flip averaging on; the widget's default must give the same
-    # mask as `la-dinov2 segment` (the Predictor's own default), not silently switch it off.
+    # A checkpoint may recommend flip averaging or not; the widget's default must give the same
+    # mask as `la-dinov2 segment` (the Predictor's own default) either way, not override it.
     from napari_la_dinov2.inference import Predictor
-    from napari_la_dinov2.models import load_model
+    from napari_la_dinov2.models import load_model, save_checkpoint
 
     viewer = make_napari_viewer()
     image, _ = add_case(viewer, small_case)
     widget = _dock(viewer)
     widget.image.value = image
-    widget.model.value = "default"
-    assert widget.flip_tta.value == "as the model recommends"
-    job = widget.run()
-    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
-    assert job.error is None
     _, volume, _, meta = small_case
-    predictor = Predictor(load_model("default"), device="cpu", batch_size=8)
-    assert predictor.flip_tta  # what the embedded model recommends
-    np.testing.assert_array_equal(widget.last_layer.data, predictor.predict(volume, meta))
+    shipped = load_model("default").provenance["inference"]["flip_tta"]
+    opposite = load_model("default")
+    opposite.provenance["inference"] = {"flip_tta": not shipped}
+    save_checkpoint(opposite, tmp_path / "opposite")
+    for source, recommended in (("default", shipped), (str(tmp_path / "opposite"), not shipped)):
+        if source == "default":
+            widget.model.value = source
+        else:
+            widget.select_model(source)  # as the "Add checkpoint folder" button does
+        assert widget.flip_tta.value == "as the model recommends"
+        job = widget.run()
+        qtbot.waitUntil(lambda job=job: job.finished, timeout=120_000)
+        assert job.error is None
+        predictor = Predictor(load_model(source), device="cpu", batch_size=8)
+        assert predictor.flip_tta is recommended
+        np.testing.assert_array_equal(widget.last_layer.data, predictor.predict(volume, meta))

@@ -2,13 +2,16 @@
 into the package (src/napari_la_dinov2/weights/la_default/).
 
     python training/default_model/evaluate_default.py --run runs/default_model [--install]
-    python training/default_model/evaluate_default.py --run runs/seed0 --run runs/seed1 \
-        --run runs/seed2 --out runs/ensemble [--install]
+    python training/default_model/evaluate_default.py --run runs/axial \
+        --run runs/in-plane-1 --run runs/in-plane-2 --out runs/views [--install]
 
-With several runs (the same recipe with different --seed, hence the same split) their best
-checkpoints are packed into one ``unet_ensemble`` model that averages their logits. The model
-is stored with float16 weights (half the size in the package; it still computes in float32)
-and scored after that round trip, so the figures are those of what ships.
+With several runs (the same recipe and split; other ``--view`` or ``--seed``) their best
+checkpoints are packed into one ``unet_ensemble`` model that averages their logits: a multi-view
+ensemble when the runs cut the volumes along different axes. ``--run PATH:VIEW`` names the view
+of a run trained through-plane on a copy of the data whose affine makes another axis the slice
+axis (experiments/view_copy.py; the slices are the same voxels). The model is stored with
+float16 weights (half the size in the package; it still computes in float32) and scored after
+that round trip, so the figures are those of what ships.
 
 Scores the validation cases (used for early stopping) and the test cases (never used in
 training or model selection) of the runs' split.json, through the same Predictor and
@@ -22,6 +25,7 @@ import json
 import platform
 import shutil
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -32,12 +36,16 @@ from napari_la_dinov2.inference import Predictor
 from napari_la_dinov2.metrics import evaluate_case, markdown_table, summarize
 from napari_la_dinov2.models import load_checkpoint, save_checkpoint
 from napari_la_dinov2.models.ensemble import ensemble_of
+from napari_la_dinov2.preprocess import VIEWS, views_of
 from napari_la_dinov2.training import load_case_folder
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = REPO / "src" / "napari_la_dinov2" / "weights" / "la_default"
 SHIPPED_DTYPE = torch.float16
 INSTALL_ONLY_KEYS = ("display_name", "inference")  # added by --install, not by training
+# Flip averaging doubles the inference time; ship it only for a gain worth that: 0.001 Dice is
+# a fifth of what one of the 8 validation patients moves the mean by.
+TTA_MIN_GAIN = 0.001
 
 
 def score(model, cases, flip_tta: bool) -> tuple[list[dict], float]:
@@ -54,7 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--run",
         action="append",
-        help="a training run directory; give it several times for an ensemble",
+        help="a training run directory (PATH or PATH:VIEW); several make an ensemble",
     )
     parser.add_argument("--out", help="where the card and packed model go (default: the run)")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "la2018"))
@@ -63,10 +71,11 @@ def main(argv=None) -> int:
         "--tta",
         choices=("auto", "on", "off"),
         default="auto",
-        help="flip averaging in the shipped model: auto = on if it helps on val",
+        help=f"flip averaging in the shipped model: auto = on if it gains >= {TTA_MIN_GAIN} "
+        "Dice on val",
     )
     args = parser.parse_args(argv)
-    runs = [Path(r) for r in (args.run or ["runs/default_model"])]
+    runs, views = zip(*(run_and_view(r) for r in (args.run or ["runs/default_model"])))
     if len(runs) > 1 and not args.out:
         parser.error("several runs make an ensemble: say where it goes with --out")
     out = Path(args.out) if args.out else runs[0]
@@ -76,9 +85,12 @@ def main(argv=None) -> int:
             parser.error(f"{run} was trained on another split than {runs[0]}")
     train_seconds = [run_seconds(run) for run in runs]
     members = [load_checkpoint(run / "best") for run in runs]
-    for member in members:
+    for member, view in zip(members, views, strict=True):
         for key in INSTALL_ONLY_KEYS:
             member.provenance.pop(key, None)
+        if view is not None:  # trained on a view_copy.py copy: the same slices, now named
+            member.preprocessing["views"] = [view]
+            member.provenance["view_trained_on"] = "a view_copy.py copy of the data"
     packed = ensemble_of(members) if len(members) > 1 else members[0]
     # Score what ships: the float16-stored weights, loaded back.
     save_checkpoint(packed, out / "packed", weights_dtype=SHIPPED_DTYPE)
@@ -101,7 +113,7 @@ def main(argv=None) -> int:
         if args.tta != "auto"
         else (
             summarize(results["val + flip TTA"])["dice"]["mean"]
-            > summarize(results["val"])["dice"]["mean"]
+            >= summarize(results["val"])["dice"]["mean"] + TTA_MIN_GAIN
         )
     )
     member_dice = []
@@ -128,6 +140,40 @@ def main(argv=None) -> int:
     return 0
 
 
+def run_and_view(text: str) -> tuple[Path, str | None]:
+    """``PATH`` or ``PATH:VIEW`` (a view name from napari_la_dinov2.preprocess.VIEWS)."""
+    path, _, view = text.rpartition(":")
+    return (Path(path), view) if path and view in VIEWS else (Path(text), None)
+
+
+VIEW_NAMES = {  # what each view is for the axial LA 2018 scans
+    "through-plane": "through-plane (axial slices)",
+    "in-plane-1": "in-plane-1 (sagittal slices)",
+    "in-plane-2": "in-plane-2 (coronal slices)",
+}
+
+
+def machine(run: Path) -> str:
+    """Where a run trained, as train_default.py recorded it (runs before it did: not named)."""
+    recipe = run / "recipe_args.json"
+    recipe_args = json.loads(recipe.read_text()) if recipe.is_file() else {}
+    cpu = recipe_args.get("cpu", "a CPU the run did not record")
+    return f"{cpu} with {recipe_args.get('threads', 1)} torch thread(s)"
+
+
+def copies_text(model, views) -> str:
+    """Which members were trained on a view_copy.py copy (before the engine had views)."""
+    members = model.provenance.get("members", [])
+    named = [VIEW_NAMES[v] for v, m in zip(views, members) if m.get("view_trained_on")]
+    if not named:
+        return ""
+    return (
+        f"\nThe {' and '.join(named)} member(s) were trained through-plane on a copy of the data "
+        "whose affine made that axis the slice axis (`experiments/view_copy.py`): the same "
+        "slices as `--view` cuts (a test checks that the Predictor gives the same probabilities)."
+    )
+
+
 def run_seconds(run: Path) -> float:
     rows = [line.split(",") for line in (run / "history.csv").read_text().splitlines()]
     return sum(float(row[-1]) for row in rows[1:])
@@ -150,8 +196,9 @@ def member_count(model) -> int:
 
 def display_name(model) -> str:
     size, context = model.preprocessing["input_size"], model.preprocessing.get("context", 0)
-    n = member_count(model)
-    return f"LA default ({f'{n} UNets' if n > 1 else 'UNet'} {'2.5D ' if context else ''}{size})"
+    n, views = member_count(model), views_of(model.preprocessing)
+    kind = f"{len(views)}-view UNet" if len(views) > 1 else f"{n} UNets" if n > 1 else "UNet"
+    return f"LA default ({kind} {'2.5D ' if context else ''}{size})"
 
 
 def model_card(model, runs, split, results, seconds, train_seconds, use_tta, member_dice) -> str:
@@ -159,34 +206,52 @@ def model_card(model, runs, split, results, seconds, train_seconds, use_tta, mem
     seeds = [json.loads((run / "config.json").read_text())["seed"] for run in runs]
     n_params = sum(p.numel() for p in model.parameters())
     n = member_count(model)
-    recipe = runs[0] / "recipe_args.json"
-    recipe_args = json.loads(recipe.read_text()) if recipe.is_file() else {}
-    threads = recipe_args.get("threads", 1)
-    train_cpu = recipe_args.get("cpu", "a CPU the run did not record")
+    trained_where = [
+        f"{t / 60:.0f} minutes on {machine(run)}"
+        for run, t in zip(runs, train_seconds, strict=True)
+    ]
     test_key = "test + flip TTA" if use_tta else "test"
     val_key = "val + flip TTA" if use_tta else "val"
     test, val = summarize(results[test_key]), summarize(results[val_key])
-    what = (
-        f"A compact 2D UNet (MONAI `UNet`, channels {config['model_kwargs']['channels']}, 2 "
-        f"residual units per level, {n_params / 1e6:.2f} M parameters)"
-        if n == 1
-        else f"An ensemble of {n} compact 2D UNets (MONAI `UNet`, channels "
-        f"{config['model_kwargs']['channels']}, 2 residual units per level, "
-        f"{n_params / n / 1e6:.2f} M parameters each), trained by the same recipe with seeds "
-        f"{', '.join(map(str, seeds))} on the same patients; their logits are averaged. "
+    views = views_of(model.preprocessing)
+    unets = (
+        f"compact 2D UNets (MONAI `UNet`, channels {config['model_kwargs']['channels']}, 2 "
+        f"residual units per level, {n_params / n / 1e6:.2f} M parameters each)"
+    )
+    alone = (
         f"On the validation cases the members alone score "
         f"{', '.join(f'{d:.4f}' for d in member_dice)} (Dice; the ensemble: "
         f"{val['dice']['mean']:.4f}). The model"
     )
-    minutes = ", ".join(f"{t / 60:.0f}" for t in train_seconds)
+    if len(views) > 1:
+        what = (
+            f"A multi-view ensemble of {n} {unets}, one per view: "
+            f"{', '.join(VIEW_NAMES[v] for v in views)}. Each member cuts the volume along its "
+            f"own axis and their logits are averaged on the volume's grid; trained by the same "
+            f"recipe (`--view`) on the same patients. {alone}"
+        )
+    elif n > 1:
+        what = (
+            f"An ensemble of {n} {unets}, trained by the same recipe with seeds "
+            f"{', '.join(map(str, seeds))} on the same patients; their logits are averaged. "
+            f"{alone}"
+        )
+    else:
+        what = f"A {unets.replace('UNets', 'UNet').replace(' each', '')}"
+    along = "(each member along its own axis)" if len(views) > 1 else "along the through-plane axis"
+    size = model.preprocessing["input_size"]
+    summary = textwrap.fill(
+        f"{what} segments the left-atrium blood pool of a 3D LGE-MRI volume slice by slice "
+        f"{along}, at {size}x{size} (slices padded to a square, robust z-score intensities"
+        f"{context_text(model)}), with {'left-right flip averaging, ' if use_tta else ''}"
+        "thresholding at 0.5, in-plane opening + closing and the largest 3D connected component. "
+        f"The weights are stored as float16 ({n_params * 2 / 1e6:.1f} MB); it computes in "
+        "float32, and the figures below are those of the stored weights.",
+        width=100,
+    )
     return f"""# napari-la-dinov2 default model (embedded)
 
-{what} segments the left-atrium blood pool slice by
-slice along the through-plane axis of a 3D LGE-MRI volume, at {model.preprocessing["input_size"]}x{model.preprocessing["input_size"]}
-(slices padded to a square, robust z-score intensities{context_text(model)}), with {"left-right flip averaging, " if use_tta else ""}
-thresholding at 0.5, in-plane opening + closing and the largest 3D connected component.
-The weights are stored as float16 ({sum(p.numel() for p in model.parameters()) * 2 / 1e6:.1f} MB); it computes in float32, and the figures below are
-those of the stored weights.
+{summary}
 
 ## Data and split
 
@@ -215,9 +280,8 @@ that ran this evaluation.
 Adam, lr {config["lr"]} with a cosine decay, BCE + soft Dice, batch {config["batch_size"]},
 {config["epochs"]} epochs of {config["steps_per_epoch"]} steps, {config["foreground_fraction"]:.0%} of each batch from
 slices holding atrium, flips / rotations (±15°) / scalings (0.85-1.15) / contrast, brightness
-and noise; the epoch with the best validation Dice kept. Training took {minutes} minutes{" (one run per member)" if n > 1 else ""}
-on {train_cpu} ({threads} torch thread(s); torch {torch.__version__}, {platform.system()}),
-a 2-core machine that other jobs may share. Re-run: see `training/default_model/README.md` in the repository.
+and noise; the epoch with the best validation Dice kept. Training took {"; ".join(trained_where)}{" (one run per member, in this order)" if n > 1 else ""}
+(torch {torch.__version__}, {platform.system()}; 2-core machines that other jobs may share).{copies_text(model, views)} Re-run: see `training/default_model/README.md` in the repository.
 
 ## Intended use and limits
 
@@ -225,6 +289,8 @@ a 2-core machine that other jobs may share. Re-run: see `training/default_model/
   the atrium). On a full field-of-view scan (e.g. 576x576 or 640x640 voxels) give a region of
   interest around the atrium: `la-dinov2 segment scan.nii.gz --roi r0:r1,c0:c1[,z0:z1] ...`, or a
   Shapes rectangle in the napari Segment widget. Outside the region the mask is 0.
+- Slices are fed at their voxel size, not resampled{": the sagittal and coronal members see the through-plane axis at its own spacing, so scans with much thicker slices than 1.25 mm are outside what they were trained on" if len(views) > 1 else ""}. Scans
+  with a very different resolution from 0.625 x 0.625 x 1.25 mm have not been tested.
 - Trained on one centre's data (the 2018 challenge release): other
   sequences, contrast timings and pathologies have not been tested. Check every mask; correct
   it with napari's brush and fine-tune on your corrections.

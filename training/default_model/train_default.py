@@ -2,14 +2,16 @@
 
     python training/default_model/train_default.py [--data ../shared/data/la2018]
         [--out runs/default_model] [--seed 0] [--epochs 30] [--steps 100] [--threads 1]
-        [--max-minutes 80] [--input-size 192] [--context 1] [--resume]
+        [--max-minutes 80] [--input-size 192] [--context 1] [--view through-plane] [--resume]
 
 Split by patient with seed 0 whatever ``--seed`` is: 64 train / 8 validation (early stopping,
 best checkpoint) / 8 test (never seen in training; scored by evaluate_default.py). ``--seed``
 draws the initial weights, the slice sampling and the augmentation, so runs with other seeds
 can be packed into an ensemble by evaluate_default.py (tried: see README.md). The run directory
 gets the usual files (config.json, split.json, history.csv, curves.png, best/, last/);
-``--resume`` goes on from last/.
+``--resume`` goes on from last/. ``--view in-plane-1`` (or ``in-plane-2``) trains a model that
+cuts the volumes along an in-plane axis instead (sagittal / coronal slices for these axial
+scans): the members of the shipped multi-view model.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from napari_la_dinov2.preprocess import VIEWS
 from napari_la_dinov2.training import TrainConfig, finetune, load_case_folder
 
 # A compact 2D UNet (MONAI, 1.6 M parameters, 3.3 MB as float16): small enough to ship in the
@@ -85,6 +88,12 @@ def main(argv=None) -> int:
         default=0,
         help="initial weights and sampling; the patient split stays seed 0 (ensemble members)",
     )
+    parser.add_argument(
+        "--view",
+        choices=VIEWS,
+        default="through-plane",
+        help="the axis slices are cut along (see napari_la_dinov2.preprocess.view_axis)",
+    )
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -101,6 +110,8 @@ def main(argv=None) -> int:
         "channels": channels,
         "context": args.context,
     }
+    if args.view != "through-plane":
+        settings["preprocessing"]["views"] = [args.view]
     config = TrainConfig(
         **settings,
         output_dir=args.out,

@@ -35,7 +35,8 @@ def _default_row() -> list[str]:
         get_spec(name).family,
         f"{parameters / 1e6:.1f}M",
         f"{size}x{size}",
-        f"embedded: {name} trained checkpoint ({directory})",
+        # e.g. "LA default (3-view UNet 2.5D 192)": says what kind of model it is at a glance
+        f"embedded: {config.get('provenance', {}).get('display_name', name)} ({directory})",
     ]
 
 

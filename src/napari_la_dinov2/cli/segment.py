@@ -74,7 +74,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--slice-axis",
         type=int,
         choices=(0, 1, 2),
-        help="array axis to slice along (default: the through-plane axis from the affine)",
+        help="the acquisition's through-plane axis, which slices are cut along (default: the "
+        "coarsest axis of the affine); a multi-view model's other views are taken relative to it",
     )
     parser.add_argument(
         "--no-morphology", action="store_true", help="skip the in-plane opening + closing"

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..io import default_permissions
+from ..preprocess import views_of
 from .registry import MODEL_SPECS, get_spec
 
 CHECKPOINT_FORMAT = "napari-la-dinov2/1"
@@ -55,12 +56,35 @@ class LASegmenter(
         spec = get_spec(model)
         self.model_name = model
         self.family = spec.family
-        self.net = spec.builder(**{**spec.defaults, **(model_kwargs or {})})
+        try:
+            self.net = spec.builder(**{**spec.defaults, **(model_kwargs or {})})
+        except TypeError as error:  # e.g. a setting of another model: say which, not a trace
+            raise InputError(f"model_kwargs do not fit the {model!r} model: {error}.") from None
         self.preprocessing = {**spec.preprocessing, **(preprocessing or {})}
         self.provenance = dict(provenance or {})
+        self.branches()  # a views list that does not fit the network fails here, not later
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def branches(self) -> list[tuple[str, nn.Module]]:
+        """``(view, network)`` pairs that inference and training run: the whole model on its
+        one view, or each member of a multi-view ensemble on its own view (its logits are then
+        averaged with the others' on the volume's grid)."""
+        try:
+            views = views_of(self.preprocessing)
+        except ValueError as error:
+            raise InputError(f"preprocessing: {error}.") from None
+        if len(views) == 1:
+            return [(views[0], self)]
+        members = getattr(self.net, "members", None)
+        if members is None or len(members) != len(views):
+            count = "no members" if members is None else f"{len(members)} members"
+            raise InputError(
+                f"preprocessing names {len(views)} views but the {self.model_name!r} network has "
+                f"{count}; a multi-view model needs one member per view (unet_ensemble)."
+            )
+        return list(zip(views, members, strict=True))
 
     @property
     def display_name(self) -> str:

@@ -41,7 +41,7 @@ from torch import nn
 from ..errors import CancelledError
 from ..io import atomic_write
 from ..postprocess import postprocess
-from ..preprocess import IntensityStats, SliceTransform
+from ..preprocess import IntensityStats, SliceTransform, view_axis
 
 DEFAULT_MEMORY_BYTES = 4 << 30  # 4 GiB: 56 LA cases of ViT-S/14 tokens at 448 (69 MB each)
 TOKEN_DTYPE = torch.float16
@@ -293,14 +293,17 @@ class TokenStore:
 
         return self._tokens(key, prepared.images.shape[0], batch_of)
 
-    def tokens_for_run(self, prepared: list, val_cases: list, flips: bool, progress=None):
+    def tokens_for_run(
+        self, prepared: list, val_cases: list, flips: bool, progress=None, view="through-plane"
+    ):
         """Every token map a run needs, computed now (or found in the cache): the training
-        slices, their mirrored versions when ``flips``, and the validation volumes.
+        slices, their mirrored versions when ``flips``, and the validation volumes (cut along
+        ``view``, like ``prepared``).
         ``progress`` receives ``{"kind": "features", "done", "total"}``."""
         work = [lambda p=p: self.training_tokens(p) for p in prepared]
         if flips:
             work += [lambda p=p: self.training_tokens(p, flipped=True) for p in prepared]
-        work += [lambda c=c: self.volume_tokens(c) for c in val_cases]
+        work += [lambda c=c: self.volume_tokens(c, view) for c in val_cases]
         results = []
         for done, compute in enumerate(work, start=1):
             results.append(compute())
@@ -310,10 +313,10 @@ class TokenStore:
         flipped = results[n : 2 * n] if flips else None
         return results[:n], flipped, results[len(results) - len(val_cases) :]
 
-    def volume_tokens(self, case) -> tuple[torch.Tensor, int]:
+    def volume_tokens(self, case, view: str = "through-plane") -> tuple[torch.Tensor, int]:
         """Tokens of a whole case prepared exactly as :class:`~..inference.Predictor` does
-        (for validation), and the slice axis."""
-        axis = case.meta.through_plane_axis()
+        (for validation), and the axis they were cut along (``view``'s)."""
+        axis = view_axis(case.meta.through_plane_axis(), view)
         region = np.moveaxis(case.image, axis, 0)
         stats = IntensityStats.of(region)
         key = content_key("volume", case.image, axis, self.settings, self.backbone)
@@ -380,6 +383,7 @@ def validate_cached(
                     logits = model.net.decode(x, size)
                 probs.append(torch.sigmoid(transform.restore(logits.float(), height, width)).cpu())
             mask = np.moveaxis(torch.cat(probs).numpy(), 0, axis) > threshold
-            scores.append(dice(postprocess(mask, axis), case.labels))
+            # Cleaned in the acquisition's plane, whatever the view, as the Predictor does.
+            scores.append(dice(postprocess(mask, case.meta.through_plane_axis()), case.labels))
     model.train()
     return float(np.mean(scores))

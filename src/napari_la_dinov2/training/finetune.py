@@ -3,7 +3,9 @@ a config -> a run directory with the best and last checkpoints.
 
 Reads top to bottom: resolve the config, split by patient, build the model and optimiser,
 then epochs of (sample slices -> augment -> step) followed by a validation on whole volumes
-through the same Predictor users run, keeping the best checkpoint by validation Dice.
+through the same Predictor users run, keeping the best checkpoint by validation Dice. A
+multi-view model (``preprocessing["views"]``) trains each member on slices cut along its own
+view, all in the same steps (the loss is their mean), and is validated as a whole.
 
 Run directory::
 
@@ -169,6 +171,7 @@ def _initial_model(config: TrainConfig) -> LASegmenter:
         SliceTransform(model.preprocessing)
     except ValueError as error:
         raise InputError(f"preprocessing: {error}.") from None
+    model.branches()  # views that do not fit the network: one clear error before any file
     wanted = model.preprocessing["channels"]
     in_channels = model.net.rebuild_kwargs().get("in_channels", wanted)
     if in_channels != wanted:  # e.g. 2.5D input asked of a 1-channel network
@@ -179,6 +182,18 @@ def _initial_model(config: TrainConfig) -> LASegmenter:
     if hasattr(model.net, "set_backbone_trainable"):
         model.net.set_backbone_trainable(not config.freeze_backbone)
     return model
+
+
+class ViewBranches(torch.nn.Module):
+    """The networks of a model's views as one module (what DDP wraps): ``forward(x_1, ...,
+    x_n)`` gives each network's logits for its own view's batch."""
+
+    def __init__(self, networks: list[torch.nn.Module]):
+        super().__init__()
+        self.networks = torch.nn.ModuleList(networks)
+
+    def forward(self, *batches: torch.Tensor) -> list[torch.Tensor]:
+        return [net(x) for net, x in zip(self.networks, batches, strict=True)]
 
 
 def _uses_feature_cache(config: TrainConfig, model: LASegmenter) -> bool:
@@ -267,8 +282,13 @@ def finetune(
         start_epoch = (history[-1]["epoch"] + 1) if history else 1
         best = max((row["val_dice"] for row in history), default=-1.0)
     transform = SliceTransform(model.preprocessing)
-    prepared = [PreparedCase.of(c, transform) for c in train_cases]
-    sampler = SliceSampler(prepared, config.foreground_fraction)
+    branches = model.branches()  # (view, network): one, or one per member of a multi-view model
+    views = [view for view, _ in branches]
+    prepared_by_view = [
+        [PreparedCase.of(c, transform, view) for c in train_cases] for view in views
+    ]
+    samplers = [SliceSampler(p, config.foreground_fraction) for p in prepared_by_view]
+    prepared = prepared_by_view[0]
     augmentation = Augmentation() if config.augment else None
     if use_cache:  # backbone once per case (and mirrored case); then only the decoder trains
         if cache is None:
@@ -279,43 +299,53 @@ def finetune(
         )  # fmt: skip
         report = progress if rank == 0 else None
         train_tokens, flip_tokens, val_tokens = store.tokens_for_run(
-            prepared, val_set, flips=config.augment, progress=report
+            prepared, val_set, flips=config.augment, progress=report, view=views[0]
         )
         train_model = distributed.wrap(CachedDecoder(model.net, transform.size), device)
     else:
-        train_model = distributed.wrap(model, device)
-    steps = config.steps_per_epoch or max(1, len(sampler) // (config.batch_size * world))
+        train_model = distributed.wrap(ViewBranches([net for _, net in branches]), device)
+    steps = config.steps_per_epoch or max(1, len(samplers[0]) // (config.batch_size * world))
     total_steps = steps * config.epochs
     loss_fn = _make_loss(config.loss)
     rng = np.random.default_rng(config.seed)
     for _ in range(1, start_epoch):  # same slice order on resume as without a break
-        sampler.epoch(rng, steps * config.batch_size * world)
+        for sampler in samplers:
+            sampler.epoch(rng, steps * config.batch_size * world)
 
     stopped, epochs_since_best = False, 0
     best_dir, last_dir = run_dir / "best", run_dir / "last"
     title = f"{model.display_name} fine-tuned on {len(train_cases)} case(s)"
     for epoch in range(start_epoch, config.epochs + 1):
         started = time.perf_counter()
-        picks = sampler.epoch(rng, steps * config.batch_size * world)
+        picks = [sampler.epoch(rng, steps * config.batch_size * world) for sampler in samplers]
         losses = []
         for step in range(steps):
             if _is_set(stop):
                 stopped = True
                 break
             offset = (step * world + rank) * config.batch_size
-            batch = picks[offset : offset + config.batch_size]
+            batches = [view_picks[offset : offset + config.batch_size] for view_picks in picks]
             if use_cache:
-                x, y = token_batch(train_tokens, flip_tokens, prepared, batch, generator)
+                pairs = [token_batch(train_tokens, flip_tokens, prepared, batches[0], generator)]
             else:
-                x, y = make_batch(prepared, batch, transform, augmentation, generator)
-            x, y = x.to(device), y.to(device)
+                pairs = [
+                    make_batch(cases_of_view, batch, transform, augmentation, generator)
+                    for cases_of_view, batch in zip(prepared_by_view, batches, strict=True)
+                ]
+            xs = [x.to(device) for x, _ in pairs]
             if config.schedule == "cosine":
                 done = (epoch - 1) * steps + step
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * 0.5 * (1 + np.cos(np.pi * done / total_steps))
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = train_model(x)
-            loss = loss_fn(logits.float(), y)
+                outputs = train_model(*xs)
+            outputs = [outputs] if use_cache else outputs
+            loss = torch.stack(
+                [
+                    loss_fn(logits.float(), y.to(device))
+                    for logits, (_, y) in zip(outputs, pairs, strict=True)
+                ]
+            ).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -1,7 +1,7 @@
 """Training batches of 2D slices: sampling that keeps the atrium in view, the model's own
 preprocessing, and augmentation.
 
-Each case is cut along its through-plane axis and fitted once to the model's input size by the
+Each case is cut along its through-plane axis (or the axis of the model's view) and fitted once to the model's input size by the
 model's :class:`~napari_la_dinov2.preprocess.SliceTransform` (as at inference), kept as one
 float16 channel in [0, 1]: 88 slices at 448x448 take 35 MB. Each batch then only gathers,
 augments and standardises.
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..preprocess import IntensityStats, SliceTransform
+from ..preprocess import IntensityStats, SliceTransform, view_axis
 from .cases import Case
 
 
@@ -31,8 +31,8 @@ class PreparedCase:
     foreground: np.ndarray
 
     @classmethod
-    def of(cls, case: Case, transform: SliceTransform) -> PreparedCase:
-        axis = case.meta.through_plane_axis()
+    def of(cls, case: Case, transform: SliceTransform, view: str = "through-plane") -> PreparedCase:
+        axis = view_axis(case.meta.through_plane_axis(), view)
         slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(case.image, axis, 0)))
         masks = torch.from_numpy(np.ascontiguousarray(np.moveaxis(case.labels, axis, 0)))
         stats = IntensityStats.of(case.image)

@@ -1,0 +1,203 @@
+"""Views: models that cut the volume along another axis, and multi-view ensembles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_la_dinov2.errors import InputError
+from napari_la_dinov2.inference import Predictor, RegionOfInterest
+from napari_la_dinov2.io import VolumeMeta
+from napari_la_dinov2.metrics import dice
+from napari_la_dinov2.models import build_model, load_checkpoint, save_checkpoint
+from napari_la_dinov2.models.ensemble import ensemble_of
+from napari_la_dinov2.preprocess import view_axis
+from napari_la_dinov2.training import Case, TrainConfig, finetune
+from napari_la_dinov2.training.slices import PreparedCase
+from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
+
+SPACING = (0.625, 0.625, 1.25)  # as the LA 2018 scans: z is the through-plane axis
+THREE_VIEWS = ["through-plane", "in-plane-1", "in-plane-2"]
+
+
+def _unet(seed: int, view: str | None = None):
+    torch.manual_seed(seed)
+    preprocessing = dict(TINY_UNET_PREPROCESSING)
+    if view is not None:
+        preprocessing["views"] = [view]
+    return build_model("unet", preprocessing=preprocessing, **TINY_UNET_KWARGS).eval()
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p / (1 - p))
+
+
+def test_views_are_named_relative_to_the_acquisition_not_the_array_order():
+    assert [view_axis(2, v) for v in THREE_VIEWS] == [2, 0, 1]  # (x, y, z): axial, sag, cor
+    assert [view_axis(0, v) for v in THREE_VIEWS] == [0, 1, 2]  # stored (z, y, x)
+    assert [view_axis(1, v) for v in THREE_VIEWS] == [1, 0, 2]
+    with pytest.raises(ValueError, match="view must be one of"):
+        view_axis(2, "sagittal")
+
+
+def test_a_view_model_sees_what_a_copy_with_that_slice_axis_would_show():
+    # How the shipped sagittal member was trained: the same voxels with an affine that makes
+    # x the coarsest axis. A model told its view must give the very same probabilities.
+    image, _ = synthetic_case(shape=(40, 36, 20))
+    sagittal = _unet(3, "in-plane-1")
+    through = _unet(3)  # the same weights, cutting along the slice axis of the copy
+    as_view, axis = Predictor(sagittal, device="cpu").predict_probabilities(
+        image, VolumeMeta.from_spacing(image.shape, SPACING)
+    )
+    as_copy, copy_axis = Predictor(through, device="cpu").predict_probabilities(
+        image, VolumeMeta.from_spacing(image.shape, (2.0, 0.625, 1.25))
+    )
+    assert (axis, copy_axis) == (2, 0)  # the ensemble is cleaned in the acquisition plane
+    np.testing.assert_allclose(as_view, as_copy, atol=1e-6)
+    prepared = PreparedCase.of(
+        Case("c", image, image > 100, VolumeMeta.from_spacing(image.shape, SPACING)),
+        Predictor(sagittal, device="cpu").transform,
+        "in-plane-1",
+    )
+    assert prepared.images.shape[0] == 40  # training cuts the same slices
+
+
+def test_a_multi_view_ensemble_averages_the_logits_of_its_views(tmp_path):
+    members = [_unet(seed, view) for seed, view in zip((1, 2, 3), THREE_VIEWS, strict=True)]
+    ensemble = ensemble_of(members)
+    assert ensemble.preprocessing["views"] == THREE_VIEWS
+    image, _ = synthetic_case(shape=(40, 36, 20))
+    meta = VolumeMeta.from_spacing(image.shape, SPACING)
+    seen = []
+    probabilities, _ = Predictor(ensemble, device="cpu").predict_probabilities(
+        image, meta, progress=lambda done, total: seen.append((done, total))
+    )
+    each = [Predictor(m, device="cpu").predict_probabilities(image, meta)[0] for m in members]
+    expected = 1 / (1 + np.exp(-np.mean([_logit(p) for p in each], axis=0)))
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+    assert seen[-1] == (20 + 40 + 36, 20 + 40 + 36)  # every view's slices are counted
+
+    save_checkpoint(ensemble, tmp_path / "views")
+    loaded = load_checkpoint(tmp_path / "views")
+    assert loaded.preprocessing["views"] == THREE_VIEWS
+    again, _ = Predictor(loaded, device="cpu").predict_probabilities(image, meta)
+    np.testing.assert_array_equal(again, probabilities)
+
+
+def test_a_multi_view_ensemble_segments_only_inside_the_region_of_interest():
+    ensemble = ensemble_of([_unet(seed, v) for seed, v in zip((1, 2, 3), THREE_VIEWS, strict=True)])
+    image, _ = synthetic_case(shape=(48, 44, 20))
+    meta = VolumeMeta.from_spacing(image.shape, SPACING)
+    roi = RegionOfInterest(box=(4, 40, 6, 38), slices=(2, 18))
+    predictor = Predictor(ensemble, device="cpu")
+    inside = (slice(4, 40), slice(6, 38), slice(2, 18))
+    probabilities, _ = predictor.predict_probabilities(image, meta, roi=roi)
+    cropped, _ = predictor.predict_probabilities(image[inside], meta)
+    np.testing.assert_allclose(probabilities[inside], cropped, atol=1e-6)
+    outside = np.ones(image.shape, dtype=bool)
+    outside[inside] = False
+    assert not probabilities[outside].any()
+
+
+def test_views_that_do_not_fit_the_network_are_refused():
+    with pytest.raises(InputError, match="view must be one of"):
+        build_model("unet", preprocessing={"views": ["sagittal"]}, **TINY_UNET_KWARGS)
+    with pytest.raises(InputError, match="2 views but the 'unet' network has no members"):
+        build_model("unet", preprocessing={"views": THREE_VIEWS[:2]}, **TINY_UNET_KWARGS)
+    with pytest.raises(InputError, match="3 views but the 'unet_ensemble' network has 2"):
+        build_model(
+            "unet_ensemble", preprocessing={"views": THREE_VIEWS}, members=2, **TINY_UNET_KWARGS
+        )
+    with pytest.raises(InputError, match="itself multi-view"):
+        ensemble_of([ensemble_of([_unet(1, "in-plane-1"), _unet(2)])])
+    with pytest.raises(InputError, match="2 views given for 1 members"):
+        ensemble_of([_unet(1)], views=THREE_VIEWS[:2])
+
+
+def test_a_multi_view_ensemble_fine_tunes_each_member_on_its_own_view(tmp_path, monkeypatch):
+    cases = []
+    for seed in range(3):
+        image, mask = synthetic_case(shape=(40, 36, 12), seed=seed)
+        cases.append(Case(f"c{seed}", image, mask, VolumeMeta.from_spacing(image.shape, SPACING)))
+    views_cut = []
+    original = PreparedCase.of.__func__
+
+    def record(cls, case, transform, view="through-plane"):
+        views_cut.append(view)
+        return original(cls, case, transform, view)
+
+    monkeypatch.setattr(PreparedCase, "of", classmethod(record))
+    config = TrainConfig(
+        model="unet_ensemble", model_kwargs={**TINY_UNET_KWARGS, "members": 2},
+        preprocessing={**TINY_UNET_PREPROCESSING, "views": THREE_VIEWS[:2]}, epochs=6,
+        steps_per_epoch=8, batch_size=8, lr=3e-3, loss="bce_dice", augment=False,
+        device="cpu", output_dir=str(tmp_path / "run"), seed=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    before = ensemble_of([_unet(9), _unet(9, "in-plane-1")])  # an untrained pair, for scale
+    untrained = dice(
+        Predictor(before, device="cpu").predict(cases[2].image, cases[2].meta), cases[2].labels
+    )
+    result = finetune(cases[:2], config, val_cases=cases[2:])
+    assert views_cut == ["through-plane"] * 2 + ["in-plane-1"] * 2  # each member its own slices
+    trained = load_checkpoint(result.best_checkpoint)
+    assert trained.preprocessing["views"] == THREE_VIEWS[:2]
+    for member, view in zip(trained.net.members, THREE_VIEWS[:2], strict=True):
+        alone = _unet(0, view)
+        alone.net.load_state_dict(member.state_dict())
+        mask = Predictor(alone, device="cpu").predict(cases[2].image, cases[2].meta)
+        assert dice(mask, cases[2].labels) > 0.7, view  # each member learnt from its view
+    assert result.best_val_dice > max(0.7, untrained + 0.3)
+
+
+def test_the_command_line_trains_and_segments_with_a_multi_view_model(tmp_path, capsys):
+    from napari_la_dinov2.cli import main
+    from tests.test_distributed import tiny_unet_config, write_case_folder
+
+    cases = write_case_folder(tmp_path / "cases", 2)
+    config = tiny_unet_config(tmp_path / "cfg.yaml", epochs=1)
+    out = tmp_path / "run"
+    views = "preprocessing.views=[through-plane, in-plane-1, in-plane-2]"
+    args = ["train", "--cases", str(cases), "--config", str(config), "--out", str(out)]
+    assert main([*args, "--set", "model=unet_ensemble", "model_kwargs.members=3", views]) == 0
+    trained = load_checkpoint(out / "best")
+    assert trained.preprocessing["views"] == THREE_VIEWS and len(trained.net.members) == 3
+
+    image = cases / "images" / "case0.nii.gz"
+    mask = tmp_path / "mask.nii.gz"
+    assert main(["segment", str(image), "-o", str(mask), "--checkpoint", str(out / "best")]) == 0
+    assert mask.is_file()
+    capsys.readouterr()
+    bad = [*args[:-1], str(tmp_path / "bad"), "--set"]
+    assert main([*bad, views]) == 2
+    assert "3 views but the 'unet' network has no members" in capsys.readouterr().err
+    assert main([*bad, "model_kwargs.members=3"]) == 2  # a setting of another model
+    assert "model_kwargs do not fit the 'unet' model" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_frozen_dinov2_on_another_view_caches_and_validates_that_view(tiny_dinov2, tmp_path):
+    from napari_la_dinov2.training.feature_cache import FeatureCache, TokenStore, validate_cached
+    from napari_la_dinov2.training.finetune import validate
+
+    tiny_dinov2.preprocessing["views"] = ["in-plane-2"]
+    checkpoint = save_checkpoint(tiny_dinov2, tmp_path / "tiny")
+    cases = []
+    for seed in range(3):
+        image, mask = synthetic_case(shape=(40, 36, 8), seed=seed)
+        cases.append(Case(f"c{seed}", image, mask, VolumeMeta.from_spacing(image.shape, SPACING)))
+    config = TrainConfig(
+        model=str(checkpoint), epochs=1, batch_size=4, steps_per_epoch=2, lr=1e-3,
+        output_dir=str(tmp_path / "run"), device="cpu",
+    )  # fmt: skip
+    result = finetune(cases[:2], config, val_cases=cases[2:], cache=FeatureCache())
+    trained = load_checkpoint(result.best_checkpoint)
+    assert trained.preprocessing["views"] == ["in-plane-2"]
+    store = TokenStore(trained.net, Predictor(trained, device="cpu").transform,
+                       trained.preprocessing, torch.device("cpu"), FeatureCache())  # fmt: skip
+    tokens, axis = store.volume_tokens(cases[2], "in-plane-2")
+    assert axis == 1 and tokens.shape[0] == 36  # cut across y: one token map per coronal slice
+    cached = validate_cached(trained, cases[2:], [(tokens, axis)], torch.device("cpu"))
+    assert cached == pytest.approx(validate(trained, cases[2:], "cpu"), abs=0.01)
+    assert cached == pytest.approx(result.best_val_dice, abs=1e-6)
