@@ -30,3 +30,28 @@ def test_the_default_model_segments_an_unseen_real_case(real_data_dir, real_case
     mask = Predictor(model, device="cpu").predict(image, meta)  # as `la-dinov2 segment` does
     # The model card reports 0.91 on average over such cases; 0.85 leaves room for a hard one.
     assert dice(mask > 0, truth) > 0.85
+
+
+def test_the_default_model_fine_tunes_on_a_corrected_real_case(
+    real_data_dir, real_case_ids, tmp_path
+):
+    # The correction round users run from the Fine-tune widget: the embedded model (whatever
+    # its views) trained on one real case whose mask was corrected (here: the expert's).
+    from napari_la_dinov2.training import TrainConfig, finetune, load_case_folder
+
+    default = load_model("default")
+    case = load_case_folder(real_data_dir, names=default.unseen(real_case_ids)[:1])
+    config = TrainConfig(
+        model="default", epochs=1, steps_per_epoch=2, batch_size=4, lr=1e-5, device="cpu",
+        output_dir=str(tmp_path / "round"),
+    )  # fmt: skip
+    result = finetune(case, config)
+    tuned = load_model(result.best_checkpoint)
+    assert tuned.preprocessing == default.preprocessing  # views, 2.5D context, size kept
+    assert tuned.provenance["this_run"]["trained_on"] == [case[0].name]
+    assert tuned.provenance["trained_on"] == [*default.provenance["trained_on"], case[0].name]
+    assert tuned.unseen(real_case_ids) == [
+        n for n in default.unseen(real_case_ids) if n != case[0].name
+    ]
+    # A small step from a good model stays good on the case it was tuned on.
+    assert result.best_val_dice > 0.85

@@ -250,6 +250,9 @@ def finetune(
     torch.manual_seed(config.seed)  # before building: the seed also fixes a new head's weights
     model = load_model(resume_dir) if resuming else _initial_model(config)
     spec = get_spec(model.model_name)
+    # Cases the starting model already learnt from (e.g. the embedded model's 64): a fine-tuned
+    # model has seen them too, so ``LASegmenter.unseen`` must not offer them as unseen.
+    seen_before = {k: list(model.provenance.get(k, [])) for k in ("trained_on", "validated_on")}
     base_display_name = model.provenance.get("base_display_name", model.display_name)
     model.provenance["base_display_name"] = base_display_name
     config = config.resolved(spec.training)
@@ -389,8 +392,9 @@ def finetune(
             epochs_since_best += 1
         if rank == 0:
             provenance = {
-                "trained_on": split["train"],
-                "validated_on": split["val"],
+                "trained_on": list(dict.fromkeys(seen_before["trained_on"] + split["train"])),
+                "validated_on": list(dict.fromkeys(seen_before["validated_on"] + split["val"])),
+                "this_run": {"trained_on": split["train"], "validated_on": split["val"]},
                 "epoch": epoch,
                 "val_dice": val_dice,
                 "val_on_train": val_on_train,
