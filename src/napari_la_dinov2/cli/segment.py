@@ -118,8 +118,7 @@ def run(args: argparse.Namespace) -> int:
     autocast_dtype(device, args.precision)
     volume, meta = read_volume(source)
     slice_axis = args.slice_axis if args.slice_axis is not None else meta.through_plane_axis()
-    region = (roi or RegionOfInterest()).clamp(volume.shape, slice_axis)  # checks the ROI
-    total = region[slice_axis].stop - region[slice_axis].start
+    (roi or RegionOfInterest()).clamp(volume.shape, slice_axis)  # checks the ROI before loading
 
     model = load_model(args.checkpoint or args.model)
     if args.checkpoint is None and args.model != "default":
@@ -141,9 +140,12 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     start = time.perf_counter()
-    with tqdm(total=total, unit="slice", desc="segment", file=sys.stderr, leave=False) as bar:
+    with tqdm(unit="slice", desc="segment", file=sys.stderr, leave=False) as bar:
 
-        def progress(done: int, _total: int) -> None:
+        def progress(done: int, total: int) -> None:
+            # The Predictor says the total (slices over all of a multi-view model's views).
+            if bar.total != total:
+                bar.total = total
             bar.update(done - bar.n)
 
         labels = predictor.predict(volume, meta, slice_axis=slice_axis, roi=roi, progress=progress)
