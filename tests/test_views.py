@@ -21,9 +21,9 @@ SPACING = (0.625, 0.625, 1.25)  # as the LA 2018 scans: z is the through-plane a
 THREE_VIEWS = ["through-plane", "in-plane-1", "in-plane-2"]
 
 
-def _unet(seed: int, view: str | None = None):
+def _unet(seed: int, view: str | None = None, fit: str = "pad"):
     torch.manual_seed(seed)
-    preprocessing = dict(TINY_UNET_PREPROCESSING)
+    preprocessing = {**TINY_UNET_PREPROCESSING, "fit": fit}
     if view is not None:
         preprocessing["views"] = [view]
     return build_model("unet", preprocessing=preprocessing, **TINY_UNET_KWARGS).eval()
@@ -85,6 +85,50 @@ def test_a_multi_view_ensemble_averages_the_logits_of_its_views(tmp_path):
     np.testing.assert_array_equal(again, probabilities)
 
 
+def test_members_of_a_multi_view_ensemble_keep_their_own_fit(tmp_path):
+    # The in-plane members may stretch their short through-plane axis while the axial one pads.
+    fits = ["pad", "stretch", "stretch"]
+    members = [_unet(s, v, f) for s, v, f in zip((1, 2, 3), THREE_VIEWS, fits, strict=True)]
+    ensemble = ensemble_of(members)
+    assert ensemble.preprocessing["fits"] == fits and ensemble.preprocessing["fit"] == "pad"
+    image, _ = synthetic_case(shape=(40, 36, 20))
+    meta = VolumeMeta.from_spacing(image.shape, SPACING)
+    predictor = Predictor(ensemble, device="cpu")
+    assert [t.fit for t in predictor.transforms] == fits
+    probabilities, _ = predictor.predict_probabilities(image, meta)
+    each = [Predictor(m, device="cpu").predict_probabilities(image, meta)[0] for m in members]
+    expected = 1 / (1 + np.exp(-np.mean([_logit(p) for p in each], axis=0)))
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+    padded = ensemble_of([_unet(s, v) for s, v in zip((1, 2, 3), THREE_VIEWS, strict=True)])
+    other, _ = Predictor(padded, device="cpu").predict_probabilities(image, meta)
+    assert np.abs(other - probabilities).max() > 1e-3  # the fit does change the in-plane input
+
+    save_checkpoint(ensemble, tmp_path / "fits")
+    loaded = load_checkpoint(tmp_path / "fits")
+    assert loaded.preprocessing["fits"] == fits
+    again, _ = Predictor(loaded, device="cpu").predict_probabilities(image, meta)
+    np.testing.assert_array_equal(again, probabilities)
+
+
+def test_fits_that_do_not_match_the_views_are_refused():
+    with pytest.raises(InputError, match="fits names 2 fit.s. for 3 view.s."):
+        build_model(
+            "unet_ensemble",
+            preprocessing={"views": THREE_VIEWS, "fits": ["pad", "stretch"]},
+            members=3,
+            **TINY_UNET_KWARGS,
+        )
+    with pytest.raises(InputError, match="fit must be 'pad' or 'stretch', not 'crop'"):
+        build_model(
+            "unet_ensemble",
+            preprocessing={"views": THREE_VIEWS[:2], "fits": ["pad", "crop"]},
+            members=2,
+            **TINY_UNET_KWARGS,
+        )
+    with pytest.raises(InputError, match="members of one view must fit their slices alike"):
+        ensemble_of([_unet(1), _unet(2, fit="stretch")])
+
+
 def test_a_multi_view_ensemble_segments_only_inside_the_region_of_interest():
     ensemble = ensemble_of([_unet(seed, v) for seed, v in zip((1, 2, 3), THREE_VIEWS, strict=True)])
     image, _ = synthetic_case(shape=(48, 44, 20))
@@ -124,13 +168,15 @@ def test_a_multi_view_ensemble_fine_tunes_each_member_on_its_own_view(tmp_path, 
     original = PreparedCase.of.__func__
 
     def record(cls, case, transform, view="through-plane"):
-        views_cut.append(view)
+        views_cut.append((view, transform.fit))
         return original(cls, case, transform, view)
 
     monkeypatch.setattr(PreparedCase, "of", classmethod(record))
     config = TrainConfig(
         model="unet_ensemble", model_kwargs={**TINY_UNET_KWARGS, "members": 2},
-        preprocessing={**TINY_UNET_PREPROCESSING, "views": THREE_VIEWS[:2]}, epochs=6,
+        preprocessing={
+            **TINY_UNET_PREPROCESSING, "views": THREE_VIEWS[:2], "fits": ["pad", "stretch"]
+        }, epochs=6,
         steps_per_epoch=8, batch_size=8, lr=3e-3, loss="bce_dice", augment=False,
         device="cpu", output_dir=str(tmp_path / "run"), seed=0,
     )  # fmt: skip
@@ -140,11 +186,15 @@ def test_a_multi_view_ensemble_fine_tunes_each_member_on_its_own_view(tmp_path, 
         Predictor(before, device="cpu").predict(cases[2].image, cases[2].meta), cases[2].labels
     )
     result = finetune(cases[:2], config, val_cases=cases[2:])
-    assert views_cut == ["through-plane"] * 2 + ["in-plane-1"] * 2  # each member its own slices
+    # Each member its own slices, fitted its own way.
+    assert views_cut == [("through-plane", "pad")] * 2 + [("in-plane-1", "stretch")] * 2
     trained = load_checkpoint(result.best_checkpoint)
     assert trained.preprocessing["views"] == THREE_VIEWS[:2]
-    for member, view in zip(trained.net.members, THREE_VIEWS[:2], strict=True):
-        alone = _unet(0, view)
+    assert trained.preprocessing["fits"] == ["pad", "stretch"]
+    for member, view, fit in zip(
+        trained.net.members, THREE_VIEWS[:2], ("pad", "stretch"), strict=True
+    ):
+        alone = _unet(0, view, fit)
         alone.net.load_state_dict(member.state_dict())
         mask = Predictor(alone, device="cpu").predict(cases[2].image, cases[2].meta)
         assert dice(mask, cases[2].labels) > 0.7, view  # each member learnt from its view

@@ -21,7 +21,7 @@ import torch
 from .errors import CancelledError, InputError
 from .io import VolumeMeta
 from .postprocess import postprocess
-from .preprocess import IntensityStats, SliceTransform, view_axis, views_of
+from .preprocess import IntensityStats, SliceTransform, branch_preprocessing, view_axis, views_of
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]
@@ -133,13 +133,15 @@ class Predictor:
         self.device = resolve_device(device)
         self.dtype = autocast_dtype(self.device, precision)
         self.model = model.to(self.device).eval()
-        self.transform = SliceTransform(model.preprocessing)
         # (view, network): one, or one per member of a multi-view model. Any module with a
         # ``preprocessing`` dict can be run (stand-ins in tests, a bare network).
         if hasattr(model, "branches"):
             self.branches = model.branches()
         else:
             self.branches = [(views_of(model.preprocessing)[0], self.model)]
+        # One slice transform per branch: members of a multi-view model may fit differently.
+        self.transforms = [SliceTransform(p) for p in branch_preprocessing(model.preprocessing)]
+        self.transform = self.transforms[0]
         self.batch_size = batch_size
         self.threshold = threshold
         self.morphology = morphology
@@ -186,10 +188,10 @@ class Predictor:
         if progress:
             progress(0, total)
         with torch.inference_mode():
-            for (_, net), axis in zip(self.branches, axes, strict=True):
+            for (_, net), transform, axis in zip(self.branches, self.transforms, axes, strict=True):
                 done = self._run_view(
-                    net, np.moveaxis(region, axis, 0), np.moveaxis(logits_sum, axis, 0),
-                    stats, done, total, progress, cancel,
+                    net, transform, np.moveaxis(region, axis, 0),
+                    np.moveaxis(logits_sum, axis, 0), stats, done, total, progress, cancel,
                 )  # fmt: skip
         logits_sum /= len(self.branches)
         with np.errstate(over="ignore"):  # exp overflow -> inf -> probability 0, as it should
@@ -198,7 +200,7 @@ class Predictor:
         np.reciprocal(logits_sum, out=logits_sum)
         return full, slice_axis
 
-    def _run_view(self, net, region, out, stats, done, total, progress, cancel) -> int:
+    def _run_view(self, net, transform, region, out, stats, done, total, progress, cancel) -> int:
         """Add ``net``'s logits for every slice of ``region`` (``SxHxW``) into ``out`` (the same
         shape); returns the slices done so far over all views, for progress."""
         height, width = region.shape[1:]
@@ -207,10 +209,10 @@ class Predictor:
             if _is_cancelled(cancel):
                 raise CancelledError(f"stopped after {done} of {total} slices")
             stop = min(first + self.batch_size, region.shape[0])
-            raw = self.transform.gather(region, first, stop)  # with neighbours in 2.5D
+            raw = transform.gather(region, first, stop)  # with neighbours in 2.5D
             try:
-                batch = self.transform.prepare(raw.to(self.device), stats)
-                logits = self.transform.restore(self._forward(net, batch), height, width)
+                batch = transform.prepare(raw.to(self.device), stats)
+                logits = transform.restore(self._forward(net, batch), height, width)
             except torch.cuda.OutOfMemoryError:
                 if self.batch_size == 1:
                     raise

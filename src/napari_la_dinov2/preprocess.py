@@ -16,7 +16,10 @@ so a mask lands on exactly the voxels of its slice. Training and inference share
 Views: a model cuts the volume along one of three axes, named relative to the acquisition so
 that they mean the same whatever order the file stores its axes in (see :func:`view_axis`).
 ``preprocessing["views"]`` lists one view per branch of a model (default: the acquisition's
-own slices); a multi-view ensemble has one member per view and averages their logits.
+own slices); a multi-view ensemble has one member per view and averages their logits. Its
+members may fit their slices differently: ``preprocessing["fits"]``, one per view, overrides
+``fit`` (an in-plane view's slice is short along the through-plane axis; stretched, that axis gets
+as many pixels as the in-plane one). :func:`branch_preprocessing` gives each branch its own.
 """
 
 from __future__ import annotations
@@ -59,6 +62,25 @@ def views_of(preprocessing: dict) -> list[str]:
     for view in views:
         view_axis(2, view)  # raises for an unknown name
     return views
+
+
+FITS = ("pad", "stretch")
+
+
+def branch_preprocessing(preprocessing: dict) -> list[dict]:
+    """One single-view preprocessing per branch (checked): the model's, with that branch's view
+    and fit (``preprocessing["fits"]`` where given, one per view, else ``fit`` for all)."""
+    views = views_of(preprocessing)
+    fits = list(preprocessing.get("fits", [preprocessing.get("fit")] * len(views)))
+    if len(fits) != len(views):
+        raise ValueError(f"fits names {len(fits)} fit(s) for {len(views)} view(s)")
+    base = {k: v for k, v in preprocessing.items() if k not in ("views", "fits")}
+    branches = []
+    for view, fit in zip(views, fits, strict=True):
+        if fit not in FITS:
+            raise ValueError(f"fit must be 'pad' or 'stretch', not {fit!r}")
+        branches.append({**base, "fit": fit, "views": [view]})
+    return branches
 
 
 def with_neighbours(first: int, stop: int, total: int, context: int) -> np.ndarray:
@@ -104,7 +126,7 @@ class SliceTransform:
         self.context = int(preprocessing.get("context", 0))
         self.fit = preprocessing["fit"]
         self.intensity = preprocessing["intensity"]
-        if self.fit not in ("pad", "stretch"):
+        if self.fit not in FITS:
             raise ValueError(f"fit must be 'pad' or 'stretch', not {self.fit!r}")
         if self.intensity not in ("imagenet", "zscore"):
             raise ValueError(f"intensity must be 'imagenet' or 'zscore', not {self.intensity!r}")

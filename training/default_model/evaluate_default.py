@@ -36,7 +36,7 @@ from napari_la_dinov2.inference import Predictor
 from napari_la_dinov2.metrics import evaluate_case, markdown_table, summarize
 from napari_la_dinov2.models import load_checkpoint, save_checkpoint
 from napari_la_dinov2.models.ensemble import ensemble_of
-from napari_la_dinov2.preprocess import VIEWS, views_of
+from napari_la_dinov2.preprocess import VIEWS, branch_preprocessing, views_of
 from napari_la_dinov2.training import load_case_folder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -146,11 +146,9 @@ def run_and_view(text: str) -> tuple[Path, str | None]:
     return (Path(path), view) if path and view in VIEWS else (Path(text), None)
 
 
-VIEW_NAMES = {  # what each view is for the axial LA 2018 scans
-    "through-plane": "through-plane (axial slices)",
-    "in-plane-1": "in-plane-1 (sagittal slices)",
-    "in-plane-2": "in-plane-2 (coronal slices)",
-}
+PLANES = {"through-plane": "axial", "in-plane-1": "sagittal", "in-plane-2": "coronal"}
+# What each view is for the axial LA 2018 scans.
+VIEW_NAMES = {view: f"{view} ({plane} slices)" for view, plane in PLANES.items()}
 
 
 def machine(run: Path) -> str:
@@ -201,6 +199,18 @@ def display_name(model) -> str:
     return f"LA default ({kind} {'2.5D ' if context else ''}{size})"
 
 
+def fit_text(model) -> str:
+    """How the slices become square, per view where the members differ."""
+    fits = [b["fit"] for b in branch_preprocessing(model.preprocessing)]
+    said = {"pad": "padded to a square", "stretch": "stretched to the square"}
+    if len(set(fits)) == 1:
+        return f"slices {said[fits[0]]}"
+    views = views_of(model.preprocessing)
+    return "slices " + ", ".join(
+        f"{said[f]} ({PLANES[v]})" for v, f in zip(views, fits, strict=True)
+    )
+
+
 def model_card(model, runs, split, results, seconds, train_seconds, use_tta, member_dice) -> str:
     config = json.loads((runs[0] / "config.json").read_text())
     seeds = [json.loads((run / "config.json").read_text())["seed"] for run in runs]
@@ -242,7 +252,7 @@ def model_card(model, runs, split, results, seconds, train_seconds, use_tta, mem
     size = model.preprocessing["input_size"]
     summary = textwrap.fill(
         f"{what} segments the left-atrium blood pool of a 3D LGE-MRI volume slice by slice "
-        f"{along}, at {size}x{size} (slices padded to a square, robust z-score intensities"
+        f"{along}, at {size}x{size} ({fit_text(model)}, robust z-score intensities"
         f"{context_text(model)}), with {'left-right flip averaging, ' if use_tta else ''}"
         "thresholding at 0.5, in-plane opening + closing and the largest 3D connected component. "
         f"The weights are stored as float16 ({n_params * 2 / 1e6:.1f} MB); it computes in "

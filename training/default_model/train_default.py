@@ -94,6 +94,13 @@ def main(argv=None) -> int:
         default="through-plane",
         help="the axis slices are cut along (see napari_la_dinov2.preprocess.view_axis)",
     )
+    parser.add_argument(
+        "--fit",
+        choices=("pad", "stretch"),
+        default="pad",
+        help="how a slice becomes square: pad (no distortion) or stretch (an in-plane view's "
+        "through-plane axis then gets as many pixels as its in-plane one)",
+    )
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -109,6 +116,7 @@ def main(argv=None) -> int:
         "input_size": args.input_size,
         "channels": channels,
         "context": args.context,
+        "fit": args.fit,
     }
     if args.view != "through-plane":
         settings["preprocessing"]["views"] = [args.view]

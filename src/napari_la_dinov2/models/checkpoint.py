@@ -24,7 +24,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..io import default_permissions
-from ..preprocess import views_of
+from ..preprocess import branch_preprocessing, views_of
 from .registry import MODEL_SPECS, get_spec
 
 CHECKPOINT_FORMAT = "napari-la-dinov2/1"
@@ -73,6 +73,7 @@ class LASegmenter(
         averaged with the others' on the volume's grid)."""
         try:
             views = views_of(self.preprocessing)
+            branch_preprocessing(self.preprocessing)  # a fits list that does not match views
         except ValueError as error:
             raise InputError(f"preprocessing: {error}.") from None
         if len(views) == 1:

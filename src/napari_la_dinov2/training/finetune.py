@@ -37,7 +37,7 @@ from ..errors import CancelledError, InputError
 from ..inference import Predictor, autocast_dtype, resolve_device
 from ..metrics import dice
 from ..models import LASegmenter, get_spec, load_model, save_checkpoint
-from ..preprocess import SliceTransform
+from ..preprocess import SliceTransform, branch_preprocessing
 from . import distributed
 from .cases import Case, split_cases, write_split
 from .feature_cache import (
@@ -168,7 +168,8 @@ def _initial_model(config: TrainConfig) -> LASegmenter:
     if config.preprocessing:
         model.preprocessing.update(config.preprocessing)
     try:
-        SliceTransform(model.preprocessing)
+        for preprocessing in branch_preprocessing(model.preprocessing):
+            SliceTransform(preprocessing)
     except ValueError as error:
         raise InputError(f"preprocessing: {error}.") from None
     model.branches()  # views that do not fit the network: one clear error before any file
@@ -284,11 +285,14 @@ def finetune(
         history = read_history(run_dir / "history.csv")
         start_epoch = (history[-1]["epoch"] + 1) if history else 1
         best = max((row["val_dice"] for row in history), default=-1.0)
-    transform = SliceTransform(model.preprocessing)
     branches = model.branches()  # (view, network): one, or one per member of a multi-view model
     views = [view for view, _ in branches]
+    # Each view with its own transform (members of a multi-view model may fit differently).
+    transforms = [SliceTransform(p) for p in branch_preprocessing(model.preprocessing)]
+    transform = transforms[0]
     prepared_by_view = [
-        [PreparedCase.of(c, transform, view) for c in train_cases] for view in views
+        [PreparedCase.of(c, view_transform, view) for c in train_cases]
+        for view, view_transform in zip(views, transforms, strict=True)
     ]
     samplers = [SliceSampler(p, config.foreground_fraction) for p in prepared_by_view]
     prepared = prepared_by_view[0]
@@ -332,8 +336,10 @@ def finetune(
                 pairs = [token_batch(train_tokens, flip_tokens, prepared, batches[0], generator)]
             else:
                 pairs = [
-                    make_batch(cases_of_view, batch, transform, augmentation, generator)
-                    for cases_of_view, batch in zip(prepared_by_view, batches, strict=True)
+                    make_batch(cases_of_view, batch, view_transform, augmentation, generator)
+                    for cases_of_view, batch, view_transform in zip(
+                        prepared_by_view, batches, transforms, strict=True
+                    )
                 ]
             xs = [x.to(device) for x, _ in pairs]
             if config.schedule == "cosine":
