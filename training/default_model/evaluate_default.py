@@ -200,15 +200,47 @@ def display_name(model) -> str:
 
 
 def fit_text(model) -> str:
-    """How the slices become square, per view where the members differ."""
-    fits = [b["fit"] for b in branch_preprocessing(model.preprocessing)]
+    """How the slices become square, per plane where the members differ."""
     said = {"pad": "padded to a square", "stretch": "stretched to the square"}
-    if len(set(fits)) == 1:
-        return f"slices {said[fits[0]]}"
-    views = views_of(model.preprocessing)
-    return "slices " + ", ".join(
-        f"{said[f]} ({PLANES[v]})" for v, f in zip(views, fits, strict=True)
+    planes: dict[str, list[str]] = {}  # fit -> the planes fitted that way, in member order
+    for view, branch in zip(
+        views_of(model.preprocessing), branch_preprocessing(model.preprocessing)
+    ):
+        planes.setdefault(branch["fit"], []).append(PLANES[view])
+    if len(planes) == 1:
+        return f"slices {said[next(iter(planes))]}"
+    return ", ".join(f"{' and '.join(p)} slices {said[fit]}" for fit, p in planes.items())
+
+
+def stretched_in_plane(model) -> bool:
+    """Whether an in-plane member stretches its slices (its through-plane axis fills the input)."""
+    branches = zip(
+        views_of(model.preprocessing), branch_preprocessing(model.preprocessing), strict=True
     )
+    return any(view != "through-plane" and b["fit"] == "stretch" for view, b in branches)
+
+
+def resampling_text(model, views) -> str:
+    """What the slices' geometry assumes: the card's limits."""
+    if stretched_in_plane(model):
+        return textwrap.fill(
+            "Slices are not resampled to a common voxel size. The sagittal and coronal members "
+            "stretch theirs, so the through-plane extent of the region fills their input whatever "
+            "its number of slices: a region much shorter or longer along that axis than the "
+            "training crops (88 slices of 1.25 mm, about 110 mm) is outside what they were "
+            "trained on: a region of interest should keep about that extent along z.",
+            width=98,
+            subsequent_indent="  ",
+        )
+    if len(views) > 1:
+        return textwrap.fill(
+            "Slices are fed at their voxel size, not resampled: the sagittal and coronal members "
+            "see the through-plane axis at its own spacing, so scans with much thicker slices "
+            "than 1.25 mm are outside what they were trained on.",
+            width=98,
+            subsequent_indent="  ",
+        )
+    return "Slices are fed at their voxel size, not resampled."
 
 
 def model_card(model, runs, split, results, seconds, train_seconds, use_tta, member_dice) -> str:
@@ -238,7 +270,8 @@ def model_card(model, runs, split, results, seconds, train_seconds, use_tta, mem
             f"A multi-view ensemble of {n} {unets}, one per view: "
             f"{', '.join(VIEW_NAMES[v] for v in views)}. Each member cuts the volume along its "
             f"own axis and their logits are averaged on the volume's grid; trained by the same "
-            f"recipe (`--view`) on the same patients. {alone}"
+            f"recipe (`--view`{', `--fit`' if 'fits' in model.preprocessing else ''}) on the same "
+            f"patients. {alone}"
         )
     elif n > 1:
         what = (
@@ -299,8 +332,8 @@ and noise; the epoch with the best validation Dice kept. Training took {"; ".joi
   the atrium). On a full field-of-view scan (e.g. 576x576 or 640x640 voxels) give a region of
   interest around the atrium: `la-dinov2 segment scan.nii.gz --roi r0:r1,c0:c1[,z0:z1] ...`, or a
   Shapes rectangle in the napari Segment widget. Outside the region the mask is 0.
-- Slices are fed at their voxel size, not resampled{": the sagittal and coronal members see the through-plane axis at its own spacing, so scans with much thicker slices than 1.25 mm are outside what they were trained on" if len(views) > 1 else ""}. Scans
-  with a very different resolution from 0.625 x 0.625 x 1.25 mm have not been tested.
+- {resampling_text(model, views)} Scans with a very different resolution from 0.625 x 0.625 x
+  1.25 mm have not been tested.
 - Trained on one centre's data (the 2018 challenge release): other
   sequences, contrast timings and pathologies have not been tested. Check every mask; correct
   it with napari's brush and fine-tune on your corrections.

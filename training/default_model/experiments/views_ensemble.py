@@ -7,8 +7,11 @@ their logits averaged, on the validation or test patients of the default model's
 
 Each view: a name, a training run (its best/ checkpoint) and the case folder it slices (a
 view_copy.py copy for the other axes; the voxels are the same, so the logits share one grid).
-The first view's split is used. Same Predictor (flip averaging on) and post-processing as
-`la-dinov2 segment`; distances in mm on the original grid (the first view's data).
+The first view's split is used. Same Predictor (flip averaging on unless `--no-flips`) and
+post-processing as `la-dinov2 segment`; distances in mm on the original grid (the first view's
+data). Runs trained with the engine's own `--view` slice the original cases themselves: give
+them the original folder. Probabilities are clipped to [1e-6, 1 - 1e-6] before they are turned
+back into logits, so a combination can differ from the packed model on a few voxels.
 """
 
 import argparse
@@ -28,6 +31,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("part", choices=("val", "test"))
 parser.add_argument("--view", nargs=3, action="append", required=True,
                     metavar=("NAME", "RUN", "DATA"))  # fmt: skip
+parser.add_argument("--no-flips", dest="flips", action="store_false")
 args = parser.parse_args()
 
 split = json.loads((Path(args.view[0][1]) / "split.json").read_text())
@@ -36,7 +40,7 @@ reference = load_case_folder(args.view[0][2], names=names)  # grid, spacing and 
 
 
 def logits(run: str, data: str) -> dict:
-    predictor = Predictor(load_checkpoint(Path(run) / "best"), device="cpu", flip_tta=True)
+    predictor = Predictor(load_checkpoint(Path(run) / "best"), device="cpu", flip_tta=args.flips)
     out = {}
     for case in load_case_folder(data, names=names):
         p, _ = predictor.predict_probabilities(case.image, case.meta)
