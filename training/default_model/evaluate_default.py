@@ -221,26 +221,29 @@ def stretched_in_plane(model) -> bool:
 
 
 def resampling_text(model, views) -> str:
-    """What the slices' geometry assumes: the card's limits."""
+    """What the slices' geometry assumes: one item of the card's limits, wrapped."""
     if stretched_in_plane(model):
-        return textwrap.fill(
+        text = (
             "Slices are not resampled to a common voxel size. The sagittal and coronal members "
             "stretch theirs, so the through-plane extent of the region fills their input whatever "
-            "its number of slices: a region much shorter or longer along that axis than the "
-            "training crops (88 slices of 1.25 mm, about 110 mm) is outside what they were "
-            "trained on: a region of interest should keep about that extent along z.",
-            width=98,
-            subsequent_indent="  ",
+            "its number of slices. The training crops hold 88 slices of 1.25 mm (about 110 mm); "
+            "a region cut down to the atrium plus 4 slices on either side (68 slices on average) "
+            "still scored 0.919 against 0.922 on the test patients "
+            "(`training/default_model/experiments/roi_extent.py`), but much shorter or longer "
+            "regions along z are outside what was tested."
         )
-    if len(views) > 1:
-        return textwrap.fill(
+    elif len(views) > 1:
+        text = (
             "Slices are fed at their voxel size, not resampled: the sagittal and coronal members "
             "see the through-plane axis at its own spacing, so scans with much thicker slices "
-            "than 1.25 mm are outside what they were trained on.",
-            width=98,
-            subsequent_indent="  ",
+            "than 1.25 mm are outside what they were trained on."
         )
-    return "Slices are fed at their voxel size, not resampled."
+    else:
+        text = "Slices are fed at their voxel size, not resampled."
+    text += (
+        " Scans with a very different resolution from 0.625 x 0.625 x 1.25 mm have not been tested."
+    )
+    return textwrap.fill(text, width=98, subsequent_indent="  ")
 
 
 def model_card(model, runs, split, results, seconds, train_seconds, use_tta, member_dice) -> str:
@@ -332,8 +335,7 @@ and noise; the epoch with the best validation Dice kept. Training took {"; ".joi
   the atrium). On a full field-of-view scan (e.g. 576x576 or 640x640 voxels) give a region of
   interest around the atrium: `la-dinov2 segment scan.nii.gz --roi r0:r1,c0:c1[,z0:z1] ...`, or a
   Shapes rectangle in the napari Segment widget. Outside the region the mask is 0.
-- {resampling_text(model, views)} Scans with a very different resolution from 0.625 x 0.625 x
-  1.25 mm have not been tested.
+- {resampling_text(model, views)}
 - Trained on one centre's data (the 2018 challenge release): other
   sequences, contrast timings and pathologies have not been tested. Check every mask; correct
   it with napari's brush and fine-tune on your corrections.
