@@ -47,10 +47,10 @@ def ensemble_of(models: list, provenance: dict | None = None, views: list | None
     """One ``unet_ensemble`` LASegmenter holding the weights of ``models`` (trained ``unet``
     checkpoints of the same architecture and preprocessing, each of one view; members of a
     multi-view ensemble may differ in ``fit``). Members of different views make a multi-view
-    ensemble; ``views`` overrides the members' own (for a
-    member trained on a copy of the data whose affine names another slice axis). Each member's
-    provenance is kept under ``provenance["members"]``; ``trained_on`` and ``validated_on``
-    list the cases any member saw, so the cases none saw can still be told from the ensemble."""
+    ensemble; ``views`` overrides the members' own (for a member trained on a copy of the data
+    whose affine names another slice axis). Each member's provenance is kept under
+    ``provenance["members"]``; ``trained_on`` and ``validated_on`` list the cases any member saw,
+    so the cases none saw can still be told from the ensemble."""
     from .checkpoint import LASegmenter
 
     if not models:
