@@ -21,7 +21,7 @@ import torch
 from .errors import CancelledError, InputError
 from .io import VolumeMeta
 from .postprocess import postprocess
-from .preprocess import IntensityStats, SliceTransform, branch_preprocessing, view_axis, views_of
+from .preprocess import IntensityStats, slice_transforms, view_axis, views_of
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]
@@ -140,7 +140,7 @@ class Predictor:
         else:
             self.branches = [(views_of(model.preprocessing)[0], self.model)]
         # One slice transform per branch: members of a multi-view model may fit differently.
-        self.transforms = [SliceTransform(p) for p in branch_preprocessing(model.preprocessing)]
+        self.transforms = slice_transforms(model.preprocessing)
         self.transform = self.transforms[0]
         self.batch_size = batch_size
         self.threshold = threshold

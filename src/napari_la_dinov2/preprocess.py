@@ -19,7 +19,7 @@ that they mean the same whatever order the file stores its axes in (see :func:`v
 own slices); a multi-view ensemble has one member per view and averages their logits. Its
 members may fit their slices differently: ``preprocessing["fits"]``, one per view, overrides
 ``fit`` (an in-plane view's slice is short along the through-plane axis; stretched, that axis gets
-as many pixels as the in-plane one). :func:`branch_preprocessing` gives each branch its own.
+as many pixels as the in-plane one). :func:`slice_transforms` gives each branch its own.
 """
 
 from __future__ import annotations
@@ -224,3 +224,9 @@ class SliceTransform:
         out = F.interpolate(logits.float(), size=(side, side), mode="bilinear", align_corners=False)
         left, _, top, _ = self._padding(height, width)
         return out[:, 0, top : top + height, left : left + width]
+
+
+def slice_transforms(preprocessing: dict) -> list[SliceTransform]:
+    """One :class:`SliceTransform` per branch of a model, in the order of its views (checked:
+    raises ``ValueError`` for any setting that does not make sense)."""
+    return [SliceTransform(branch) for branch in branch_preprocessing(preprocessing)]

@@ -203,10 +203,8 @@ def fit_text(model) -> str:
     """How the slices become square, per plane where the members differ."""
     said = {"pad": "padded to a square", "stretch": "stretched to the square"}
     planes: dict[str, list[str]] = {}  # fit -> the planes fitted that way, in member order
-    for view, branch in zip(
-        views_of(model.preprocessing), branch_preprocessing(model.preprocessing)
-    ):
-        planes.setdefault(branch["fit"], []).append(PLANES[view])
+    for branch in branch_preprocessing(model.preprocessing):
+        planes.setdefault(branch["fit"], []).append(PLANES[branch["views"][0]])
     if len(planes) == 1:
         return f"slices {said[next(iter(planes))]}"
     return ", ".join(f"{' and '.join(p)} slices {said[fit]}" for fit, p in planes.items())
@@ -214,10 +212,10 @@ def fit_text(model) -> str:
 
 def stretched_in_plane(model) -> bool:
     """Whether an in-plane member stretches its slices (its through-plane axis fills the input)."""
-    branches = zip(
-        views_of(model.preprocessing), branch_preprocessing(model.preprocessing), strict=True
+    return any(
+        b["views"][0] != "through-plane" and b["fit"] == "stretch"
+        for b in branch_preprocessing(model.preprocessing)
     )
-    return any(view != "through-plane" and b["fit"] == "stretch" for view, b in branches)
 
 
 def resampling_text(model, views) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from napari_la_dinov2.preprocess import VIEWS
+from napari_la_dinov2.preprocess import FITS, VIEWS
 from napari_la_dinov2.training import TrainConfig, finetune, load_case_folder
 
 # A compact 2D UNet (MONAI, 1.6 M parameters, 3.3 MB as float16): small enough to ship in the
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--fit",
-        choices=("pad", "stretch"),
+        choices=FITS,
         default="pad",
         help="how a slice becomes square: pad (no distortion) or stretch (an in-plane view's "
         "through-plane axis then gets as many pixels as its in-plane one)",

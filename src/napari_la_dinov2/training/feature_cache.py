@@ -41,7 +41,7 @@ from torch import nn
 from ..errors import CancelledError
 from ..io import atomic_write
 from ..postprocess import postprocess
-from ..preprocess import IntensityStats, SliceTransform, view_axis
+from ..preprocess import IntensityStats, SliceTransform, slice_transforms, view_axis
 
 DEFAULT_MEMORY_BYTES = 4 << 30  # 4 GiB: 56 LA cases of ViT-S/14 tokens at 448 (69 MB each)
 TOKEN_DTYPE = torch.float16
@@ -365,7 +365,7 @@ def validate_cached(
     post-processing as :class:`~..inference.Predictor` with its defaults."""
     from ..metrics import dice
 
-    transform = SliceTransform(model.preprocessing)
+    transform = slice_transforms(model.preprocessing)[0]  # a frozen backbone: one view
     size = (transform.size, transform.size)
     scores = []
     model.eval()

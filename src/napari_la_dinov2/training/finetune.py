@@ -37,7 +37,7 @@ from ..errors import CancelledError, InputError
 from ..inference import Predictor, autocast_dtype, resolve_device
 from ..metrics import dice
 from ..models import LASegmenter, get_spec, load_model, save_checkpoint
-from ..preprocess import SliceTransform, branch_preprocessing
+from ..preprocess import slice_transforms
 from . import distributed
 from .cases import Case, split_cases, write_split
 from .feature_cache import (
@@ -168,8 +168,7 @@ def _initial_model(config: TrainConfig) -> LASegmenter:
     if config.preprocessing:
         model.preprocessing.update(config.preprocessing)
     try:
-        for preprocessing in branch_preprocessing(model.preprocessing):
-            SliceTransform(preprocessing)
+        slice_transforms(model.preprocessing)
     except ValueError as error:
         raise InputError(f"preprocessing: {error}.") from None
     model.branches()  # views that do not fit the network: one clear error before any file
@@ -288,7 +287,7 @@ def finetune(
     branches = model.branches()  # (view, network): one, or one per member of a multi-view model
     views = [view for view, _ in branches]
     # Each view with its own transform (members of a multi-view model may fit differently).
-    transforms = [SliceTransform(p) for p in branch_preprocessing(model.preprocessing)]
+    transforms = slice_transforms(model.preprocessing)
     transform = transforms[0]
     prepared_by_view = [
         [PreparedCase.of(c, view_transform, view) for c in train_cases]
