@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from napari_la_dinov2.training import TrainConfig, load_case_folder
+from napari_la_dinov2.training.events import RunStarted
 from napari_la_dinov2.training.fewshot import FewShotConfig, run_fewshot
 
 COMPACT = dict(channels=[16, 32, 64, 128, 256], strides=[2, 2, 2, 2])
@@ -104,11 +105,10 @@ def main() -> None:
     )
 
     def progress(event):
-        if event["kind"] == "run":
+        if isinstance(event, RunStarted):
             print(
-                f"[{time.perf_counter() - started:6.0f} s] run {event['index'] + 1}/"
-                f"{event['total']}: {event['model']}, {event['n_train']} patient(s), seed "
-                f"{event['seed']}",
+                f"[{time.perf_counter() - started:6.0f} s] run {event.index + 1}/{event.total}: "
+                f"{event.model}, {event.n_train} patient(s), seed {event.seed}",
                 flush=True,
             )
 

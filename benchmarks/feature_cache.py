@@ -24,17 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_la_dinov2.inference import Predictor
 from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.models import build_model
-from napari_la_dinov2.preprocess import SliceTransform
 from napari_la_dinov2.training import Case
-from napari_la_dinov2.training.feature_cache import (
-    CachedDecoder,
-    FeatureCache,
-    TokenStore,
-    token_batch,
-)
+from napari_la_dinov2.training.feature_cache import FeatureCache
 from napari_la_dinov2.training.slices import PreparedCase, make_batch
+from napari_la_dinov2.training.token_batches import TokenBatches
 
 
 def volume() -> Case:
@@ -85,7 +81,7 @@ def main() -> None:
         start = (case.image.shape[2] - args.slices) // 2  # the middle holds the atrium
         keep = slice(start, start + args.slices)
         case = Case(case.name, case.image[..., keep], case.labels[..., keep], case.meta)
-    transform = SliceTransform(model.preprocessing)
+    transform = model.branches[0].transform
     prepared = [PreparedCase.of(case, transform)]
     count = prepared[0].images.shape[0]
     loss_fn = torch.nn.BCEWithLogitsLoss()
@@ -99,15 +95,18 @@ def main() -> None:
         loss.backward()
         optimizer.step()
 
-    cache = FeatureCache()
-    store = TokenStore(model.net, transform, model.preprocessing, device, cache)
     started = time.perf_counter()
-    tokens = [store.training_tokens(prepared[0])]
+    batches = TokenBatches(
+        Predictor(model, device=device), [case], [], cache=FeatureCache(), flips=False,
+        generator=torch.Generator(), foreground_fraction=0.6,
+    )  # fmt: skip
+    model.train()
     fill = time.perf_counter() - started
-    decoder_module = CachedDecoder(model.net, transform.size)
+    decoder_module = batches.module
 
     def cached_step(picks):  # finetune with the cache: only the head and decoder run
-        x, y = token_batch(tokens, None, prepared, picks)
+        batches.picks = picks
+        (x,), (y,) = batches.batch(0, len(picks))
         loss = loss_fn(decoder_module(x), y)
         optimizer.zero_grad()
         loss.backward()
@@ -127,8 +126,8 @@ def main() -> None:
         f"model: DINOv2 ViT-S/14 (random weights, frozen) + head {args.head} + decoder "
         f"{decoder} ({parameters / 1e6:.2f} M trainable), input {args.input_size}x{args.input_size}, batch {args.batch}"
     )
-    print(f"volume: {case.name}, {count} slices; tokens {tuple(tokens[0].shape)} float16, "
-          f"{cache.bytes_in_memory / 2**20:.0f} MiB")  # fmt: skip
+    print(f"volume: {case.name}, {count} slices; tokens {tuple(batches.tokens[0].shape)} "
+          f"float16, {batches.tokens[0].numel() * 2 / 2**20:.0f} MiB")  # fmt: skip
     print(f"cache fill (one backbone pass, once per case): {fill:.1f} s")
     print(f"one epoch recomputing the backbone: {full:.1f} s")
     print(f"one epoch on cached features:       {cached:.1f} s")

@@ -93,3 +93,11 @@ def synthetic_case(shape=(64, 56, 12), seed: int = 0):
 @pytest.fixture
 def synthetic():
     return synthetic_case()
+
+
+def probabilities(model, volume, meta=None, **prepare_kwargs):
+    """The foreground probability volume of ``model`` (the Predictor's two levels)."""
+    from napari_la_dinov2.inference import Predictor
+
+    predictor = Predictor(model, device="cpu")
+    return predictor.probabilities(predictor.prepare(volume, meta, **prepare_kwargs))

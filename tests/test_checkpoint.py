@@ -11,7 +11,6 @@ import torch
 
 from napari_la_dinov2.errors import InputError
 from napari_la_dinov2.models import (
-    LASegmenter,
     build_model,
     load_checkpoint,
     load_model,
@@ -39,8 +38,8 @@ def test_round_trip_gives_identical_outputs(which, request, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
     loaded = load_checkpoint(tmp_path / "ck").eval()
-    size = model.preprocessing["input_size"]
-    x = torch.randn(2, model.preprocessing["channels"], size, size)
+    size = model.preprocessing.input_size
+    x = torch.randn(2, model.preprocessing.channels, size, size)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
     assert loaded.model_name == model.model_name and loaded.family == model.family
@@ -54,8 +53,9 @@ def test_round_trip_gives_identical_outputs(which, request, tmp_path):
     assert config["provenance"]["val_dice"] == 0.5
     # The config rebuilds the architecture with no download (random weights, no hub access).
     assert config["model_kwargs"].get("pretrained", False) is False
-    rebuilt = LASegmenter(**{k: config[k] for k in ("model", "model_kwargs", "preprocessing")})
+    rebuilt = checkpoint_module.model_from_config(config)
     assert rebuilt.state_dict().keys() == model.state_dict().keys()
+    assert config["format"] == checkpoint_module.CHECKPOINT_FORMAT
 
 
 def test_dinov2_checkpoint_keeps_the_backbone_architecture(tiny_dinov2, tmp_path):
@@ -116,8 +116,8 @@ def test_names_that_are_not_checkpoints(tmp_path):
 
 
 def test_missing_default_model_is_an_input_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint_module, "default_checkpoint_dir", lambda: tmp_path / "none")
-    with pytest.raises(InputError, match="default model is missing"):
+    monkeypatch.setitem(checkpoint_module.ALIASES, "default", lambda: tmp_path / "none")
+    with pytest.raises(InputError, match="shipped model 'default' is missing"):
         load_model("default")
 
 
@@ -127,15 +127,12 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tiny_unet, tmp_path
     before = {p.name: p.read_bytes() for p in (tmp_path / "best").iterdir()}
 
     second = build_model("unet", preprocessing={"input_size": 64}, **_unet_kwargs())
-    original = LASegmenter.save_pretrained
 
-    def crash_midway(self, directory, **kwargs):
-        original(self, directory, **kwargs)  # the files are written ...
-        raise KeyboardInterrupt("killed while saving")  # ... but the save never completes
+    def crash_midway(folder):  # the files are written, but the save never completes
+        raise KeyboardInterrupt("killed while saving")
 
-    monkeypatch.setattr(LASegmenter, "save_pretrained", crash_midway)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(second, tmp_path / "best", provenance={"epoch": 2})
+        save_checkpoint(second, tmp_path / "best", provenance={"epoch": 2}, extra=crash_midway)
 
     after = {p.name: p.read_bytes() for p in (tmp_path / "best").iterdir()}
     assert after == before

@@ -35,7 +35,7 @@ def test_overrides_and_types():
 
     with pytest.raises(InputError, match="did you mean 'epochs'"):
         train_config_from({"epoch": 3})
-    with pytest.raises(InputError, match="epochs must be int"):
+    with pytest.raises(InputError, match="TrainConfig.epochs: input should be a valid integer"):
         train_config_from({"epochs": 2.5})
 
 
@@ -68,7 +68,9 @@ def test_train_writes_resolved_config_and_resumes(cases, tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--set", "lr=fast"], "lr must be float"),
+        (["--set", "lr=fast"], "TrainConfig.lr: input should be a valid number"),
+        (["--set", "feature_cache=on"], "feature_cache 'on' needs a DINOv2 model"),
+        (["--set", "lr=.nan"], "lr a positive number"),
         (["--set", "loss=dice"], "loss must be"),
         (["--set", "nonsense"], "key=value"),
         (["--model", "no_such_model"], "no_such_model"),

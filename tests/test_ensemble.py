@@ -8,12 +8,16 @@ import torch
 from safetensors import safe_open
 
 from napari_la_dinov2.errors import InputError
-from napari_la_dinov2.inference import Predictor
 from napari_la_dinov2.models import build_model, load_checkpoint, save_checkpoint
-from napari_la_dinov2.models.ensemble import ensemble_of
+from napari_la_dinov2.models.packing import ensemble_of
 from napari_la_dinov2.training import TrainConfig
 from napari_la_dinov2.training.finetune import _initial_model
-from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
+from tests.conftest import (
+    TINY_UNET_KWARGS,
+    TINY_UNET_PREPROCESSING,
+    probabilities,
+    synthetic_case,
+)
 
 
 def _trained_unet(seed: int, **preprocessing):
@@ -61,7 +65,7 @@ def test_members_that_do_not_match_are_refused():
                         strides=(2, 2), num_res_units=1)  # fmt: skip
     with pytest.raises(InputError, match="another architecture"):
         ensemble_of([unet, wider])
-    with pytest.raises(InputError, match="other preprocessing"):
+    with pytest.raises(InputError, match="another input"):
         ensemble_of([unet, _trained_unet(1, input_size=32)])
     attention = build_model("attention_unet", channels=(8, 16, 32), strides=(2, 2))
     with pytest.raises(InputError, match="'attention_unet' model"):
@@ -102,23 +106,20 @@ def test_a_packed_ensemble_segments_a_volume_like_its_members_average():
         )
     ensemble = ensemble_of(members)
     image, _ = synthetic_case()
-    probabilities, _ = Predictor(ensemble, device="cpu").predict_probabilities(image)
-    logits = [
-        np.log(p / (1 - p))
-        for p, _ in (Predictor(m, device="cpu").predict_probabilities(image) for m in members)
-    ]
+    together = probabilities(ensemble, image)
+    logits = [np.log(p / (1 - p)) for p in (probabilities(m, image) for m in members)]
     averaged = 1 / (1 + np.exp(-(logits[0] + logits[1]) / 2))
-    assert probabilities.shape == image.shape
-    assert np.allclose(probabilities, averaged, atol=1e-4)
+    assert together.shape == image.shape
+    assert np.allclose(together, averaged, atol=1e-4)
 
 
-def test_a_2_5d_ensemble_checks_its_input_channels():
+def test_a_2_5d_ensemble_derives_its_input_channels(tmp_path):
     config = TrainConfig(
         model="unet_ensemble",
-        model_kwargs={**TINY_UNET_KWARGS, "members": 2},  # in_channels 1 ...
-        preprocessing={**TINY_UNET_PREPROCESSING, "context": 1, "channels": 3},  # ... 3 given
+        model_kwargs={**TINY_UNET_KWARGS, "members": 2},
+        preprocessing={**TINY_UNET_PREPROCESSING, "context": 1},  # 3 slices as channels
     )
-    with pytest.raises(InputError, match="in_channels=3"):
-        _initial_model(config)
-    config.model_kwargs["in_channels"] = 3
-    assert _initial_model(config).net.rebuild_kwargs()["in_channels"] == 3
+    assert _initial_model(config, tmp_path / "last").net.rebuild_kwargs()["in_channels"] == 3
+    config.model_kwargs["in_channels"] = 1  # stated, and contradicting the context
+    with pytest.raises(InputError, match="in_channels=1 does not fit"):
+        _initial_model(config, tmp_path / "last")

@@ -9,18 +9,15 @@ import numpy as np
 import pytest
 import torch
 
+from napari_la_dinov2.inference import Predictor
 from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.models import save_checkpoint
-from napari_la_dinov2.preprocess import SliceTransform
 from napari_la_dinov2.training import Case, TrainConfig, finetune, validate
-from napari_la_dinov2.training.feature_cache import (
-    FeatureCache,
-    TokenStore,
-    backbone_fingerprint,
-    content_key,
-    validate_cached,
-)
+from napari_la_dinov2.training.events import FeaturesComputed
+from napari_la_dinov2.training.feature_cache import FeatureCache, backbone_fingerprint, content_key
+from napari_la_dinov2.training.finetune import evaluate
 from napari_la_dinov2.training.slices import PreparedCase, make_batch
+from napari_la_dinov2.training.token_batches import TokenBatches, TokenStore
 from tests.conftest import synthetic_case
 
 
@@ -62,7 +59,9 @@ def test_disk_cache_survives_a_new_process(tmp_path):
 
 def test_keys_follow_content_backbone_and_size(tiny_dinov2):
     net = tiny_dinov2.net
-    same = type(tiny_dinov2)(**tiny_dinov2.config_dict())
+    from napari_la_dinov2.models.checkpoint import model_from_config
+
+    same = model_from_config({**tiny_dinov2.config_dict(), "format": "napari-la-dinov2/2"})
     same.load_state_dict(tiny_dinov2.state_dict())
     assert backbone_fingerprint(net) == backbone_fingerprint(same.net)
     with torch.no_grad():
@@ -78,10 +77,10 @@ def test_keys_follow_content_backbone_and_size(tiny_dinov2):
 
 def test_cached_tokens_are_the_backbone_features_of_the_training_input(tiny_dinov2):
     model = tiny_dinov2.eval()
-    transform = SliceTransform(model.preprocessing)
+    transform = model.branches[0].transform
     prepared = PreparedCase.of(_case("a", 0), transform)
     cache = FeatureCache()
-    store = TokenStore(model.net, transform, model.preprocessing, torch.device("cpu"), cache)
+    store = TokenStore(Predictor(model, device="cpu"), cache)
     tokens = store.training_tokens(prepared)
     flipped = store.training_tokens(prepared, flipped=True)
     picks = [(0, s) for s in range(prepared.images.shape[0])]
@@ -106,8 +105,8 @@ def test_finetune_reuses_tokens_across_epochs_and_rounds(tiny_dinov2, tmp_path):
     )  # fmt: skip
     events = []
     first = finetune(train, config, val_cases=val, cache=cache, progress=events.append)
-    features = [e for e in events if e["kind"] == "features"]
-    assert features[-1]["done"] == features[-1]["total"] == 5  # 2 cases, 2 mirrored, 1 val
+    features = [e for e in events if isinstance(e, FeaturesComputed)]
+    assert features[-1].done == features[-1].total == 5  # 2 cases, 2 mirrored, 1 val
     assert cache.misses == 5 and len(first.history) == 2
     assert json.loads((tmp_path / "round1" / "config.json").read_text())["feature_cache_used"]
 
@@ -118,13 +117,14 @@ def test_finetune_reuses_tokens_across_epochs_and_rounds(tiny_dinov2, tmp_path):
     finetune(train, config, val_cases=val, cache=cache)
     assert cache.misses == 5 and cache.hits >= 5
 
-    # Validation on cached tokens is the Predictor's result.
+    # Validation on cached tokens is the Predictor's result on the volume.
     from napari_la_dinov2.models import load_model
 
     best = load_model(first.best_checkpoint)
-    store = TokenStore(best.net, SliceTransform(best.preprocessing), best.preprocessing,
-                       torch.device("cpu"), FeatureCache())  # fmt: skip
-    cached = validate_cached(best, val, [store.volume_tokens(val[0])], torch.device("cpu"))
+    predictor = Predictor(best, device="cpu", batch_size=16)
+    batches = TokenBatches(predictor, train[:1], val, cache=FeatureCache(), flips=False,
+                           generator=torch.Generator(), foreground_fraction=0.6)  # fmt: skip
+    cached = evaluate(predictor, val, batches)
     assert cached == pytest.approx(validate(best, val, "cpu"), abs=0.01)
 
 

@@ -10,6 +10,7 @@ import pytest
 from napari_la_dinov2.errors import InputError
 from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.training import Case, TrainConfig
+from napari_la_dinov2.training.events import EpochDone, RunStarted, StepDone
 from napari_la_dinov2.training.fewshot import (
     FewShotConfig,
     budget_size,
@@ -85,12 +86,11 @@ def test_tiny_fewshot_run_writes_csv_summary_and_plot(tmp_path):
     )
     events = []
     rows = run_fewshot(cases, config, progress=events.append)
-    runs = [e for e in events if e["kind"] == "run"]
-    assert [e["index"] for e in runs] == list(range(6)) and runs[0]["total"] == 6
-    assert [e["n_train"] for e in runs] == [1, 1, 3, 3, 3, 3]
-    trainings = [e for e in events if e["kind"] == "epoch"]
-    assert [e["run"] for e in trainings] == [0, 1, 2, 3]  # 100% reused the 'all' runs
-    assert any(e["kind"] == "epoch" and e["run"] == 0 for e in events)
+    runs = [e for e in events if isinstance(e, RunStarted)]
+    assert [e.index for e in runs] == list(range(6)) and runs[0].total == 6
+    assert [e.n_train for e in runs] == [1, 1, 3, 3, 3, 3]
+    trainings = [e for e in events if isinstance(e, EpochDone)]
+    assert [e.run for e in trainings] == [0, 1, 2, 3]  # 100% reused the 'all' runs
 
     out = tmp_path / "fs"
     with (out / "results.csv").open() as handle:
@@ -111,7 +111,7 @@ def test_tiny_fewshot_run_writes_csv_summary_and_plot(tmp_path):
     # Again: every run is found on disk; nothing trains, the same rows come back.
     events.clear()
     again = run_fewshot(cases, config, progress=events.append)
-    assert not [e for e in events if e["kind"] == "step"]
+    assert not [e for e in events if isinstance(e, StepDone)]
     assert [r["dice"] for r in again] == pytest.approx([r["dice"] for r in rows])
 
 

@@ -3,6 +3,7 @@ resuming, killing and bad cases behave."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from napari_la_dinov2.training import (
     load_case_folder,
     validate,
 )
+from napari_la_dinov2.training.events import StepDone
 from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 
 UNET = dict(model="unet", model_kwargs=TINY_UNET_KWARGS, preprocessing=TINY_UNET_PREPROCESSING)
@@ -92,7 +94,7 @@ def test_stop_from_progress_keeps_the_best_checkpoint(tmp_path):
 
     def progress(event):
         seen.append(event)
-        if event["kind"] == "step" and event["epoch"] == 2:
+        if isinstance(event, StepDone) and event.epoch == 2:
             stop.set()
 
     config = TrainConfig(
@@ -103,7 +105,7 @@ def test_stop_from_progress_keeps_the_best_checkpoint(tmp_path):
     # The stop lands after the first step of epoch 2; that epoch's validation is cancelled
     # too, so the checkpoint of epoch 1 stays the best (and only) one.
     assert result.stopped and len(result.history) == 1
-    assert [e["step"] for e in seen if e["kind"] == "step" and e["epoch"] == 2] == [1]
+    assert [e.step for e in seen if isinstance(e, StepDone) and e.epoch == 2] == [1]
     best = load_model(result.best_checkpoint)
     assert best.provenance["epoch"] == 1
     assert best.provenance["val_dice"] == pytest.approx(result.best_val_dice)
@@ -224,21 +226,26 @@ def test_a_split_seed_keeps_the_patients_apart_across_member_seeds(tmp_path):
 
 def test_2_5d_unet_trains_and_keeps_its_context(tmp_path):
     config = TrainConfig(
-        model="unet", model_kwargs={**TINY_UNET_KWARGS, "in_channels": 3},
-        preprocessing={**TINY_UNET_PREPROCESSING, "channels": 3, "context": 1},
+        model="unet", model_kwargs=TINY_UNET_KWARGS,  # the network's 3 channels are derived
+        preprocessing={**TINY_UNET_PREPROCESSING, "context": 1},
         epochs=1, steps_per_epoch=2, batch_size=4, device="cpu", output_dir=str(tmp_path / "run"),
     )  # fmt: skip
     result = finetune([_case("a"), _case("b", 1)], config)
     model = load_model(result.best_checkpoint)
-    assert model.preprocessing["context"] == 1
+    assert model.preprocessing.context == 1 and model.net.rebuild_kwargs()["in_channels"] == 3
     assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 1, 64, 64)
 
 
 def test_2_5d_input_for_a_one_channel_network_is_an_input_error(tmp_path):
+    one_channel = {**TINY_UNET_KWARGS, "in_channels": 1}
     config = TrainConfig(
-        **{**UNET, "preprocessing": {**TINY_UNET_PREPROCESSING, "channels": 3, "context": 1}},
+        model="unet", model_kwargs=one_channel,
+        preprocessing={**TINY_UNET_PREPROCESSING, "context": 1},
         epochs=1, steps_per_epoch=1, device="cpu", output_dir=str(tmp_path / "run"),
     )  # fmt: skip
-    with pytest.raises(InputError, match="in_channels=3"):
+    with pytest.raises(InputError, match="in_channels=1 does not fit"):
         finetune([_case("a"), _case("b", 1)], config)
-    assert not (tmp_path / "run" / "best").exists()
+    stated = {**TINY_UNET_PREPROCESSING, "context": 1, "channels": 1}
+    with pytest.raises(InputError, match="channels 1 does not fit context 1"):
+        finetune([_case("a")], dataclasses.replace(config, preprocessing=stated))
+    assert not (tmp_path / "run").exists()

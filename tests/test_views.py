@@ -11,11 +11,16 @@ from napari_la_dinov2.inference import Predictor, RegionOfInterest
 from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.metrics import dice
 from napari_la_dinov2.models import build_model, load_checkpoint, save_checkpoint
-from napari_la_dinov2.models.ensemble import ensemble_of
+from napari_la_dinov2.models.packing import ensemble_of
 from napari_la_dinov2.preprocess import view_axis
 from napari_la_dinov2.training import Case, TrainConfig, finetune
 from napari_la_dinov2.training.slices import PreparedCase
-from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
+from tests.conftest import (
+    TINY_UNET_KWARGS,
+    TINY_UNET_PREPROCESSING,
+    probabilities,
+    synthetic_case,
+)
 
 SPACING = (0.625, 0.625, 1.25)  # as the LA 2018 scans: z is the through-plane axis
 THREE_VIEWS = ["through-plane", "in-plane-1", "in-plane-2"]
@@ -47,18 +52,20 @@ def test_a_view_model_sees_what_a_copy_with_that_slice_axis_would_show():
     image, _ = synthetic_case(shape=(40, 36, 20))
     sagittal = _unet(3, "in-plane-1")
     through = _unet(3)  # the same weights, cutting along the slice axis of the copy
-    as_view, axis = Predictor(sagittal, device="cpu").predict_probabilities(
-        image, VolumeMeta.from_spacing(image.shape, SPACING)
-    )
-    as_copy, copy_axis = Predictor(through, device="cpu").predict_probabilities(
+    predictor = Predictor(sagittal, device="cpu")
+    view = predictor.prepare(image, VolumeMeta.from_spacing(image.shape, SPACING))
+    copy = Predictor(through, device="cpu").prepare(
         image, VolumeMeta.from_spacing(image.shape, (2.0, 0.625, 1.25))
     )
-    assert (axis, copy_axis) == (2, 0)  # the ensemble is cleaned in the acquisition plane
-    np.testing.assert_allclose(as_view, as_copy, atol=1e-6)
+    assert (view.slice_axis, copy.slice_axis) == (2, 0)  # cleaned in the acquisition plane
+    assert view.axes == copy.axes == (0,)
+    np.testing.assert_allclose(
+        predictor.probabilities(view), Predictor(through, device="cpu").probabilities(copy),
+        atol=1e-6,
+    )  # fmt: skip
     prepared = PreparedCase.of(
         Case("c", image, image > 100, VolumeMeta.from_spacing(image.shape, SPACING)),
-        Predictor(sagittal, device="cpu").transform,
-        "in-plane-1",
+        predictor.branches[0].transform,
     )
     assert prepared.images.shape[0] == 40  # training cuts the same slices
 
@@ -66,23 +73,23 @@ def test_a_view_model_sees_what_a_copy_with_that_slice_axis_would_show():
 def test_a_multi_view_ensemble_averages_the_logits_of_its_views(tmp_path):
     members = [_unet(seed, view) for seed, view in zip((1, 2, 3), THREE_VIEWS, strict=True)]
     ensemble = ensemble_of(members)
-    assert ensemble.preprocessing["views"] == THREE_VIEWS
+    assert list(ensemble.preprocessing.views) == THREE_VIEWS
     image, _ = synthetic_case(shape=(40, 36, 20))
     meta = VolumeMeta.from_spacing(image.shape, SPACING)
     seen = []
-    probabilities, _ = Predictor(ensemble, device="cpu").predict_probabilities(
-        image, meta, progress=lambda done, total: seen.append((done, total))
+    predictor = Predictor(ensemble, device="cpu")
+    together = predictor.probabilities(
+        predictor.prepare(image, meta), progress=lambda done, total: seen.append((done, total))
     )
-    each = [Predictor(m, device="cpu").predict_probabilities(image, meta)[0] for m in members]
+    each = [probabilities(m, image, meta) for m in members]
     expected = 1 / (1 + np.exp(-np.mean([_logit(p) for p in each], axis=0)))
-    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+    np.testing.assert_allclose(together, expected, atol=1e-4)
     assert seen[-1] == (20 + 40 + 36, 20 + 40 + 36)  # every view's slices are counted
 
     save_checkpoint(ensemble, tmp_path / "views")
     loaded = load_checkpoint(tmp_path / "views")
-    assert loaded.preprocessing["views"] == THREE_VIEWS
-    again, _ = Predictor(loaded, device="cpu").predict_probabilities(image, meta)
-    np.testing.assert_array_equal(again, probabilities)
+    assert list(loaded.preprocessing.views) == THREE_VIEWS
+    np.testing.assert_array_equal(probabilities(loaded, image, meta), together)
 
 
 def test_members_of_a_multi_view_ensemble_keep_their_own_fit(tmp_path):
@@ -90,28 +97,27 @@ def test_members_of_a_multi_view_ensemble_keep_their_own_fit(tmp_path):
     fits = ["pad", "stretch", "stretch"]
     members = [_unet(s, v, f) for s, v, f in zip((1, 2, 3), THREE_VIEWS, fits, strict=True)]
     ensemble = ensemble_of(members)
-    assert ensemble.preprocessing["fits"] == fits and ensemble.preprocessing["fit"] == "pad"
+    assert [b.fit for b in ensemble.preprocessing.branches] == fits
     image, _ = synthetic_case(shape=(40, 36, 20))
     meta = VolumeMeta.from_spacing(image.shape, SPACING)
     predictor = Predictor(ensemble, device="cpu")
-    assert [t.fit for t in predictor.transforms] == fits
-    probabilities, _ = predictor.predict_probabilities(image, meta)
-    each = [Predictor(m, device="cpu").predict_probabilities(image, meta)[0] for m in members]
+    assert [b.transform.fit for b in predictor.branches] == fits
+    together = probabilities(ensemble, image, meta)
+    each = [probabilities(m, image, meta) for m in members]
     expected = 1 / (1 + np.exp(-np.mean([_logit(p) for p in each], axis=0)))
-    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+    np.testing.assert_allclose(together, expected, atol=1e-4)
     padded = ensemble_of([_unet(s, v) for s, v in zip((1, 2, 3), THREE_VIEWS, strict=True)])
-    other, _ = Predictor(padded, device="cpu").predict_probabilities(image, meta)
-    assert np.abs(other - probabilities).max() > 1e-3  # the fit does change the in-plane input
+    other = probabilities(padded, image, meta)
+    assert np.abs(other - together).max() > 1e-3  # the fit does change the in-plane input
 
     save_checkpoint(ensemble, tmp_path / "fits")
     loaded = load_checkpoint(tmp_path / "fits")
-    assert loaded.preprocessing["fits"] == fits
-    again, _ = Predictor(loaded, device="cpu").predict_probabilities(image, meta)
-    np.testing.assert_array_equal(again, probabilities)
+    assert [b.fit for b in loaded.preprocessing.branches] == fits
+    np.testing.assert_array_equal(probabilities(loaded, image, meta), together)
 
 
 def test_fits_that_do_not_match_the_views_are_refused():
-    with pytest.raises(InputError, match="fits names 2 fit.s. for 3 view.s."):
+    with pytest.raises(InputError, match="fits must name one fit per view .3."):
         build_model(
             "unet_ensemble",
             preprocessing={"views": THREE_VIEWS, "fits": ["pad", "stretch"]},
@@ -134,14 +140,13 @@ def test_a_multi_view_ensemble_segments_only_inside_the_region_of_interest():
     image, _ = synthetic_case(shape=(48, 44, 20))
     meta = VolumeMeta.from_spacing(image.shape, SPACING)
     roi = RegionOfInterest(box=(4, 40, 6, 38), slices=(2, 18))
-    predictor = Predictor(ensemble, device="cpu")
     inside = (slice(4, 40), slice(6, 38), slice(2, 18))
-    probabilities, _ = predictor.predict_probabilities(image, meta, roi=roi)
-    cropped, _ = predictor.predict_probabilities(image[inside], meta)
-    np.testing.assert_allclose(probabilities[inside], cropped, atol=1e-6)
+    in_roi = probabilities(ensemble, image, meta, roi=roi)
+    cropped = probabilities(ensemble, image[inside], meta)
+    np.testing.assert_allclose(in_roi[inside], cropped, atol=1e-6)
     outside = np.ones(image.shape, dtype=bool)
     outside[inside] = False
-    assert not probabilities[outside].any()
+    assert not in_roi[outside].any()
 
 
 def test_views_that_do_not_fit_the_network_are_refused():
@@ -167,9 +172,9 @@ def test_a_multi_view_ensemble_fine_tunes_each_member_on_its_own_view(tmp_path, 
     views_cut = []
     original = PreparedCase.of.__func__
 
-    def record(cls, case, transform, view="through-plane"):
-        views_cut.append((view, transform.fit))
-        return original(cls, case, transform, view)
+    def record(cls, case, transform):
+        views_cut.append((transform.view, transform.fit))
+        return original(cls, case, transform)
 
     monkeypatch.setattr(PreparedCase, "of", classmethod(record))
     config = TrainConfig(
@@ -189,8 +194,8 @@ def test_a_multi_view_ensemble_fine_tunes_each_member_on_its_own_view(tmp_path, 
     # Each member its own slices, fitted its own way.
     assert views_cut == [("through-plane", "pad")] * 2 + [("in-plane-1", "stretch")] * 2
     trained = load_checkpoint(result.best_checkpoint)
-    assert trained.preprocessing["views"] == THREE_VIEWS[:2]
-    assert trained.preprocessing["fits"] == ["pad", "stretch"]
+    assert list(trained.preprocessing.views) == THREE_VIEWS[:2]
+    assert [b.fit for b in trained.preprocessing.branches] == ["pad", "stretch"]
     for member, view, fit in zip(
         trained.net.members, THREE_VIEWS[:2], ("pad", "stretch"), strict=True
     ):
@@ -212,7 +217,7 @@ def test_the_command_line_trains_and_segments_with_a_multi_view_model(tmp_path, 
     args = ["train", "--cases", str(cases), "--config", str(config), "--out", str(out)]
     assert main([*args, "--set", "model=unet_ensemble", "model_kwargs.members=3", views]) == 0
     trained = load_checkpoint(out / "best")
-    assert trained.preprocessing["views"] == THREE_VIEWS and len(trained.net.members) == 3
+    assert list(trained.preprocessing.views) == THREE_VIEWS and len(trained.net.members) == 3
 
     image = cases / "images" / "case0.nii.gz"
     mask = tmp_path / "mask.nii.gz"
@@ -228,11 +233,15 @@ def test_the_command_line_trains_and_segments_with_a_multi_view_model(tmp_path, 
 
 
 def test_a_frozen_dinov2_on_another_view_caches_and_validates_that_view(tiny_dinov2, tmp_path):
-    from napari_la_dinov2.training.feature_cache import FeatureCache, TokenStore, validate_cached
-    from napari_la_dinov2.training.finetune import validate
+    from napari_la_dinov2.preprocess import BranchInput
+    from napari_la_dinov2.training.feature_cache import FeatureCache
+    from napari_la_dinov2.training.finetune import evaluate, validate
+    from napari_la_dinov2.training.token_batches import TokenBatches
 
-    tiny_dinov2.preprocessing["views"] = ["in-plane-2"]
-    checkpoint = save_checkpoint(tiny_dinov2, tmp_path / "tiny")
+    coronal = tiny_dinov2.preprocessing.with_branches([BranchInput("in-plane-2", "stretch")])
+    model = type(tiny_dinov2)("dinov2_vits14", tiny_dinov2.config_dict()["model_kwargs"], coronal)
+    model.load_state_dict(tiny_dinov2.state_dict())
+    checkpoint = save_checkpoint(model, tmp_path / "tiny")
     cases = []
     for seed in range(3):
         image, mask = synthetic_case(shape=(40, 36, 8), seed=seed)
@@ -243,11 +252,12 @@ def test_a_frozen_dinov2_on_another_view_caches_and_validates_that_view(tiny_din
     )  # fmt: skip
     result = finetune(cases[:2], config, val_cases=cases[2:], cache=FeatureCache())
     trained = load_checkpoint(result.best_checkpoint)
-    assert trained.preprocessing["views"] == ["in-plane-2"]
-    store = TokenStore(trained.net, Predictor(trained, device="cpu").transform,
-                       trained.preprocessing, torch.device("cpu"), FeatureCache())  # fmt: skip
-    tokens, axis = store.volume_tokens(cases[2], "in-plane-2")
-    assert axis == 1 and tokens.shape[0] == 36  # cut across y: one token map per coronal slice
-    cached = validate_cached(trained, cases[2:], [(tokens, axis)], torch.device("cpu"))
+    assert trained.preprocessing.views == ("in-plane-2",)
+    predictor = Predictor(trained, device="cpu", batch_size=16)
+    batches = TokenBatches(predictor, cases[:1], cases[2:], cache=FeatureCache(), flips=False,
+                           generator=torch.Generator(), foreground_fraction=0.6)  # fmt: skip
+    tokens = batches.val_tokens["c2"]
+    assert tokens.shape[0] == 36  # cut across y: one token map per coronal slice
+    cached = evaluate(predictor, cases[2:], batches)
     assert cached == pytest.approx(validate(trained, cases[2:], "cpu"), abs=0.01)
     assert cached == pytest.approx(result.best_val_dice, abs=1e-6)

@@ -14,3 +14,18 @@ class InputError(ValueError):
 
 class CancelledError(RuntimeError):
     """A long job was stopped by its cancel flag."""
+
+
+def is_cancelled(cancel) -> bool:
+    """Whether a job's cancel flag is up: ``None`` (never), a ``threading.Event`` or any
+    callable returning a truth value (e.g. a napari worker's ``abort_requested``)."""
+    if cancel is None:
+        return False
+    is_set = getattr(cancel, "is_set", None)
+    return bool(is_set() if is_set is not None else cancel())
+
+
+def raise_if_cancelled(cancel, what: str) -> None:
+    """Raise :class:`CancelledError` ("stopped <what>") when the flag is up."""
+    if is_cancelled(cancel):
+        raise CancelledError(f"stopped {what}")

@@ -1,16 +1,23 @@
 """Volume inference: numpy volume in, uint8 label volume of the same shape out.
 
-Slices along the acquisition's through-plane axis (or along the model's view, see
-``preprocess.view_axis``) are streamed through the model in batches (only one batch is ever
-resized), so memory stays bounded for a full field of view. A multi-view model runs each member
-along its own axis over the same region and averages their logits. Reduced precision (bf16,
-else fp16) is used on CUDA only: on CPUs it is slower than fp32.
+Two levels, as segment-anything's predictor sets an image once and then predicts:
+
+1. :meth:`Predictor.prepare` makes a volume ready once: the region of interest, its intensity
+   statistics, and for each branch of the model the region cut along that branch's axis
+   (views of the array, nothing copied).
+2. :meth:`Predictor.probabilities` streams each branch's slices through its network in
+   batches (only one batch is ever resized, so memory stays bounded for a full field of view),
+   maps the logits back onto the volume's grid and averages the branches;
+   :meth:`Predictor.labels` thresholds and cleans them.
+
+Training reuses both levels: validation runs :meth:`Predictor.predict`, and the frozen-feature
+cache feeds its cached token maps to level 2 in place of the network (``logits_of``). Reduced
+precision (bf16, else fp16) is used on CUDA only: on CPUs it is slower than fp32.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,13 +25,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import CancelledError, InputError
+from .errors import InputError, raise_if_cancelled
 from .io import VolumeMeta
 from .postprocess import postprocess
-from .preprocess import IntensityStats, slice_transforms, view_axis, views_of
+from .preprocess import IntensityStats, view_axis
 
 log = logging.getLogger(__name__)
-ProgressCallback = Callable[[int, int], None]
+ProgressCallback = Callable[[int, int], None]  # (slices done, slices in all) over all branches
+# (branch index, first slice, stop slice) -> Bx1xSxS logits at the model's input size
+LogitsSource = Callable[[int, int, int], torch.Tensor]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -103,16 +112,30 @@ class RegionOfInterest:
         return cls(box=box, slices=parts[2] if len(parts) == 3 else None)
 
 
-def _is_cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    if isinstance(cancel, threading.Event):
-        return cancel.is_set()
-    return bool(cancel())
+@dataclass(frozen=True, eq=False)
+class PreparedVolume:
+    """A volume made ready once for a model (level 1 of the :class:`Predictor`).
+
+    ``index`` is the region of interest in the volume (3 slices); ``stats`` the region's
+    intensity window; ``slices[b]`` the region cut along branch ``b``'s axis ``axes[b]``, as an
+    ``SxHxW`` view (slices first)."""
+
+    shape: tuple[int, int, int]
+    slice_axis: int
+    index: tuple[slice, slice, slice]
+    stats: IntensityStats
+    slices: tuple[np.ndarray, ...]
+    axes: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        """Slices over all branches (what progress counts)."""
+        return sum(view.shape[0] for view in self.slices)
 
 
 class Predictor:
-    """Runs one model over volumes. ``predict(volume XYZ, meta) -> uint8 labels XYZ``."""
+    """Runs one model over volumes: ``predict(volume XYZ, meta) -> uint8 labels XYZ``, or
+    ``prepare`` then ``probabilities`` then ``labels`` (see the module docstring)."""
 
     def __init__(
         self,
@@ -133,42 +156,24 @@ class Predictor:
         self.device = resolve_device(device)
         self.dtype = autocast_dtype(self.device, precision)
         self.model = model.to(self.device).eval()
-        # (view, network): one, or one per member of a multi-view model. Any module with a
-        # ``preprocessing`` dict can be run (stand-ins in tests, a bare network).
-        if hasattr(model, "branches"):
-            self.branches = model.branches()
-        else:
-            self.branches = [(views_of(model.preprocessing)[0], self.model)]
-        # One slice transform per branch: members of a multi-view model may fit differently.
-        self.transforms = slice_transforms(model.preprocessing)
-        self.transform = self.transforms[0]
+        self.branches = model.branches
         self.batch_size = batch_size
         self.threshold = threshold
         self.morphology = morphology
         self.largest_cc = largest_cc
-        # None: what the checkpoint recommends (the embedded model ships with flip averaging
-        # when it scored better on its validation cases).
-        recommended = getattr(model, "provenance", {}).get("inference", {})
+        # None: what the checkpoint recommends (from the validation of the shipped model).
+        recommended = model.provenance.get("inference", {})
         self.flip_tta = recommended.get("flip_tta", False) if flip_tta is None else flip_tta
 
-    def _forward(self, net: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            logits = net(batch)
-            if self.flip_tta:  # average with the left-right mirrored prediction
-                logits = (logits + net(batch.flip(-1)).flip(-1)) / 2
-        return logits.float()
-
-    def predict_probabilities(
+    def prepare(
         self,
         volume: np.ndarray,
         meta: VolumeMeta | None = None,
         *,
         slice_axis: int | None = None,
         roi: RegionOfInterest | None = None,
-        progress: ProgressCallback | None = None,
-        cancel=None,
-    ) -> tuple[np.ndarray, int]:
-        """Foreground probability (float32, same shape; 0 outside the ROI) and the slice axis."""
+    ) -> PreparedVolume:
+        """Level 1: the region, its statistics and each branch's slices (checked)."""
         volume = np.asarray(volume)
         if volume.ndim != 3:
             raise InputError(f"a 3D volume is needed, got an array of shape {volume.shape}.")
@@ -177,42 +182,71 @@ class Predictor:
         if slice_axis not in (0, 1, 2):
             raise InputError(f"slice axis must be 0, 1 or 2, not {slice_axis}.")
         index = (roi or RegionOfInterest()).clamp(volume.shape, slice_axis)
-        region = volume[index]  # a view: nothing copied yet
-        stats = IntensityStats.of(region)
-        full = np.zeros(volume.shape, dtype=np.float32)
+        region = volume[index]  # a view: nothing copied
+        axes = tuple(view_axis(slice_axis, branch.view) for branch in self.branches)
+        return PreparedVolume(
+            shape=volume.shape,
+            slice_axis=slice_axis,
+            index=index,
+            stats=IntensityStats.of(region),
+            slices=tuple(np.moveaxis(region, axis, 0) for axis in axes),
+            axes=axes,
+        )
+
+    def inputs(self, prepared: PreparedVolume, branch: int, first: int, stop: int):
+        """``BxCxSxS`` model input of slices ``first..stop-1`` of a branch, on the device."""
+        transform = self.branches[branch].transform
+        raw = transform.gather(prepared.slices[branch], first, stop).to(self.device)
+        return transform.prepare(raw, prepared.stats)
+
+    def _network_logits(self, prepared: PreparedVolume, branch: int, first: int, stop: int):
+        net, batch = self.branches[branch].net, self.inputs(prepared, branch, first, stop)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            logits = net(batch)
+            if self.flip_tta:  # average with the left-right mirrored prediction
+                logits = (logits + net(batch.flip(-1)).flip(-1)) / 2
+        return logits
+
+    def probabilities(
+        self,
+        prepared: PreparedVolume,
+        *,
+        logits_of: LogitsSource | None = None,
+        progress: ProgressCallback | None = None,
+        cancel=None,
+    ) -> np.ndarray:
+        """Level 2: foreground probability (float32, the volume's shape; 0 outside the
+        region). ``logits_of`` replaces the networks (e.g. a decoder on cached tokens)."""
+        if logits_of is None:
+            logits_of = lambda b, first, stop: self._network_logits(prepared, b, first, stop)  # noqa: E731
+        full = np.zeros(prepared.shape, dtype=np.float32)
         # Logits are summed in place into ``full`` over the region (a view), then turned into
         # probabilities: the output volume is the only full-size float array held.
-        logits_sum = full[index]
-        axes = [view_axis(slice_axis, view) for view, _ in self.branches]
-        total, done = sum(region.shape[axis] for axis in axes), 0
+        logits_sum = full[prepared.index]
+        done = 0
         if progress:
-            progress(0, total)
+            progress(0, prepared.total)
         with torch.inference_mode():
-            for (_, net), transform, axis in zip(self.branches, self.transforms, axes, strict=True):
-                done = self._run_view(
-                    net, transform, np.moveaxis(region, axis, 0),
-                    np.moveaxis(logits_sum, axis, 0), stats, done, total, progress, cancel,
-                )  # fmt: skip
-        logits_sum /= len(self.branches)
+            for b, axis in enumerate(prepared.axes):
+                out = np.moveaxis(logits_sum, axis, 0)
+                done = self._run_branch(b, prepared, out, logits_of, done, progress, cancel)
+        logits_sum /= len(prepared.axes)
         with np.errstate(over="ignore"):  # exp overflow -> inf -> probability 0, as it should
             np.exp(np.negative(logits_sum, out=logits_sum), out=logits_sum)
         logits_sum += 1.0
         np.reciprocal(logits_sum, out=logits_sum)
-        return full, slice_axis
+        return full
 
-    def _run_view(self, net, transform, region, out, stats, done, total, progress, cancel) -> int:
-        """Add ``net``'s logits for every slice of ``region`` (``SxHxW``) into ``out`` (the same
-        shape); returns the slices done so far over all views, for progress."""
-        height, width = region.shape[1:]
+    def _run_branch(self, b, prepared, out, logits_of, done, progress, cancel) -> int:
+        """Add branch ``b``'s logits for each of its slices into ``out`` (``SxHxW``); returns
+        the slices done so far over all branches."""
+        transform, (count, height, width) = self.branches[b].transform, out.shape
         first = 0
-        while first < region.shape[0]:
-            if _is_cancelled(cancel):
-                raise CancelledError(f"stopped after {done} of {total} slices")
-            stop = min(first + self.batch_size, region.shape[0])
-            raw = transform.gather(region, first, stop)  # with neighbours in 2.5D
+        while first < count:
+            raise_if_cancelled(cancel, f"after {done} of {prepared.total} slices")
+            stop = min(first + self.batch_size, count)
             try:
-                batch = transform.prepare(raw.to(self.device), stats)
-                logits = transform.restore(self._forward(net, batch), height, width)
+                logits = transform.restore(logits_of(b, first, stop).float(), height, width)
             except torch.cuda.OutOfMemoryError:
                 if self.batch_size == 1:
                     raise
@@ -228,8 +262,15 @@ class Predictor:
             done += stop - first
             first = stop
             if progress:
-                progress(done, total)
+                progress(done, prepared.total)
         return done
+
+    def labels(self, probabilities: np.ndarray, prepared: PreparedVolume) -> np.ndarray:
+        """uint8 labels: thresholded, then cleaned in the acquisition's plane."""
+        mask = probabilities > self.threshold
+        return postprocess(
+            mask, prepared.slice_axis, morphology=self.morphology, largest_cc=self.largest_cc
+        ).astype(np.uint8)
 
     def predict(
         self,
@@ -242,10 +283,6 @@ class Predictor:
         cancel=None,
     ) -> np.ndarray:
         """uint8 labels (1 = left atrium) on the grid of ``volume``."""
-        probs, axis = self.predict_probabilities(
-            volume, meta, slice_axis=slice_axis, roi=roi, progress=progress, cancel=cancel
-        )
-        mask = probs > self.threshold
-        del probs  # free the float volume before post-processing makes its own arrays
-        mask = postprocess(mask, axis, morphology=self.morphology, largest_cc=self.largest_cc)
-        return mask.astype(np.uint8)
+        prepared = self.prepare(volume, meta, slice_axis=slice_axis, roi=roi)
+        probabilities = self.probabilities(prepared, progress=progress, cancel=cancel)
+        return self.labels(probabilities, prepared)

@@ -199,22 +199,28 @@ def write_table_markdown(path: str | os.PathLike, results: Mapping[str, Sequence
 def write_table_csv(path: str | os.PathLike, results: Mapping[str, Sequence[Mapping]]):
     """Table 1 as CSV: model, n_cases, then <metric>_mean and <metric>_sd (Dice/IoU in %)."""
     rows = table_rows(results)
-    return _write_csv(path, rows)
+    return write_csv(path, rows)
 
 
 def write_cases_csv(path: str | os.PathLike, rows: Sequence[Mapping]):
     """Per-case rows (as from :func:`evaluate_case`, plus any name columns) as CSV."""
-    return _write_csv(path, rows)
+    return write_csv(path, rows)
 
 
-def _write_csv(path, rows: Sequence[Mapping]) -> Path:
+def write_csv(path, rows: Sequence[Mapping], fields: Sequence[str] | None = None) -> Path:
+    """Rows as CSV, written atomically (a reader never sees half a table). ``fields``: the
+    columns (others are left out); default: every key, in order of appearance."""
+    from .io import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fields: list[str] = []
-    for row in rows:
-        fields += [key for key in row if key not in fields]
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    if fields is None:
+        fields = list(dict.fromkeys(key for row in rows for key in row))
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
     return path

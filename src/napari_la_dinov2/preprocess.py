@@ -1,30 +1,26 @@
 """Per-model slice preparation and its exact geometric inverse.
 
-Intensities are normalised per volume (robust percentiles, computed once, so every slice of a
-case sees the same mapping), then each ``HxW`` slice is fitted to the model's square input:
+A model's input is described by two typed, frozen objects:
 
-- ``fit="pad"``: pad to a centred square, then resize (no distortion; the CNN baselines);
-- ``fit="stretch"``: resize straight to the square (the paper's DINOv2 input).
+- :class:`Preprocessing`: what every branch of a model shares: the square input size, the
+  intensity standardisation and the 2.5D ``context`` (each slice with its ``k`` neighbours on
+  either side as ``2k+1`` channels). The number of channels is derived, never stated.
+- :class:`BranchInput`: what one branch sees: its ``view`` (the axis it cuts the volume along,
+  named relative to the acquisition, see :func:`view_axis`) and its ``fit`` to the square input
+  (``pad``: pad to a centred square, then resize, no distortion; ``stretch``: resize straight
+  to the square, the paper's DINOv2 input). A single network is one branch; a multi-view
+  ensemble has one branch per member.
 
-With ``context: k`` (2.5D input) a slice is fed with its ``k`` neighbours on either side as
-``2k+1`` channels, so a 2D network sees the through-plane shape of the atrium; at the ends of
-the volume the edge slice is repeated.
-
-``restore`` maps ``Bx1xSxS`` logits back onto the original ``HxW`` grid by the inverse steps,
-so a mask lands on exactly the voxels of its slice. Training and inference share this module.
-
-Views: a model cuts the volume along one of three axes, named relative to the acquisition so
-that they mean the same whatever order the file stores its axes in (see :func:`view_axis`).
-``preprocessing["views"]`` lists one view per branch of a model (default: the acquisition's
-own slices); a multi-view ensemble has one member per view and averages their logits. Its
-members may fit their slices differently: ``preprocessing["fits"]``, one per view, overrides
-``fit`` (an in-plane view's slice is short along the through-plane axis; stretched, that axis gets
-as many pixels as the in-plane one). :func:`slice_transforms` gives each branch its own.
+Intensities are windowed per volume (robust percentiles, computed once, so every slice of a
+case sees the same mapping). :class:`SliceTransform` fits ``HxW`` slices to the input and
+``restore`` maps ``Bx1xSxS`` logits back onto the ``HxW`` grid by the inverse steps, so a mask
+lands on exactly the voxels of its slice. Training and inference share this module.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -35,11 +31,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PERCENTILES = (0.5, 99.5)
 _MAX_STAT_SAMPLES = 2_000_000
 
-
 # For an axial acquisition stored (x, y, z), as in the LA 2018 data, these are the axial,
 # sagittal and coronal planes.
 VIEWS = ("through-plane", "in-plane-1", "in-plane-2")
-DEFAULT_VIEWS = ("through-plane",)
+FITS = ("pad", "stretch")
+INTENSITIES = ("zscore", "imagenet")
+# Inputs beyond this side would need tens of GB of activations for any of our networks.
+MAX_INPUT_SIZE = 2048
 
 
 def view_axis(through_plane_axis: int, view: str) -> int:
@@ -54,33 +52,131 @@ def view_axis(through_plane_axis: int, view: str) -> int:
     return in_plane[VIEWS.index(view) - 1]
 
 
-def views_of(preprocessing: dict) -> list[str]:
-    """The views a model's branches see (checked): ``preprocessing["views"]`` or the default."""
-    views = list(preprocessing.get("views", DEFAULT_VIEWS))
-    if not views:
-        raise ValueError("views must name at least one view")
-    for view in views:
-        view_axis(2, view)  # raises for an unknown name
-    return views
+@dataclass(frozen=True)
+class BranchInput:
+    """How one branch of a model cuts and fits its slices."""
+
+    view: str = "through-plane"
+    fit: str = "pad"
+
+    def __post_init__(self):
+        view_axis(2, self.view)  # raises for an unknown view
+        if self.fit not in FITS:
+            raise ValueError(f"fit must be 'pad' or 'stretch', not {self.fit!r}")
 
 
-FITS = ("pad", "stretch")
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a model's input is, shared by its branches (one :class:`BranchInput` each)."""
+
+    input_size: int
+    intensity: str
+    context: int = 0
+    branches: tuple[BranchInput, ...] = field(default=(BranchInput(),))
+
+    def __post_init__(self):
+        if not isinstance(self.input_size, int) or not 16 <= self.input_size <= MAX_INPUT_SIZE:
+            raise ValueError(f"input_size must be an integer in 16..{MAX_INPUT_SIZE}")
+        if self.intensity not in INTENSITIES:
+            raise ValueError(f"intensity must be 'imagenet' or 'zscore', not {self.intensity!r}")
+        if not isinstance(self.context, int) or not 0 <= self.context <= 8:
+            raise ValueError(f"context must be an integer in 0..8, not {self.context!r}")
+        if not self.branches or not all(isinstance(b, BranchInput) for b in self.branches):
+            raise ValueError("a model needs at least one branch (view and fit)")
+
+    @property
+    def channels(self) -> int:
+        """``2k+1`` neighbouring slices in 2.5D; else one grey slice, repeated to 3 channels
+        for ImageNet-normalised (RGB-pretrained) networks."""
+        if self.context:
+            return 2 * self.context + 1
+        return 3 if self.intensity == "imagenet" else 1
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        return tuple(branch.view for branch in self.branches)
+
+    def transforms(self) -> list[SliceTransform]:
+        """One :class:`SliceTransform` per branch, in order."""
+        return [SliceTransform(self, branch) for branch in self.branches]
+
+    def to_dict(self) -> dict:
+        return dict(
+            input_size=self.input_size,
+            intensity=self.intensity,
+            context=self.context,
+            branches=[dict(view=b.view, fit=b.fit) for b in self.branches],
+        )
+
+    @classmethod
+    def from_dict(cls, settings: Mapping) -> Preprocessing:
+        """The one converter from a mapping: today's form (``branches``) or the form of
+        earlier checkpoints and command lines (``fit`` for all views, ``fits`` one per view,
+        ``views``, and a ``channels`` that must agree with the derived one). Raises
+        ``ValueError`` with one sentence for anything that does not make sense."""
+        if not isinstance(settings, Mapping):
+            raise ValueError(f"preprocessing must be a mapping, not {type(settings).__name__}")
+        known = {"input_size", "intensity", "context", "branches", "fit", "fits", "views"}
+        unknown = sorted(set(settings) - known - {"channels"})
+        if unknown:
+            raise ValueError(f"unknown preprocessing setting(s): {', '.join(unknown)}")
+        try:
+            made = cls(
+                input_size=settings.get("input_size"),
+                intensity=settings.get("intensity"),
+                context=settings.get("context", 0),
+                branches=_branches_from(settings),
+            )
+        except TypeError as error:
+            raise ValueError(f"preprocessing has a value of the wrong type ({error})") from None
+        stated = settings.get("channels")
+        if stated is not None and stated != made.channels:
+            raise ValueError(
+                f"channels {stated!r} does not fit context {made.context} and "
+                f"{made.intensity} intensities, which give {made.channels}; leave channels out"
+            )
+        return made
+
+    def updated(self, overrides: Mapping | None) -> Preprocessing:
+        """A copy with ``overrides`` (a partial mapping in either form of :meth:`from_dict`)
+        applied. Views or fits given alone keep the other from this one where they fit."""
+        if not overrides:
+            return self
+        if not isinstance(overrides, Mapping):
+            raise ValueError(f"preprocessing must be a mapping, not {type(overrides).__name__}")
+        merged = {k: v for k, v in self.to_dict().items() if k != "branches"}
+        merged.update({k: v for k, v in overrides.items() if k not in ("fit", "fits", "views")})
+        if "branches" not in overrides:
+            views = overrides.get("views", self.views)
+            fits = [b.fit for b in self.branches]
+            if "fits" in overrides:
+                fits = overrides["fits"]
+            elif "fit" in overrides or (
+                isinstance(views, list | tuple) and len(views) != len(fits)
+            ):
+                fits = [overrides.get("fit", fits[0])] * len(views)
+            merged.update(views=views, fits=fits)
+        return Preprocessing.from_dict(merged)
+
+    def with_branches(self, branches) -> Preprocessing:
+        return replace(self, branches=tuple(branches))
 
 
-def branch_preprocessing(preprocessing: dict) -> list[dict]:
-    """One single-view preprocessing per branch (checked): the model's, with that branch's view
-    and fit (``preprocessing["fits"]`` where given, one per view, else ``fit`` for all)."""
-    views = views_of(preprocessing)
-    fits = list(preprocessing.get("fits", [preprocessing.get("fit")] * len(views)))
-    if len(fits) != len(views):
-        raise ValueError(f"fits names {len(fits)} fit(s) for {len(views)} view(s)")
-    base = {k: v for k, v in preprocessing.items() if k not in ("views", "fits")}
-    branches = []
-    for view, fit in zip(views, fits, strict=True):
-        if fit not in FITS:
-            raise ValueError(f"fit must be 'pad' or 'stretch', not {fit!r}")
-        branches.append({**base, "fit": fit, "views": [view]})
-    return branches
+def _branches_from(settings: Mapping) -> tuple[BranchInput, ...]:
+    if "branches" in settings:
+        if any(key in settings for key in ("fit", "fits", "views")):
+            raise ValueError("give either branches or fit/fits/views, not both")
+        items = settings["branches"]
+        if not isinstance(items, list | tuple) or not all(isinstance(b, Mapping) for b in items):
+            raise ValueError("branches must be a list of {view, fit} mappings")
+        return tuple(BranchInput(**dict(b)) for b in items)
+    views = settings.get("views", ["through-plane"])
+    if isinstance(views, str) or not isinstance(views, list | tuple) or not views:
+        raise ValueError("views must be a list naming at least one view")
+    fits = settings.get("fits", [settings.get("fit", "pad")] * len(views))
+    if isinstance(fits, str) or not isinstance(fits, list | tuple) or len(fits) != len(views):
+        raise ValueError(f"fits must name one fit per view ({len(views)})")
+    return tuple(BranchInput(view=v, fit=f) for v, f in zip(views, fits, strict=True))
 
 
 def with_neighbours(first: int, stop: int, total: int, context: int) -> np.ndarray:
@@ -117,36 +213,16 @@ class IntensityStats:
 
 
 class SliceTransform:
-    """``prepare``: ``BxHxW`` raw slices (or ``BxKxHxW`` with their neighbours, see
-    :func:`with_neighbours`) -> ``BxCxSxS`` model input; ``restore``: the inverse."""
+    """``prepare``: ``BxKxHxW`` raw slices (each with its neighbours, see :meth:`gather`) ->
+    ``BxCxSxS`` model input; ``restore``: ``Bx1xSxS`` logits -> ``BxHxW`` on the slice grid."""
 
-    def __init__(self, preprocessing: dict):
-        self.size = int(preprocessing["input_size"])
-        self.channels = int(preprocessing["channels"])
-        self.context = int(preprocessing.get("context", 0))
-        self.fit = preprocessing["fit"]
-        self.intensity = preprocessing["intensity"]
-        if self.fit not in FITS:
-            raise ValueError(f"fit must be 'pad' or 'stretch', not {self.fit!r}")
-        if self.intensity not in ("imagenet", "zscore"):
-            raise ValueError(f"intensity must be 'imagenet' or 'zscore', not {self.intensity!r}")
-        if self.size < 16:
-            raise ValueError("input_size must be >= 16")
-        if self.context < 0:
-            raise ValueError(f"context must be 0 or more, not {self.context}")
-        # One slice (repeated to 3 channels where a model wants RGB), or one per slice in 2.5D.
-        allowed = (2 * self.context + 1,) if self.context else (1, 3)
-        if self.channels not in allowed:
-            raise ValueError(
-                f"context {self.context} needs {' or '.join(map(str, allowed))} channels, "
-                f"not {self.channels}"
-            )
-        if self.intensity == "imagenet" and self.channels not in (1, 3):
-            raise ValueError("ImageNet intensities need 1 or 3 channels")
-
-    def normalize(self, slices: torch.Tensor, stats: IntensityStats) -> torch.Tensor:
-        """``BxHxW`` raw -> ``BxCxHxW`` normalised (float32)."""
-        return self.standardize(self.to_unit(slices, stats).unsqueeze(1), stats)
+    def __init__(self, preprocessing: Preprocessing, branch: BranchInput):
+        self.size = preprocessing.input_size
+        self.channels = preprocessing.channels
+        self.context = preprocessing.context
+        self.intensity = preprocessing.intensity
+        self.view = branch.view
+        self.fit = branch.fit
 
     def neighbours(self, first: int, stop: int, total: int) -> np.ndarray:
         """Which slices feed slices ``first..stop-1``: ``Bx(2k+1)`` indices (``Bx1`` in 2D)."""
@@ -182,30 +258,30 @@ class SliceTransform:
         """``BxCxHxW`` -> ``BxCxSxS`` (pad-or-stretch, then resize). Masks use mode='nearest'
         (padded with 0); images are padded with each slice's darkest value."""
         if self.fit == "pad":
-            left, right, top, bottom = self._padding(*x.shape[-2:])
-            if (left or right or top or bottom) and mode == "nearest":
-                x = F.pad(x, (left, right, top, bottom), value=0)  # a mask: background
-            elif left or right or top or bottom:
-                # Pad each slice (and channel) with its own darkest value: background, not a
-                # fake edge, and the same whichever other slices share the batch.
-                height, width = x.shape[-2:]
-                side = height + top + bottom
-                fill = x.amin(dim=(-2, -1), keepdim=True)
-                padded = fill.expand(*x.shape[:-2], side, width + left + right).clone()
-                padded[..., top : top + height, left : left + width] = x
-                x = padded
+            x = self._pad_square(x, mask=mode == "nearest")
         if tuple(x.shape[-2:]) == (self.size, self.size):
             return x
         if mode == "nearest":
             return F.interpolate(x, size=(self.size, self.size), mode="nearest-exact")
         shrinking = max(x.shape[-2:]) > self.size
         return F.interpolate(
-            x,
-            size=(self.size, self.size),
-            mode="bilinear",
-            align_corners=False,
+            x, size=(self.size, self.size), mode="bilinear", align_corners=False,
             antialias=shrinking,
-        )
+        )  # fmt: skip
+
+    def _pad_square(self, x: torch.Tensor, mask: bool) -> torch.Tensor:
+        left, right, top, bottom = self._padding(*x.shape[-2:])
+        if not (left or right or top or bottom):
+            return x
+        if mask:
+            return F.pad(x, (left, right, top, bottom), value=0)  # a mask: background
+        # Pad each slice (and channel) with its own darkest value: background, not a fake
+        # edge, and the same whichever other slices share the batch.
+        height, width = x.shape[-2:]
+        fill = x.amin(dim=(-2, -1), keepdim=True)
+        padded = fill.expand(*x.shape[:-2], height + top + bottom, width + left + right).clone()
+        padded[..., top : top + height, left : left + width] = x
+        return padded
 
     def prepare(self, slices: torch.Tensor, stats: IntensityStats) -> torch.Tensor:
         """``BxHxW`` (or ``BxKxHxW``) raw -> ``BxCxSxS``. Resizing the [0, 1] image before the
@@ -224,9 +300,3 @@ class SliceTransform:
         out = F.interpolate(logits.float(), size=(side, side), mode="bilinear", align_corners=False)
         left, _, top, _ = self._padding(height, width)
         return out[:, 0, top : top + height, left : left + width]
-
-
-def slice_transforms(preprocessing: dict) -> list[SliceTransform]:
-    """One :class:`SliceTransform` per branch of a model, in the order of its views (checked:
-    raises ``ValueError`` for any setting that does not make sense)."""
-    return [SliceTransform(branch) for branch in branch_preprocessing(preprocessing)]

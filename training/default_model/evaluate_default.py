@@ -35,8 +35,8 @@ from train_default import cpu_name  # this folder is on sys.path when run as a s
 from napari_la_dinov2.inference import Predictor
 from napari_la_dinov2.metrics import evaluate_case, markdown_table, summarize
 from napari_la_dinov2.models import load_checkpoint, save_checkpoint
-from napari_la_dinov2.models.ensemble import ensemble_of
-from napari_la_dinov2.preprocess import VIEWS, branch_preprocessing, views_of
+from napari_la_dinov2.models.packing import ensemble_of
+from napari_la_dinov2.preprocess import VIEWS
 from napari_la_dinov2.training import load_case_folder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,9 +89,9 @@ def main(argv=None) -> int:
         for key in INSTALL_ONLY_KEYS:
             member.provenance.pop(key, None)
         if view is not None:  # trained on a view_copy.py copy: the same slices, now named
-            member.preprocessing["views"] = [view]
             member.provenance["view_trained_on"] = "a view_copy.py copy of the data"
-    packed = ensemble_of(members) if len(members) > 1 else members[0]
+    own = [v or m.preprocessing.views[0] for v, m in zip(views, members, strict=True)]
+    packed = ensemble_of(members, views=own) if len(members) > 1 else members[0]
     # Score what ships: the float16-stored weights, loaded back.
     save_checkpoint(packed, out / "packed", weights_dtype=SHIPPED_DTYPE)
     model = load_checkpoint(out / "packed")
@@ -178,7 +178,7 @@ def run_seconds(run: Path) -> float:
 
 
 def context_text(model) -> str:
-    context = int(model.preprocessing.get("context", 0))
+    context = model.preprocessing.context
     if not context:
         return ""
     return f"; 2.5D: each slice is fed with its {context} neighbour(s) on either side as channels"
@@ -193,8 +193,8 @@ def member_count(model) -> int:
 
 
 def display_name(model) -> str:
-    size, context = model.preprocessing["input_size"], model.preprocessing.get("context", 0)
-    n, views = member_count(model), views_of(model.preprocessing)
+    size, context = model.preprocessing.input_size, model.preprocessing.context
+    n, views = member_count(model), model.preprocessing.views
     kind = f"{len(views)}-view UNet" if len(views) > 1 else f"{n} UNets" if n > 1 else "UNet"
     return f"LA default ({kind} {'2.5D ' if context else ''}{size})"
 
@@ -203,8 +203,8 @@ def fit_text(model) -> str:
     """How the slices become square, per plane where the members differ."""
     said = {"pad": "padded to a square", "stretch": "stretched to the square"}
     planes: dict[str, list[str]] = {}  # fit -> the planes fitted that way, in member order
-    for branch in branch_preprocessing(model.preprocessing):
-        planes.setdefault(branch["fit"], []).append(PLANES[branch["views"][0]])
+    for branch in model.preprocessing.branches:
+        planes.setdefault(branch.fit, []).append(PLANES[branch.view])
     if len(planes) == 1:
         return f"slices {said[next(iter(planes))]}"
     return ", ".join(f"{' and '.join(p)} slices {said[fit]}" for fit, p in planes.items())
@@ -213,8 +213,7 @@ def fit_text(model) -> str:
 def stretched_in_plane(model) -> bool:
     """Whether an in-plane member stretches its slices (its through-plane axis fills the input)."""
     return any(
-        b["views"][0] != "through-plane" and b["fit"] == "stretch"
-        for b in branch_preprocessing(model.preprocessing)
+        b.view != "through-plane" and b.fit == "stretch" for b in model.preprocessing.branches
     )
 
 
@@ -256,7 +255,7 @@ def model_card(model, runs, split, results, seconds, train_seconds, use_tta, mem
     test_key = "test + flip TTA" if use_tta else "test"
     val_key = "val + flip TTA" if use_tta else "val"
     test, val = summarize(results[test_key]), summarize(results[val_key])
-    views = views_of(model.preprocessing)
+    views = model.preprocessing.views
     unets = (
         f"compact 2D UNets (MONAI `UNet`, channels {config['model_kwargs']['channels']}, 2 "
         f"residual units per level, {n_params / n / 1e6:.2f} M parameters each)"
@@ -271,7 +270,7 @@ def model_card(model, runs, split, results, seconds, train_seconds, use_tta, mem
             f"A multi-view ensemble of {n} {unets}, one per view: "
             f"{', '.join(VIEW_NAMES[v] for v in views)}. Each member cuts the volume along its "
             f"own axis and their logits are averaged on the volume's grid; trained by the same "
-            f"recipe (`--view`{', `--fit`' if 'fits' in model.preprocessing else ''}) on the same "
+            f"recipe (`--view`{', `--fit`' if len({b.fit for b in model.preprocessing.branches}) > 1 else ''}) on the same "
             f"patients. {alone}"
         )
     elif n > 1:
@@ -283,7 +282,7 @@ def model_card(model, runs, split, results, seconds, train_seconds, use_tta, mem
     else:
         what = f"A {unets.replace('UNets', 'UNet').replace(' each', '')}"
     along = "(each member along its own axis)" if len(views) > 1 else "along the through-plane axis"
-    size = model.preprocessing["input_size"]
+    size = model.preprocessing.input_size
     summary = textwrap.fill(
         f"{what} segments the left-atrium blood pool of a 3D LGE-MRI volume slice by slice "
         f"{along}, at {size}x{size} ({fit_text(model)}, robust z-score intensities"

@@ -28,6 +28,7 @@ import torch
 
 from napari_la_dinov2.preprocess import FITS, VIEWS
 from napari_la_dinov2.training import TrainConfig, finetune, load_case_folder
+from napari_la_dinov2.training.events import EpochDone
 
 # A compact 2D UNet (MONAI, 1.6 M parameters, 3.3 MB as float16): small enough to ship in the
 # package and to run on a laptop CPU in a second or two per volume. The recipe's defaults
@@ -36,7 +37,7 @@ from napari_la_dinov2.training import TrainConfig, finetune, load_case_folder
 DEFAULT_MODEL = dict(
     model="unet",
     model_kwargs=dict(channels=[16, 32, 64, 128, 256], strides=[2, 2, 2, 2], num_res_units=2),
-    preprocessing=dict(fit="pad", intensity="zscore"),  # size and channels: from the options
+    preprocessing=dict(intensity="zscore"),  # size, context, view and fit: from the options
     loss="bce_dice",
     schedule="cosine",
     lr=1e-3,
@@ -108,18 +109,13 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     cases = load_case_folder(args.data)
     print(f"{len(cases)} cases from {args.data}", flush=True)
-    channels = 2 * args.context + 1
     settings = dict(DEFAULT_MODEL)
-    settings["model_kwargs"] = {**settings["model_kwargs"], "in_channels": channels}
-    settings["preprocessing"] = {
+    settings["preprocessing"] = {  # the network's input channels follow from the context
         **settings["preprocessing"],
         "input_size": args.input_size,
-        "channels": channels,
         "context": args.context,
-        "fit": args.fit,
+        "branches": [{"view": args.view, "fit": args.fit}],
     }
-    if args.view != "through-plane":
-        settings["preprocessing"]["views"] = [args.view]
     config = TrainConfig(
         **settings,
         output_dir=args.out,
@@ -131,11 +127,11 @@ def main(argv=None) -> int:
     )
 
     def report(event):
-        if event["kind"] == "epoch":
+        if isinstance(event, EpochDone):
             print(
-                f"epoch {event['epoch']:3d}/{event['epochs']}  loss {event['train_loss']:.4f}"
-                f"  val Dice {event['val_dice']:.4f}  best {event['best_val_dice']:.4f}"
-                f"  {event['seconds']:.0f} s  (total {time.perf_counter() - started:.0f} s)",
+                f"epoch {event.epoch:3d}/{event.epochs}  loss {event.train_loss:.4f}"
+                f"  val Dice {event.val_dice:.4f}  best {event.best_val_dice:.4f}"
+                f"  {event.seconds:.0f} s  (total {time.perf_counter() - started:.0f} s)",
                 flush=True,
             )
 

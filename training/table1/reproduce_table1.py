@@ -25,6 +25,7 @@ from napari_la_dinov2.training.configfile import (
     load_config_file,
     train_config_from,
 )
+from napari_la_dinov2.training.events import EpochDone
 from napari_la_dinov2.training.fewshot import evaluate_model
 
 HERE = Path(__file__).resolve().parent
@@ -66,10 +67,10 @@ def main() -> None:
         print((out / "table1.md").read_text(), flush=True)
 
 
-def _print(event: dict) -> None:
-    if event["kind"] == "epoch":
-        print(f"  epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.4f}, "
-              f"val Dice {event['val_dice']:.4f}, {event['seconds']:.0f} s", flush=True)  # fmt: skip
+def _print(event) -> None:
+    if isinstance(event, EpochDone):
+        print(f"  epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.4f}, "
+              f"val Dice {event.val_dice:.4f}, {event.seconds:.0f} s", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

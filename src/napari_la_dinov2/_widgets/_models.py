@@ -10,13 +10,12 @@ from pathlib import Path
 
 from psygnal import Signal
 
-from ..models import list_models
-
-DEFAULT = "default"
+from ..models import ALIASES, list_models
 
 
 class KnownModels:
-    """Ordered ``(label, source)`` pairs: the embedded default, added checkpoints, registry names."""
+    """Ordered ``(label, source)`` pairs: shipped models (the embedded default), added
+    checkpoints, registry names (untrained heads)."""
 
     changed = Signal()
 
@@ -25,7 +24,8 @@ class KnownModels:
 
     def choices(self, _widget=None) -> list[tuple[str, str]]:
         added = [(label, source) for label, source in self._added.items()]
-        return [(DEFAULT, DEFAULT), *added, *((name, name) for name in list_models())]
+        shipped = [(name, name) for name in ALIASES]
+        return [*shipped, *added, *((name, name) for name in list_models())]
 
     def label_of(self, source: str) -> str:
         for label, known in self.choices():
@@ -42,7 +42,7 @@ class KnownModels:
             path = Path(source)
             label = f"{path.parent.name}/{path.name}" if path.is_dir() else source
         base, n = label, 2
-        while label in self._added or label == DEFAULT or label in list_models():
+        while label in self._added or label in ALIASES or label in list_models():
             label, n = f"{base} ({n})", n + 1
         self._added[label] = source
         self.changed.emit()

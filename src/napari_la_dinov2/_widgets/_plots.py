@@ -7,6 +7,8 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtCore import QTimer
 
+from ..training.events import EpochDone, StepDone
+
 # A redraw costs 0.1-0.4 s of GUI-thread time on a busy laptop CPU: coalesce the step events
 # into at most one redraw per interval so the viewer stays responsive during training.
 REDRAW_INTERVAL_MS = 500
@@ -49,19 +51,19 @@ class TrainingPlot(FigureCanvasQTAgg):
         if not self._redraw.isActive():
             self._redraw.start()
 
-    def add_event(self, event: dict) -> None:
-        """A progress event of ``training.finetune``: 'step' adds a loss, 'epoch' a Dice."""
-        if event.get("kind") == "step":
-            self.steps.append(event["epoch"] - 1 + event["step"] / event["steps"])
-            self.losses.append(event["loss"])
+    def add_event(self, event) -> None:
+        """A progress event of ``training.finetune``: a step adds a loss, an epoch a Dice."""
+        if isinstance(event, StepDone):
+            self.steps.append(event.epoch - 1 + event.step / event.steps)
+            self.losses.append(event.loss)
             self.loss_line.set_data(self.steps, self.losses)
-        elif event.get("kind") == "epoch":
-            self.epochs.append(event["epoch"])
-            self.dices.append(event["val_dice"])
+        elif isinstance(event, EpochDone):
+            self.epochs.append(event.epoch)
+            self.dices.append(event.val_dice)
             self.dice_line.set_data(self.epochs, self.dices)
         else:
             return
-        self.loss_axes.set_xlim(0, max(1, event["epochs"]))
+        self.loss_axes.set_xlim(0, max(1, event.epochs))
         if self.losses:
             top = max(self.losses)
             self.loss_axes.set_ylim(0, top * 1.1 if top > 0 else 1)

@@ -27,6 +27,7 @@ from qtpy.QtGui import QPixmap
 from qtpy.QtWidgets import QAbstractItemView, QLabel, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError
+from ..training.events import EpochDone, RunStarted
 from ._cases import CasePicker, with_folder_cases
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._worker import Job
@@ -163,17 +164,17 @@ class FewShotWidget(Container):
         return self.job
 
     def _on_event(self, event) -> None:
-        if event.get("kind") == "run":
-            self._run_index, self._run_total = event["index"], event["total"]
+        if isinstance(event, RunStarted):
+            self._run_index, self._run_total = event.index, event.total
             self.status.value = (
-                f"run {event['index'] + 1}/{event['total']}: {event['model']}, "
-                f"{event['n_train']} patient(s), seed {event['seed']}"
+                f"run {event.index + 1}/{event.total}: {event.model}, "
+                f"{event.n_train} patient(s), seed {event.seed}"
             )
-            self.job.set_progress(event["index"], event["total"])
-        elif event.get("kind") == "epoch":
+            self.job.set_progress(event.index, event.total)
+        elif isinstance(event, EpochDone):
             self.status.value = (
-                f"run {event['run'] + 1}/{self._run_total}: epoch {event['epoch']}/"
-                f"{event['epochs']}, validation Dice {event['val_dice']:.3f}"
+                f"run {event.run + 1}/{self._run_total}: epoch {event.epoch}/{event.epochs}, "
+                f"validation Dice {event.val_dice:.3f}"
             )
 
     def _done(self, rows: list[dict]) -> None:

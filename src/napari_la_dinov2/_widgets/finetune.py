@@ -23,6 +23,7 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_error
 
 from ..errors import InputError
+from ..training.events import EpochDone, StepDone
 from ._cases import CasePicker, with_folder_cases
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._plots import TrainingPlot
@@ -126,18 +127,18 @@ class FinetuneWidget(Container):
 
     def _on_event(self, event) -> None:
         self.plot.add_event(event)
-        if event.get("kind") == "step":
+        if isinstance(event, StepDone):
             self.status.value = (
-                f"epoch {event['epoch']}/{event['epochs']}, step {event['step']}/"
-                f"{event['steps']}, loss {event['loss']:.3f}"
+                f"epoch {event.epoch}/{event.epochs}, step {event.step}/{event.steps}, "
+                f"loss {event.loss:.3f}"
             )
             # The napari progress bar counts steps over the whole run.
-            done = (event["epoch"] - 1) * event["steps"] + event["step"]
-            self.job.set_progress(done, event["epochs"] * event["steps"])
-        elif event.get("kind") == "epoch":
+            done = (event.epoch - 1) * event.steps + event.step
+            self.job.set_progress(done, event.epochs * event.steps)
+        elif isinstance(event, EpochDone):
             self.status.value = (
-                f"epoch {event['epoch']}/{event['epochs']}: validation Dice "
-                f"{event['val_dice']:.3f} (best {event['best_val_dice']:.3f})"
+                f"epoch {event.epoch}/{event.epochs}: validation Dice {event.val_dice:.3f} "
+                f"(best {event.best_val_dice:.3f})"
             )
 
     def _done(self, result) -> None:

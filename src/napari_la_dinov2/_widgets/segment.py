@@ -7,6 +7,7 @@ scale, translate, affine and metadata (so the writer saves it on the image's gri
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,12 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.layers import Image, Shapes
-from napari.utils.notifications import show_error, show_warning
+from napari.utils.notifications import show_error
 
 from ..errors import InputError
 from ..inference import Predictor, RegionOfInterest
 from ..metrics import la_volume_ml
-from ..models import list_models, load_model
+from ..models import load_model
 from ._layers import labels_layer_kwargs, layer_volume
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._worker import Job
@@ -88,6 +89,8 @@ def start_segmentation(
 
     def job(report, stop):
         model = load_model(source)
+        if model.untrained_warning():  # napari shows a worker's warnings as notifications
+            warnings.warn(model.untrained_warning(), UserWarning, stacklevel=1)
         predictor = Predictor(
             model,
             device=device,
@@ -224,11 +227,6 @@ class SegmentWidget(Container):
         except InputError as error:
             show_error(f"Segment: {error}")
             return None
-        if self.model.value in list_models():
-            show_warning(
-                f"'{self.model.value}' is a bare registry model whose segmentation weights are "
-                "not trained: its mask is meaningless; pick a trained checkpoint."
-            )
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.status.value = f"segmenting with {KNOWN_MODELS.label_of(self.model.value)}..."
         return self.job

@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         load_config_file,
         to_yaml,
     )
+    from ..training.events import RunStarted
     from ..training.fewshot import run_fewshot
 
     settings = load_config_file(args.config)
@@ -83,13 +84,12 @@ def run(args: argparse.Namespace) -> int:
 
     bars = ProgressBars()
 
-    def progress(event: dict) -> None:
-        if event["kind"] == "run":
+    def progress(event) -> None:
+        if isinstance(event, RunStarted):
             bars.close()
             print(
-                f"run {event['index'] + 1}/{event['total']}: {event['model']}, "
-                f"{event['n_train']} training patient(s) ({event['budget_kind']} "
-                f"{event['budget']}), seed {event['seed']}",
+                f"run {event.index + 1}/{event.total}: {event.model}, {event.n_train} training "
+                f"patient(s) ({event.budget_kind} {event.budget}), seed {event.seed}",
                 file=sys.stderr,
             )
         else:

@@ -6,7 +6,6 @@ Parameter counts are taken on the meta device: nothing is allocated and nothing 
 from __future__ import annotations
 
 import argparse
-import json
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -17,35 +16,38 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
 
 
-def _default_row() -> list[str]:
-    from ..models import DEFAULT_MODEL_NAME, count_parameters, default_checkpoint_dir, get_spec
+def _shipped_rows() -> list[list[str]]:
+    """One row per shipped model (the embedded default), loaded as a user would."""
+    from ..errors import InputError
+    from ..models import ALIASES, load_model
 
-    directory = default_checkpoint_dir()
-    config_file = directory / "config.json"
-    if not (directory / "model.safetensors").is_file() or not config_file.is_file():
-        return [DEFAULT_MODEL_NAME, "-", "-", "-", "not installed in this copy"]
-    config = json.loads(config_file.read_text())
-    name = config["model"]
-    parameters = count_parameters(name, **config.get("model_kwargs", {}))
-    size = config.get("preprocessing", {}).get(
-        "input_size", get_spec(name).preprocessing.get("input_size")
-    )
-    return [
-        DEFAULT_MODEL_NAME,
-        get_spec(name).family,
-        f"{parameters / 1e6:.1f}M",
-        f"{size}x{size}",
-        # e.g. "LA default (3-view UNet 2.5D 192)": says what kind of model it is at a glance
-        f"embedded: {config.get('provenance', {}).get('display_name', name)} ({directory})",
-    ]
+    table = []
+    for name, folder in ALIASES.items():
+        try:
+            model = load_model(name)
+        except InputError:
+            table.append([name, "-", "-", "-", "not installed in this copy"])
+            continue
+        size = model.preprocessing.input_size
+        parameters = sum(p.numel() for p in model.parameters())
+        table.append(
+            [
+                name,
+                model.family,
+                f"{parameters / 1e6:.1f}M",
+                f"{size}x{size}",
+                f"embedded: {model.display_name} ({folder()})",
+            ]  # fmt: skip
+        )
+    return table
 
 
 def rows() -> list[list[str]]:
     from ..models import MODEL_SPECS, count_parameters
 
-    table = [_default_row()]
+    table = _shipped_rows()
     for name, spec in MODEL_SPECS.items():
-        size = spec.preprocessing["input_size"]
+        size = spec.preprocessing.input_size
         table.append(
             [
                 name,

@@ -32,7 +32,7 @@ def _probability(text: str) -> float:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..models import DEFAULT_MODEL_NAME, list_models
+    from ..models import ALIASES, DEFAULT_MODEL_NAME, list_models
 
     parser = subparsers.add_parser(
         "segment",
@@ -48,7 +48,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     source.add_argument(
         "--model",
         default=DEFAULT_MODEL_NAME,
-        choices=[DEFAULT_MODEL_NAME, *list_models()],
+        choices=[*ALIASES, *list_models()],
         metavar="NAME",
         help=f"'{DEFAULT_MODEL_NAME}' (the embedded trained model, the default) or a registry "
         "model (see `la-dinov2 models`; untrained heads, for testing only)",
@@ -120,13 +120,9 @@ def run(args: argparse.Namespace) -> int:
     slice_axis = args.slice_axis if args.slice_axis is not None else meta.through_plane_axis()
     (roi or RegionOfInterest()).clamp(volume.shape, slice_axis)  # checks the ROI before loading
 
-    model = load_model(args.checkpoint or args.model)
-    if args.checkpoint is None and args.model != "default":
-        print(
-            f"warning: '{args.model}' is a bare registry model with no trained segmentation "
-            "weights: its mask is meaningless; pass --checkpoint with a trained model.",
-            file=sys.stderr,
-        )
+    model = load_model(args.model if args.checkpoint is None else args.checkpoint)
+    if model.untrained_warning():
+        print(f"warning: {model.untrained_warning()}", file=sys.stderr)
     predictor = Predictor(
         model,
         device=device,

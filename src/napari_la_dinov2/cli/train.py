@@ -75,26 +75,26 @@ class ProgressBars:
         self.close()
         self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False)
 
-    def __call__(self, event: dict) -> None:
+    def __call__(self, event) -> None:
+        from ..training.events import EpochDone, FeaturesComputed, StepDone
+
         if not self.enabled:
             return
-        kind = event.get("kind")
-        if kind == "features":
-            if self.bar is None or event["done"] == 1:
-                self._new(event["total"], f"{self.prefix}backbone features", "map")
-            self.bar.update(event["done"] - self.bar.n)
-        elif kind == "step":
-            if self.bar is None or event["step"] == 1:
-                desc = f"{self.prefix}epoch {event['epoch']}/{event['epochs']}"
-                self._new(event["steps"], desc, "step")
-            self.bar.update(event["step"] - self.bar.n)
-            self.bar.set_postfix(loss=f"{event['loss']:.4f}")
-        elif kind == "epoch":
+        if isinstance(event, FeaturesComputed):
+            if self.bar is None or event.done == 1:
+                self._new(event.total, f"{self.prefix}backbone features", "map")
+            self.bar.update(event.done - self.bar.n)
+        elif isinstance(event, StepDone):
+            if self.bar is None or event.step == 1:
+                self._new(event.steps, f"{self.prefix}epoch {event.epoch}/{event.epochs}", "step")
+            self.bar.update(event.step - self.bar.n)
+            self.bar.set_postfix(loss=f"{event.loss:.4f}")
+        elif isinstance(event, EpochDone):
             self.close()
             print(
-                f"{self.prefix}epoch {event['epoch']}/{event['epochs']}: "
-                f"loss {event['train_loss']:.4f}, val Dice {event['val_dice']:.4f} "
-                f"(best {event['best_val_dice']:.4f}), {event['seconds']:.0f} s",
+                f"{self.prefix}epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.4f}, "
+                f"val Dice {event.val_dice:.4f} (best {event.best_val_dice:.4f}), "
+                f"{event.seconds:.0f} s",
                 file=sys.stderr,
             )
 

@@ -1,17 +1,25 @@
-"""The model zoo: one small factory per variant and a plain dict from name to spec.
+"""The model zoo: names and aliases, one small factory (a network class) per variant.
 
-``build_model(name, **overrides)`` returns a :class:`~.checkpoint.LASegmenter` (the network plus
-the preprocessing it expects); ``list_models()`` lists what can be built. Each spec also carries
-the paper's training defaults for its family.
+``MODEL_SPECS`` maps a name to its :class:`ModelSpec`: the network's builder, its input
+(:class:`~napari_la_dinov2.preprocess.Preprocessing`) and the paper's training defaults for its
+family. ``ALIASES`` maps names that stand for shipped weights (``default``, the embedded model)
+to the folder that holds them. Whether a model is trained is not the registry's business: it
+comes from the model's provenance (:attr:`~.segmenter.LASegmenter.is_trained`).
+
+This module imports only the networks; the segmenter, checkpoints and packing build on it.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
 
 from torch import nn
 
+from ..preprocess import BranchInput, Preprocessing
 from .baselines import RESNET50_IMAGENET_REPO, AttentionUNet2D, ResNet50UNet2D, UNet2D
 from .dinov2 import DINOV2_ARCHITECTURES, DinoV2Segmenter, hub_repo_id
 from .ensemble import UNetEnsemble2D
@@ -20,9 +28,10 @@ from .ensemble import UNetEnsemble2D
 DINOV2_TRAINING = dict(lr=1e-3, epochs=35, batch_size=32)
 CNN_TRAINING = dict(lr=1e-4, epochs=75, batch_size=24)
 # DINOv2: 448x448, grey repeated to 3 channels, ImageNet normalisation, plain resize.
-DINOV2_PREPROCESSING = dict(input_size=448, channels=3, fit="stretch", intensity="imagenet")
+DINOV2_PREPROCESSING = Preprocessing(448, "imagenet", branches=(BranchInput(fit="stretch"),))
 # Baselines: 320x320 after padding to a square (no distortion), z-score normalisation.
-CNN_PREPROCESSING = dict(input_size=320, channels=1, fit="pad", intensity="zscore")
+CNN_PREPROCESSING = Preprocessing(320, "zscore")
+DEFAULT_MODEL_NAME = "default"
 
 
 @dataclass(frozen=True)
@@ -32,9 +41,13 @@ class ModelSpec:
     builder: Callable[..., nn.Module]
     description: str
     weights: str
+    preprocessing: Preprocessing
     defaults: dict = field(default_factory=dict)
-    preprocessing: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
+
+    def accepts(self, argument: str) -> bool:
+        """Whether the network's constructor takes ``argument`` (e.g. ``in_channels``)."""
+        return argument in inspect.signature(self.builder).parameters
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {}
@@ -47,66 +60,58 @@ def _register(spec: ModelSpec) -> None:
 _SHORT = {"small": "s", "base": "b", "large": "l", "giant": "g"}
 for _size in DINOV2_ARCHITECTURES:
     for _registers in (False, True):
-        _name = f"dinov2_vit{_SHORT[_size]}14" + ("_reg" if _registers else "")
         _register(
             ModelSpec(
-                name=_name,
+                name=f"dinov2_vit{_SHORT[_size]}14" + ("_reg" if _registers else ""),
                 family="dinov2",
                 builder=DinoV2Segmenter,
                 description=f"DINOv2 ViT-{_SHORT[_size].upper()}/14"
                 + (" with registers" if _registers else "")
                 + " + token head + conv decoder, 448x448",
                 weights=f"hub: {hub_repo_id(_size, _registers)} (backbone); head trained by you",
-                defaults=dict(size=_size, registers=_registers),
                 preprocessing=DINOV2_PREPROCESSING,
+                defaults=dict(size=_size, registers=_registers),
                 training=DINOV2_TRAINING,
             )
         )
-
 _register(
     ModelSpec(
-        "unet",
-        "cnn",
-        UNet2D,
-        "MONAI UNet (2 residual units per level), 320x320",
-        "random init; train it",
-        preprocessing=CNN_PREPROCESSING,
-        training=CNN_TRAINING,
+        "unet", "cnn", UNet2D, "MONAI UNet (2 residual units per level), 320x320",
+        "random init; train it", CNN_PREPROCESSING, training=CNN_TRAINING,
     )
-)
+)  # fmt: skip
 _register(
     ModelSpec(
-        "attention_unet",
-        "cnn",
-        AttentionUNet2D,
-        "MONAI Attention UNet, 320x320",
-        "random init; train it",
-        preprocessing=CNN_PREPROCESSING,
-        training=CNN_TRAINING,
+        "attention_unet", "cnn", AttentionUNet2D, "MONAI Attention UNet, 320x320",
+        "random init; train it", CNN_PREPROCESSING, training=CNN_TRAINING,
     )
-)
+)  # fmt: skip
 _register(
     ModelSpec(
-        "res50_unet",
-        "cnn",
-        ResNet50UNet2D,
+        "res50_unet", "cnn", ResNet50UNet2D,
         "MONAI FlexibleUNet, ResNet50 encoder (ImageNet), 320x320",
         f"hub: {RESNET50_IMAGENET_REPO} (encoder, safetensors); decoder trained by you",
-        preprocessing=dict(CNN_PREPROCESSING, channels=3, intensity="imagenet"),
-        training=CNN_TRAINING,
+        Preprocessing(320, "imagenet"), training=CNN_TRAINING,
     )
-)
+)  # fmt: skip
 _register(
     ModelSpec(
-        "unet_ensemble",
-        "cnn",
-        UNetEnsemble2D,
+        "unet_ensemble", "cnn", UNetEnsemble2D,
         "several MONAI UNets (default 3) with averaged logits, 320x320",
-        "random init; or pack trained UNets with models.ensemble.ensemble_of",
-        preprocessing=CNN_PREPROCESSING,
-        training=CNN_TRAINING,
+        "random init; or pack trained UNets with models.packing.ensemble_of",
+        CNN_PREPROCESSING, training=CNN_TRAINING,
     )
-)
+)  # fmt: skip
+
+
+def default_checkpoint_dir() -> Path:
+    """The embedded default model's folder, inside the installed package."""
+    return Path(str(resources.files("napari_la_dinov2") / "weights" / "la_default"))
+
+
+# Names that stand for weights shipped in the package: name -> folder (a callable, so that
+# the package's location is looked up when needed).
+ALIASES: dict[str, Callable[[], Path]] = {DEFAULT_MODEL_NAME: default_checkpoint_dir}
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -119,25 +124,18 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`build_model` (the embedded default is loaded by name 'default')."""
+    """Registry names (untrained heads) accepted by ``build_model``; see also ``ALIASES``."""
     return list(MODEL_SPECS)
 
 
-def build_model(name: str, *, preprocessing: dict | None = None, **model_kwargs):
-    """Build a registry model. ``model_kwargs`` override the spec's defaults (e.g.
-    ``pretrained=False`` for random weights, ``backbone_config=`` for a tiny test backbone)."""
-    from .checkpoint import LASegmenter
-
-    return LASegmenter(model=name, model_kwargs=model_kwargs, preprocessing=preprocessing)
-
-
 def count_parameters(name: str, **model_kwargs) -> int:
-    """Parameter count of a registry model, built on the meta device (no memory, no download)."""
+    """Parameter count of a registry network, built on the meta device (no memory, no
+    download)."""
     import torch
 
     spec = get_spec(name)
     kwargs = {**spec.defaults, **model_kwargs}
-    if "pretrained" in spec.builder.__init__.__code__.co_varnames:
+    if spec.accepts("pretrained"):
         kwargs["pretrained"] = False
     with torch.device("meta"):
         net = spec.builder(**kwargs)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io import SUPPORTED_SUFFIXES, VolumeMeta, read_labels, read_volume
+from ..io import SUPPORTED_SUFFIXES, VolumeMeta, atomic_write, read_labels, read_volume
 
 LABEL_FOLDER_NAMES = ("labels", "masks", "labelsTr", "label")
 IMAGE_FOLDER_NAMES = ("images", "imagesTr", "image")
@@ -163,4 +163,4 @@ def split_cases(names: list[str], fractions=(0.7, 0.1, 0.2), seed: int = 0) -> d
 
 
 def write_split(split: dict[str, list[str]], path: Path) -> None:
-    path.write_text(json.dumps(split, indent=2) + "\n")
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(split, indent=2) + "\n"))

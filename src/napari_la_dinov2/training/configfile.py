@@ -15,8 +15,8 @@ from pathlib import Path
 import yaml
 
 from ..errors import InputError
+from .config import TrainConfig
 from .fewshot import FewShotConfig
-from .finetune import TrainConfig
 
 # Keys finetune adds to config.json for the record; not settings.
 RECORD_KEYS = {
@@ -27,7 +27,6 @@ RECORD_KEYS = {
     "fixed_split",
     "subsets",
 }
-_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 
 
 def load_config_file(path: str | Path | None) -> dict:
@@ -60,6 +59,8 @@ def apply_overrides(settings: dict, overrides: list[str] | None) -> dict:
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError:
             value = text
+        if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
+            value = text.strip()  # YAML 1.1 reads on/off/yes/no as booleans; keep the word
         parts = key.strip().split(".")
         target = settings
         for part in parts[:-1]:
@@ -70,80 +71,55 @@ def apply_overrides(settings: dict, overrides: list[str] | None) -> dict:
     return settings
 
 
-def _coerce(owner: str, name: str, annotation: str, value):
-    """A value read from YAML or the command line, turned into the field's type."""
-    optional = "None" in annotation
-    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
-        if optional:
-            return None
-        raise InputError(f"{owner}.{name} cannot be empty.")
+def _validated(cls, settings: dict, owner: str):
+    """``cls`` (a dataclass) from ``settings``, each value checked and converted to its field's
+    type by pydantic; the first problem becomes one sentence that names the setting."""
+    from pydantic import TypeAdapter, ValidationError
+
     try:
-        if annotation.startswith("bool"):
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in _TRUE | _FALSE:
-                return str(value).lower() in _TRUE
-            raise ValueError
-        if annotation.startswith("int"):
-            if isinstance(value, bool) or float(value) != int(float(value)):
-                raise ValueError
-            return int(float(value))
-        if annotation.startswith("float"):
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if annotation.startswith("tuple"):
-            return tuple(float(v) for v in value)
-        if annotation.startswith("dict"):
-            if not isinstance(value, dict):
-                raise ValueError
-            return value
-        if annotation.startswith("list"):
-            return list(value) if isinstance(value, (list, tuple)) else [value]
-        return str(value)
-    except (TypeError, ValueError):
-        raise InputError(
-            f"{owner}.{name} must be {annotation.replace(' | None', ' or null')}, not {value!r}."
-        ) from None
+        return TypeAdapter(cls).validate_python(settings)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in (owner, *first["loc"]))
+        raise InputError(f"{where}: {first['msg'].lower()}, not {first['input']!r}.") from None
 
 
-def _build(cls, settings: dict, owner: str):
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
+def _settings_of(cls, settings: dict, owner: str) -> dict:
+    """``settings`` less the record-only keys, with a hint for an unknown key."""
+    if not isinstance(settings, dict):
+        raise InputError(f"the {owner} settings must be a mapping (key: value).")
+    fields = [f.name for f in dataclasses.fields(cls)]
+    kept = {}
     for key, value in settings.items():
         if key in RECORD_KEYS:
             continue
         if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
+            close = difflib.get_close_matches(key, fields, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"valid: {', '.join(fields)}."
             raise InputError(f"unknown {owner} setting {key!r}; {hint}")
-        if key == "train" and cls is FewShotConfig:
-            kwargs[key] = train_config_from(value or {})
-            continue
-        kwargs[key] = _coerce(owner, key, str(fields[key].type), value)
-    return cls(**kwargs)
+        kept[key] = value
+    return kept
 
 
 def train_config_from(settings: dict) -> TrainConfig:
     """A :class:`TrainConfig` from a mapping; unknown keys and wrong types are InputErrors."""
-    if not isinstance(settings, dict):
-        raise InputError("the training settings must be a mapping (key: value).")
-    return _build(TrainConfig, settings, "TrainConfig")
+    return _validated(
+        TrainConfig, _settings_of(TrainConfig, settings, "TrainConfig"), "TrainConfig"
+    )
 
 
 def fewshot_config_from(settings: dict) -> FewShotConfig:
     """A :class:`FewShotConfig` from a mapping (``train:`` holds the TrainConfig settings)."""
-    if not isinstance(settings, dict):
-        raise InputError("the few-shot settings must be a mapping (key: value).")
-    config = _build(FewShotConfig, settings, "FewShotConfig")
-    config.patients = [
-        "all" if str(p).lower() == "all" else _coerce("FewShotConfig", "patients", "int", p)
-        for p in config.patients
-    ]
-    config.fractions = [_coerce("FewShotConfig", "fractions", "float", f) for f in config.fractions]
-    config.seeds = [_coerce("FewShotConfig", "seeds", "int", s) for s in config.seeds]
-    config.models = [str(m) for m in config.models]
-    return config
+    settings = _settings_of(FewShotConfig, settings, "FewShotConfig")
+    if "train" in settings:
+        settings["train"] = _settings_of(TrainConfig, settings["train"] or {}, "train")
+    if "patients" in settings:  # whole numbers or 'all'
+        patients = settings["patients"]
+        settings["patients"] = [
+            p if str(p).lower() != "all" else "all"
+            for p in (patients if isinstance(patients, list) else [patients])
+        ]
+    return _validated(FewShotConfig, settings, "FewShotConfig")
 
 
 def to_yaml(config) -> str:

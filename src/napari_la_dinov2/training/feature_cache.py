@@ -21,8 +21,10 @@ the cache size; ``augment=False`` turns it off. Rotations, scalings, intensity j
 are not used in cache mode; train end to end (or set ``feature_cache="off"``) to get them.
 
 Tokens are stored as float16 (half the memory; a relative rounding of ~5e-4, far below what the
-decoder can resolve). Validation reuses the cache too, with exactly the Predictor's
-preprocessing and post-processing.
+decoder can resolve). Validation reuses the cache too: the validation volumes' tokens are
+computed from the Predictor's own prepared inputs, and fed back to the Predictor's second level
+in place of the network (:class:`TokenBatches`), so the resize back, threshold and
+post-processing are the Predictor's.
 """
 
 from __future__ import annotations
@@ -38,10 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CancelledError
 from ..io import atomic_write
-from ..postprocess import postprocess
-from ..preprocess import IntensityStats, SliceTransform, slice_transforms, view_axis
 
 DEFAULT_MEMORY_BYTES = 4 << 30  # 4 GiB: 56 LA cases of ViT-S/14 tokens at 448 (69 MB each)
 TOKEN_DTYPE = torch.float16
@@ -219,171 +218,3 @@ def shared_cache(
         elif _shared.max_bytes != int(max_bytes):
             _shared.resize(max_bytes)
     return _shared
-
-
-class CachedDecoder(nn.Module):
-    """The trainable part on cached tokens: ``forward(BxCxhxw tokens) -> Bx1xSxS`` logits.
-    A module of its own so DDP can wrap it (DDP only syncs gradients through ``forward``)."""
-
-    def __init__(self, net: nn.Module, size: int):
-        super().__init__()
-        self.net = net
-        self.size = (int(size), int(size))
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.net.decode(tokens, self.size)
-
-
-class TokenStore:
-    """Computes (once) and looks up the token maps of the cases of one run."""
-
-    def __init__(
-        self,
-        net: nn.Module,
-        transform: SliceTransform,
-        preprocessing: dict,
-        device: torch.device,
-        cache: FeatureCache,
-        *,
-        batch_size: int = 16,
-        amp_dtype: torch.dtype | None = None,
-        stop=None,
-    ):
-        self.net, self.transform, self.device, self.cache = net, transform, device, cache
-        self.batch_size, self.amp_dtype, self.stop = batch_size, amp_dtype, stop
-        self.settings = {k: preprocessing[k] for k in sorted(preprocessing)}
-        self.backbone = backbone_fingerprint(net)
-
-    def _tokens(self, key: str, count: int, batch_of) -> torch.Tensor:
-        """``SxCxhxw`` float16 tokens: from the cache, else computed ``batch_size`` at a time."""
-        cached = self.cache.get(key)
-        if cached is not None:
-            return cached
-        out = []
-        was_training = self.net.training
-        self.net.eval()
-        with torch.inference_mode():
-            for start in range(0, count, self.batch_size):
-                if self.stop is not None and (
-                    self.stop.is_set() if isinstance(self.stop, threading.Event) else self.stop()
-                ):
-                    raise CancelledError("stopped while computing the backbone features")
-                x = batch_of(start, min(start + self.batch_size, count)).to(self.device)
-                with torch.autocast(
-                    self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
-                ):
-                    out.append(self.net.backbone_features(x).to("cpu", TOKEN_DTYPE))
-        self.net.train(was_training)
-        tokens = torch.cat(out)
-        self.cache.put(key, tokens)
-        return tokens
-
-    def training_tokens(self, prepared, flipped: bool = False) -> torch.Tensor:
-        """Tokens of a :class:`~.slices.PreparedCase`'s slices exactly as ``make_batch`` feeds
-        them without augmentation (``flipped``: of the left-right mirrored slices)."""
-        key = content_key(
-            "train", prepared.images, prepared.stats.__dict__, self.settings, self.backbone, flipped
-        )
-
-        def batch_of(a: int, b: int) -> torch.Tensor:
-            unit = prepared.inputs(a, b, self.transform)
-            if flipped:
-                unit = unit.flip(-1)
-            return self.transform.standardize(unit, prepared.stats)
-
-        return self._tokens(key, prepared.images.shape[0], batch_of)
-
-    def tokens_for_run(
-        self, prepared: list, val_cases: list, flips: bool, progress=None, view="through-plane"
-    ):
-        """Every token map a run needs, computed now (or found in the cache): the training
-        slices, their mirrored versions when ``flips``, and the validation volumes (cut along
-        ``view``, like ``prepared``).
-        ``progress`` receives ``{"kind": "features", "done", "total"}``."""
-        work = [lambda p=p: self.training_tokens(p) for p in prepared]
-        if flips:
-            work += [lambda p=p: self.training_tokens(p, flipped=True) for p in prepared]
-        work += [lambda c=c: self.volume_tokens(c, view) for c in val_cases]
-        results = []
-        for done, compute in enumerate(work, start=1):
-            results.append(compute())
-            if progress:
-                progress({"kind": "features", "done": done, "total": len(work)})
-        n = len(prepared)
-        flipped = results[n : 2 * n] if flips else None
-        return results[:n], flipped, results[len(results) - len(val_cases) :]
-
-    def volume_tokens(self, case, view: str = "through-plane") -> tuple[torch.Tensor, int]:
-        """Tokens of a whole case prepared exactly as :class:`~..inference.Predictor` does
-        (for validation), and the axis they were cut along (``view``'s)."""
-        axis = view_axis(case.meta.through_plane_axis(), view)
-        region = np.moveaxis(case.image, axis, 0)
-        stats = IntensityStats.of(region)
-        key = content_key("volume", case.image, axis, self.settings, self.backbone)
-
-        def batch_of(a: int, b: int) -> torch.Tensor:
-            return self.transform.prepare(self.transform.gather(region, a, b), stats)
-
-        return self._tokens(key, region.shape[0], batch_of), axis
-
-
-def token_batch(
-    tokens: list[torch.Tensor],
-    flipped: list[torch.Tensor] | None,
-    prepared,
-    picks: list[tuple[int, int]],
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cached ``BxCxhxw`` tokens (float32) and ``Bx1xSxS`` masks of the picked slices; with
-    ``flipped``, each slice is mirrored with probability 1/2 (tokens of the mirrored slice,
-    mirrored mask)."""
-    if flipped:
-        mirror = (torch.rand(len(picks), generator=generator) < 0.5).tolist()
-    else:
-        mirror = [False] * len(picks)
-    x = torch.stack([(flipped if m else tokens)[c][s] for (c, s), m in zip(picks, mirror)])
-    y = torch.stack(
-        [
-            prepared[c].masks[s].flip(-1) if m else prepared[c].masks[s]
-            for (c, s), m in zip(picks, mirror)
-        ]
-    )
-    return x.float(), y.float()
-
-
-def validate_cached(
-    model,
-    cases,
-    tokens: list[tuple[torch.Tensor, int]],
-    device,
-    batch_size: int = 16,
-    amp_dtype: torch.dtype | None = None,
-    threshold: float = 0.5,
-    stop=None,
-) -> float:
-    """Mean 3D Dice over whole volumes from cached tokens; the same resize back, threshold and
-    post-processing as :class:`~..inference.Predictor` with its defaults."""
-    from ..metrics import dice
-
-    transform = slice_transforms(model.preprocessing)[0]  # a frozen backbone: one view
-    size = (transform.size, transform.size)
-    scores = []
-    model.eval()
-    with torch.inference_mode():
-        for case, (case_tokens, axis) in zip(cases, tokens):
-            height, width = np.moveaxis(case.image, axis, 0).shape[1:]
-            probs = []
-            for start in range(0, case_tokens.shape[0], batch_size):
-                if stop is not None and (
-                    stop.is_set() if isinstance(stop, threading.Event) else stop()
-                ):
-                    raise CancelledError("stopped during validation")
-                x = case_tokens[start : start + batch_size].to(device).float()
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = model.net.decode(x, size)
-                probs.append(torch.sigmoid(transform.restore(logits.float(), height, width)).cpu())
-            mask = np.moveaxis(torch.cat(probs).numpy(), 0, axis) > threshold
-            # Cleaned in the acquisition's plane, whatever the view, as the Predictor does.
-            scores.append(dice(postprocess(mask, case.meta.through_plane_axis()), case.labels))
-    model.train()
-    return float(np.mean(scores))

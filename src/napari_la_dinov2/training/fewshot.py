@@ -40,15 +40,19 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from ..errors import CancelledError, InputError
+from ..errors import CancelledError, InputError, is_cancelled
 from ..inference import Predictor
-from ..metrics import evaluate_case
+from ..io import atomic_write
+from ..metrics import evaluate_case, write_csv
 from ..models import load_model
 from .cases import Case, split_cases
-from .finetune import TrainConfig, _is_set, finetune
+from .config import TrainConfig
+from .events import RunStarted
+from .finetune import finetune
 from .state import atomic_write_text
 
 RESULT_FIELDS = (
@@ -66,7 +70,7 @@ class FewShotConfig:
     label, TrainConfig fields that differ (e.g. a smaller ``model_kwargs`` for a test)."""
 
     models: list[str] = field(default_factory=lambda: ["unet"])
-    patients: list = field(default_factory=lambda: [1, 10, "all"])
+    patients: list[int | Literal["all"]] = field(default_factory=lambda: [1, 10, "all"])
     fractions: list[float] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     output_dir: str = "runs/fewshot"
@@ -163,22 +167,15 @@ def _read_rows(path: Path) -> list[dict]:
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=RESULT_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    write_csv(path, rows, RESULT_FIELDS)
 
 
 def run_fewshot(cases: list[Case], config: FewShotConfig, progress=None, stop=None) -> list[dict]:
     """Train every (model, budget, seed) with :func:`~.finetune.finetune`, evaluate on the fixed
     test cases and write results.csv, summary.md and fewshot.png (module docstring).
 
-    ``progress(event)``: ``{"kind": "run", "index", "total", "model", "budget_kind", "budget",
-    "n_train", "seed"}`` before each run, then that run's finetune events with ``"run": index``
-    added. ``stop`` (threading.Event or callable): ends the current run as finetune does and
+    ``progress(event)``: :class:`~.events.RunStarted` before each run, then that run's
+    finetune events with ``run`` set to its index. ``stop`` (threading.Event or callable): ends the current run as finetune does and
     starts no other; what finished is still written. Returns the result rows.
     """
     budgets = config.budgets()
@@ -210,12 +207,10 @@ def run_fewshot(cases: list[Case], config: FewShotConfig, progress=None, stop=No
     rows: list[dict] = []
     done_runs: dict[tuple, list[dict]] = {}  # (label, n, seed) -> evaluated rows
     for index, (model, label, kind, value, n, seed) in enumerate(plan):
-        if _is_set(stop):
+        if is_cancelled(stop):
             break
-        event = {"kind": "run", "index": index, "total": len(plan), "model": label,
-                 "budget_kind": kind, "budget": value, "n_train": n, "seed": seed}  # fmt: skip
         if progress:
-            progress(event)
+            progress(RunStarted(index, len(plan), label, kind, value, n, seed))
         run_dir = out / "runs" / label / f"n{n}_seed{seed}"
         key = (label, n, seed)
         if key not in done_runs:
@@ -223,19 +218,28 @@ def run_fewshot(cases: list[Case], config: FewShotConfig, progress=None, stop=No
                 train_cases = [by_name[name] for name in subsets[(n, seed)]]
                 done_runs[key] = _train_and_test(
                     model, label, train_cases, val_set, test_set, seed, run_dir, config,
-                    (lambda e, i=index: progress({**e, "run": i})) if progress else None, stop,
+                    _tagged(progress, index), stop,
                 )  # fmt: skip
             except CancelledError:
                 break
         budget = {"model": label, "budget_kind": kind, "budget": value, "n_train": n}
         rows += [{**budget, "seed": seed, **row} for row in done_runs[key]]
         _write_rows(out / "results.csv", rows)
-        if _is_set(stop):
+        if is_cancelled(stop):
             break
     if rows:
         write_summary(out / "summary.md", rows)
         plot_fewshot(rows, out / "fewshot.png")
     return rows
+
+
+def _tagged(progress, index: int):
+    """``progress`` for one run's finetune events, each tagged with the run's index."""
+    if progress is None:
+        return None
+    return lambda event: progress(
+        dataclasses.replace(event, run=index) if hasattr(event, "run") else event
+    )
 
 
 def _finished(run_dir: Path, train_cases: list[Case], test_set: list[Case]) -> list[dict] | None:
@@ -359,7 +363,5 @@ def plot_fewshot(rows: list[dict], path: Path):
         axes.grid(alpha=0.3, which="both")
         axes.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
     return figure

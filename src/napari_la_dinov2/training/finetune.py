@@ -1,11 +1,13 @@
 """Fine-tuning: a model (registry name, checkpoint or the embedded default) + annotated cases +
 a config -> a run directory with the best and last checkpoints.
 
-Reads top to bottom: resolve the config, split by patient, build the model and optimiser,
-then epochs of (sample slices -> augment -> step) followed by a validation on whole volumes
-through the same Predictor users run, keeping the best checkpoint by validation Dice. A
-multi-view model (``preprocessing["views"]``) trains each member on slices cut along its own
-view, all in the same steps (the loss is their mean), and is validated as a whole.
+:func:`finetune` reads top to bottom: split by patient, build the model, write the run's
+settings, then epochs of (get a batch -> step) followed by a validation on whole volumes
+through the same Predictor users run, keeping the best checkpoint by validation Dice. A batch
+comes from one of two sources: slices of every branch, augmented (:class:`~.batches.SliceBatches`;
+a multi-view model trains each member on slices of its own view in the same steps, the loss is
+their mean), or a frozen DINOv2 backbone's cached token maps
+(:class:`~.token_batches.TokenBatches`).
 
 Run directory::
 
@@ -22,104 +24,30 @@ previous best checkpoint intact.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import threading
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import CancelledError, InputError
-from ..inference import Predictor, autocast_dtype, resolve_device
+from ..errors import CancelledError, InputError, is_cancelled
+from ..inference import Predictor, resolve_device
 from ..metrics import dice
-from ..models import LASegmenter, get_spec, load_model, save_checkpoint
-from ..preprocess import slice_transforms
+from ..models import MODEL_SPECS, LASegmenter, load_model
 from . import distributed
+from .batches import SliceBatches
 from .cases import Case, split_cases, write_split
-from .feature_cache import (
-    CachedDecoder,
-    FeatureCache,
-    TokenStore,
-    shared_cache,
-    token_batch,
-    validate_cached,
-)
-from .slices import Augmentation, PreparedCase, SliceSampler, make_batch
-from .state import (
-    atomic_write_text,
-    load_optimizer,
-    plot_curves,
-    read_history,
-    save_optimizer,
-    write_history,
-)
+from .config import TrainConfig
+from .events import EpochDone, StepDone
+from .feature_cache import FeatureCache, shared_cache
+from .state import atomic_write_text, load_optimizer, read_history, save_run_epoch
+from .token_batches import TokenBatches
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """What a fine-tuning run does. ``None`` means the paper's default for the model family
-    (DINOv2: lr 1e-3, 35 epochs, batch 32; CNNs: lr 1e-4, 75 epochs, batch 24)."""
-
-    model: str = "unet"
-    model_kwargs: dict = field(default_factory=dict)
-    preprocessing: dict = field(default_factory=dict)
-    output_dir: str = "runs/finetune"
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    steps_per_epoch: int | None = None  # None: one pass over the training slices
-    loss: str = "bce"  # "bce" (paper) or "bce_dice"
-    schedule: str = "constant"  # "constant" (paper) or "cosine"
-    weight_decay: float = 0.0
-    freeze_backbone: bool = True
-    patience: int = 10  # epochs without a better validation Dice before stopping
-    min_epochs: int = 1
-    foreground_fraction: float = 0.6
-    augment: bool = True
-    split: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    seed: int = 0  # initial weights, sampling and augmentation
-    # The patient split's seed; None: ``seed``. Set it to train several models (an ensemble)
-    # with different seeds on the same split, so their validation patients stay unseen.
-    split_seed: int | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    val_batch_size: int = 16
-    resume: bool = False
-    pretrained: bool = True
-    # Frozen DINOv2 backbone: token maps computed once and reused (feature_cache.py). "auto"
-    # uses the cache whenever the backbone is frozen; in cache mode the only augmentation is an
-    # exact left-right flip.
-    feature_cache: str = "auto"  # "auto", "on" or "off"
-    feature_cache_dir: str | None = None  # also keep token maps on disk, across processes
-    feature_cache_gb: float = 4.0  # memory budget of the process-wide cache
-
-    def resolved(self, family_defaults: dict) -> TrainConfig:
-        updates = {
-            k: family_defaults[k]
-            for k in ("epochs", "batch_size", "lr")
-            if getattr(self, k) is None
-        }
-        config = dataclasses.replace(self, **updates)
-        if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
-            raise InputError("epochs and batch size must be at least 1 and lr positive.")
-        if config.loss not in ("bce", "bce_dice"):
-            raise InputError(f"loss must be 'bce' or 'bce_dice', not {config.loss!r}.")
-        if config.schedule not in ("constant", "cosine"):
-            raise InputError(f"schedule must be 'constant' or 'cosine', not {config.schedule!r}.")
-        if config.feature_cache not in ("auto", "on", "off"):
-            raise InputError(
-                f"feature_cache must be 'auto', 'on' or 'off', not {config.feature_cache!r}."
-            )
-        return config
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -133,12 +61,6 @@ class RunResult:
     model: LASegmenter | None = None  # the model as the last epoch left it (in memory)
 
 
-def _is_set(stop) -> bool:
-    if stop is None:
-        return False
-    return stop.is_set() if isinstance(stop, threading.Event) else bool(stop())
-
-
 def _make_loss(kind: str):
     bce = torch.nn.BCEWithLogitsLoss()
     if kind == "bce":
@@ -149,51 +71,80 @@ def _make_loss(kind: str):
     return lambda logits, target: bce(logits, target) + soft_dice(logits, target)
 
 
-def validate(
-    model: LASegmenter, cases: list[Case], device, batch_size: int = 16, stop=None
-) -> float:
-    """Mean 3D Dice over whole volumes, with the same inference and post-processing as users."""
-    predictor = Predictor(model, device=device, batch_size=batch_size)
+def evaluate(predictor: Predictor, cases: list[Case], batches=None, stop=None) -> float:
+    """Mean 3D Dice over whole volumes through the Predictor users run (``batches`` may feed
+    it cached token maps instead of running the backbone)."""
     scores = []
-    for case in cases:
-        pred = predictor.predict(case.image, case.meta, cancel=stop)
-        scores.append(dice(pred, case.labels))
-    model.train()
+    was_training = predictor.model.training
+    predictor.model.eval()
+    try:
+        for case in cases:
+            prepared = predictor.prepare(case.image, case.meta)
+            source = batches.logits_source(predictor, case) if batches is not None else None
+            probabilities = predictor.probabilities(prepared, logits_of=source, cancel=stop)
+            scores.append(dice(predictor.labels(probabilities, prepared), case.labels))
+    finally:
+        predictor.model.train(was_training)
     return float(np.mean(scores))
 
 
-def _initial_model(config: TrainConfig) -> LASegmenter:
-    kwargs = dict(config.model_kwargs)
-    model = load_model(config.model, pretrained=config.pretrained, **kwargs)
-    if config.preprocessing:
-        model.preprocessing.update(config.preprocessing)
-    try:
-        slice_transforms(model.preprocessing)
-    except ValueError as error:
-        raise InputError(f"preprocessing: {error}.") from None
-    model.branches()  # views that do not fit the network: one clear error before any file
-    wanted = model.preprocessing["channels"]
-    in_channels = model.net.rebuild_kwargs().get("in_channels", wanted)
-    if in_channels != wanted:  # e.g. 2.5D input asked of a 1-channel network
-        raise InputError(
-            f"the network takes {in_channels} input channel(s) but the preprocessing gives "
-            f"{wanted}; set model_kwargs.in_channels={wanted}."
-        )
+def validate(model: LASegmenter, cases: list[Case], device, batch_size=16, stop=None) -> float:
+    """Mean 3D Dice of ``model`` over ``cases``, as users would segment them."""
+    return evaluate(Predictor(model, device=device, batch_size=batch_size), cases, stop=stop)
+
+
+def _split(cases, val_cases, config) -> tuple[dict, list[Case], list[Case]]:
+    """The patient split and its training and validation cases. With ``val_cases`` all of
+    ``cases`` train; else ``config.split`` (the test part is only named in split.json)."""
+    by_name = {c.name: c for c in cases}
+    if len(by_name) != len(cases):
+        raise InputError("two cases have the same name; give each case a unique name.")
+    if val_cases is not None:
+        split = {"train": list(by_name), "val": [c.name for c in val_cases], "test": []}
+        return split, list(cases), list(val_cases)
+    seed = config.seed if config.split_seed is None else config.split_seed
+    split = split_cases(list(by_name), config.split, seed)
+    return split, [by_name[n] for n in split["train"]], [by_name[n] for n in split["val"]]
+
+
+def _initial_model(config: TrainConfig, resume_dir: Path) -> LASegmenter:
+    if config.resume:
+        if not (resume_dir / "model.safetensors").is_file():
+            raise InputError(
+                f"--resume: {resume_dir} holds no checkpoint to resume from; start without "
+                "--resume (or with --overwrite)."
+            )
+        return load_model(resume_dir)
+    torch.manual_seed(config.seed)  # before building: the seed also fixes a new head's weights
+    if config.model in MODEL_SPECS:  # a new network, built for the asked input
+        model = load_model(config.model, pretrained=config.pretrained,
+                           preprocessing=config.preprocessing or None, **config.model_kwargs)  # fmt: skip
+    else:
+        model = _with_preprocessing(load_model(config.model), config.preprocessing)
     if hasattr(model.net, "set_backbone_trainable"):
         model.net.set_backbone_trainable(not config.freeze_backbone)
     return model
 
 
-class ViewBranches(torch.nn.Module):
-    """The networks of a model's views as one module (what DDP wraps): ``forward(x_1, ...,
-    x_n)`` gives each network's logits for its own view's batch."""
-
-    def __init__(self, networks: list[torch.nn.Module]):
-        super().__init__()
-        self.networks = torch.nn.ModuleList(networks)
-
-    def forward(self, *batches: torch.Tensor) -> list[torch.Tensor]:
-        return [net(x) for net, x in zip(self.networks, batches, strict=True)]
+def _with_preprocessing(model: LASegmenter, overrides: dict) -> LASegmenter:
+    """A trained model with another input (e.g. a larger input size): the same weights in a
+    model rebuilt for it; an input the weights cannot take (other channels) is refused."""
+    try:
+        preprocessing = model.preprocessing.updated(overrides)
+    except ValueError as error:
+        raise InputError(f"preprocessing: {error}.") from None
+    if preprocessing == model.preprocessing:
+        return model
+    config = model.config_dict()
+    rebuilt = LASegmenter(model.model_name, config["model_kwargs"], preprocessing, model.provenance)
+    try:
+        rebuilt.load_state_dict(model.state_dict())
+    except RuntimeError:
+        raise InputError(
+            f"the trained weights of {model.display_name!r} do not fit the new input "
+            f"({preprocessing.channels} channels); keep the context it was trained with."
+        ) from None
+    return rebuilt
 
 
 def _uses_feature_cache(config: TrainConfig, model: LASegmenter) -> bool:
@@ -201,6 +152,125 @@ def _uses_feature_cache(config: TrainConfig, model: LASegmenter) -> bool:
     if config.feature_cache == "on" and not frozen:
         raise InputError("feature_cache 'on' needs a DINOv2 model with a frozen backbone.")
     return frozen and config.feature_cache != "off"
+
+
+def _schedule(optimizer, config: TrainConfig, total_steps: int):
+    """torch's LambdaLR: constant (the paper) or cosine to 0 over the run. Its closed form
+    gives the same rate on resume as without a break, once stepped past the done steps."""
+    if config.schedule == "cosine":
+        factor = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))  # noqa: E731
+    else:
+        factor = lambda step: 1.0  # noqa: E731
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _train_step(module, optimizer, loss_fn, xs, ys, device, amp_dtype) -> float:
+    """One optimiser step on one batch of every branch; the loss is the branches' mean."""
+    xs = [x.to(device) for x in xs]
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        outputs = module(*xs)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    loss = torch.stack(
+        [loss_fn(out.float(), y.to(device)) for out, y in zip(outputs, ys, strict=True)]
+    ).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+@dataclass
+class _Run:
+    """What stays fixed through a run's epochs."""
+
+    config: TrainConfig
+    run_dir: Path
+    model: LASegmenter
+    predictor: Predictor
+    batches: SliceBatches | TokenBatches
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: object
+    val_set: list[Case]
+    provenance: dict
+    steps: int
+    rank: int
+    world: int
+    report: object
+    stop: object
+
+    @property
+    def slices_per_epoch(self) -> int:
+        return self.steps * self.config.batch_size * self.world
+
+
+def _setup(cases, config: TrainConfig, val_cases, progress, stop, cache) -> _Run:
+    """Split, model, run files, batches, optimiser and schedule of a run (resumed or new)."""
+    rank, world = distributed.rank_and_world()
+    report = progress if rank == 0 else None
+    run_dir = Path(config.output_dir).expanduser()
+    split, train_cases, val_set = _split(cases, val_cases, config)
+    val_on_train = not val_set
+    model = _initial_model(config, run_dir / "last")
+    config = config.resolved(model.spec.training)
+    device = resolve_device(config.device)
+    use_cache = _uses_feature_cache(config, model)
+    if rank == 0:
+        record = config.to_dict() | {
+            "model_name": model.model_name, "val_on_train": val_on_train, "world_size": world,
+            "feature_cache_used": use_cache,
+        }  # fmt: skip
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.json", json.dumps(record, indent=2) + "\n")
+        write_split(split, run_dir / "split.json")
+    predictor = Predictor(model, device=device, batch_size=config.val_batch_size,
+                          precision=config.precision)  # fmt: skip
+    seed = config.seed * 1000 + rank
+    if use_cache:
+        if cache is None:
+            cache = shared_cache(int(config.feature_cache_gb * 2**30), config.feature_cache_dir)
+        batches = TokenBatches(
+            predictor, train_cases, val_set or train_cases, cache=cache, flips=config.augment,
+            generator=torch.Generator().manual_seed(seed),
+            foreground_fraction=config.foreground_fraction, progress=report, stop=stop,
+        )  # fmt: skip
+    else:
+        batches = SliceBatches(model, train_cases, augment=config.augment, seed=seed,
+                               foreground_fraction=config.foreground_fraction)  # fmt: skip
+    module = distributed.wrap(batches.module, device)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise InputError("the model has no trainable parameters with these settings.")
+    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    if config.resume:
+        load_optimizer(optimizer, run_dir / "last")
+    steps = config.steps_per_epoch or max(1, len(batches) // (config.batch_size * world))
+    return _Run(
+        config, run_dir, model, predictor, batches, module, optimizer,
+        _schedule(optimizer, config, steps * config.epochs), _make_loss(config.loss),
+        val_set or train_cases, _provenance_base(model, config, split, val_on_train, run_dir),
+        steps, rank, world, report, stop,
+    )  # fmt: skip
+
+
+def _train_epoch(run: _Run, epoch: int, rng) -> tuple[list[float], bool]:
+    """One epoch of steps: the losses, and whether the stop flag ended it early."""
+    config, device = run.config, run.predictor.device
+    run.batches.new_epoch(rng, run.slices_per_epoch)
+    losses = []
+    for step in range(run.steps):
+        if is_cancelled(run.stop):
+            return losses, True
+        xs, ys = run.batches.batch((step * run.world + run.rank) * config.batch_size,
+                                   config.batch_size)  # fmt: skip
+        losses.append(_train_step(run.module, run.optimizer, run.loss_fn, xs, ys, device,
+                                  run.predictor.dtype))  # fmt: skip
+        run.scheduler.step()
+        if run.report:
+            run.report(StepDone(epoch, config.epochs, step + 1, run.steps, losses[-1]))
+    return losses, False
 
 
 def finetune(
@@ -214,228 +284,75 @@ def finetune(
 ) -> RunResult:
     """Train ``config.model`` on ``cases``; see the module docstring for what is written.
 
-    ``val_cases`` given: all of ``cases`` train. Otherwise ``cases`` are split by patient with
-    ``config.split`` (the test part is left out and named in split.json). With a single case
-    there is nothing to hold out: validation then runs on the training case, which says how
-    well the model fits the corrections, not how it generalises (recorded in config.json).
-    ``progress(event)`` receives dicts (kind 'step' and 'epoch'; 'features' with done/total
-    while a frozen backbone's token maps are computed); ``stop`` is a
-    threading.Event or callable: when set, the run ends after the current step, keeping the best
-    checkpoint so far. ``cache``: the feature cache to use (default: the process-wide one).
+    With a single case there is nothing to hold out: validation then runs on the training
+    case, which says how well the model fits the corrections, not how it generalises (recorded
+    in config.json). ``progress(event)`` receives :mod:`.events` (``StepDone``, ``EpochDone``;
+    ``FeaturesComputed`` while a frozen backbone's token maps are computed); ``stop`` is a
+    threading.Event or callable: when set, the run ends after the current step, keeping the
+    best checkpoint so far. ``cache``: the feature cache to use (default: the process-wide one).
     """
     if not cases:
         raise InputError("no annotated cases to train on.")
-    rank, world = distributed.rank_and_world()
-    run_dir = Path(config.output_dir).expanduser()
-    by_name = {c.name: c for c in cases}
-    if len(by_name) != len(cases):
-        raise InputError("two cases have the same name; give each case a unique name.")
-    if val_cases is not None:
-        split = {"train": list(by_name), "val": [c.name for c in val_cases], "test": []}
-        train_cases, val_set = list(cases), list(val_cases)
-    else:
-        split = split_cases(
-            list(by_name),
-            config.split,
-            config.seed if config.split_seed is None else config.split_seed,
-        )
-        train_cases = [by_name[n] for n in split["train"]]
-        val_set = [by_name[n] for n in split["val"]]
-    val_on_train = not val_set
-    if val_on_train:
-        val_set = train_cases
-
-    resume_dir = run_dir / "last"
-    resuming = config.resume and (resume_dir / "model.safetensors").is_file()
-    torch.manual_seed(config.seed)  # before building: the seed also fixes a new head's weights
-    model = load_model(resume_dir) if resuming else _initial_model(config)
-    spec = get_spec(model.model_name)
-    # Cases the starting model already learnt from (e.g. the embedded model's 64): a fine-tuned
-    # model has seen them too, so ``LASegmenter.unseen`` must not offer them as unseen.
-    seen_before = {k: list(model.provenance.get(k, [])) for k in ("trained_on", "validated_on")}
-    base_display_name = model.provenance.get("base_display_name", model.display_name)
-    model.provenance["base_display_name"] = base_display_name
-    config = config.resolved(spec.training)
-    device = resolve_device(config.device)
-    amp_dtype = autocast_dtype(device, config.precision)
-    generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
-    use_cache = _uses_feature_cache(config, model)
-
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        resolved = config.to_dict() | {
-            "model_name": model.model_name,
-            "val_on_train": val_on_train,
-            "world_size": world,
-            "feature_cache_used": use_cache,
-        }
-        atomic_write_text(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
-        write_split(split, run_dir / "split.json")
-
-    model.to(device).train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
-        raise InputError("the model has no trainable parameters with these settings.")
-    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    history: list[dict] = []
-    start_epoch, best = 1, -1.0
-    if resuming:
-        load_optimizer(optimizer, resume_dir)
-        history = read_history(run_dir / "history.csv")
-        start_epoch = (history[-1]["epoch"] + 1) if history else 1
-        best = max((row["val_dice"] for row in history), default=-1.0)
-    branches = model.branches()  # (view, network): one, or one per member of a multi-view model
-    views = [view for view, _ in branches]
-    # Each view with its own transform (members of a multi-view model may fit differently).
-    transforms = slice_transforms(model.preprocessing)
-    transform = transforms[0]
-    prepared_by_view = [
-        [PreparedCase.of(c, view_transform, view) for c in train_cases]
-        for view, view_transform in zip(views, transforms, strict=True)
-    ]
-    samplers = [SliceSampler(p, config.foreground_fraction) for p in prepared_by_view]
-    prepared = prepared_by_view[0]
-    augmentation = Augmentation() if config.augment else None
-    if use_cache:  # backbone once per case (and mirrored case); then only the decoder trains
-        if cache is None:
-            cache = shared_cache(int(config.feature_cache_gb * 2**30), config.feature_cache_dir)
-        store = TokenStore(
-            model.net, transform, model.preprocessing, device, cache,
-            batch_size=config.val_batch_size, amp_dtype=amp_dtype, stop=stop,
-        )  # fmt: skip
-        report = progress if rank == 0 else None
-        train_tokens, flip_tokens, val_tokens = store.tokens_for_run(
-            prepared, val_set, flips=config.augment, progress=report, view=views[0]
-        )
-        train_model = distributed.wrap(CachedDecoder(model.net, transform.size), device)
-    else:
-        train_model = distributed.wrap(ViewBranches([net for _, net in branches]), device)
-    steps = config.steps_per_epoch or max(1, len(samplers[0]) // (config.batch_size * world))
-    total_steps = steps * config.epochs
-    loss_fn = _make_loss(config.loss)
+    run = _setup(cases, config, val_cases, progress, stop, cache)
+    config = run.config
+    history = read_history(run.run_dir / "history.csv") if config.resume else []
+    best = max((row["val_dice"] for row in history), default=-1.0)
     rng = np.random.default_rng(config.seed)
-    for _ in range(1, start_epoch):  # same slice order on resume as without a break
-        for sampler in samplers:
-            sampler.epoch(rng, steps * config.batch_size * world)
+    for _ in history:  # resumed: the same slice order and learning rates as without a break
+        run.batches.new_epoch(rng, run.slices_per_epoch)
+        for _ in range(run.steps):
+            run.scheduler.step()
 
     stopped, epochs_since_best = False, 0
-    best_dir, last_dir = run_dir / "best", run_dir / "last"
-    title = f"{model.display_name} fine-tuned on {len(train_cases)} case(s)"
-    for epoch in range(start_epoch, config.epochs + 1):
+    for epoch in range(len(history) + 1, config.epochs + 1):
         started = time.perf_counter()
-        picks = [sampler.epoch(rng, steps * config.batch_size * world) for sampler in samplers]
-        losses = []
-        for step in range(steps):
-            if _is_set(stop):
-                stopped = True
-                break
-            offset = (step * world + rank) * config.batch_size
-            batches = [view_picks[offset : offset + config.batch_size] for view_picks in picks]
-            if use_cache:
-                pairs = [token_batch(train_tokens, flip_tokens, prepared, batches[0], generator)]
-            else:
-                pairs = [
-                    make_batch(cases_of_view, batch, view_transform, augmentation, generator)
-                    for cases_of_view, batch, view_transform in zip(
-                        prepared_by_view, batches, transforms, strict=True
-                    )
-                ]
-            xs = [x.to(device) for x, _ in pairs]
-            if config.schedule == "cosine":
-                done = (epoch - 1) * steps + step
-                for group in optimizer.param_groups:
-                    group["lr"] = config.lr * 0.5 * (1 + np.cos(np.pi * done / total_steps))
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                outputs = train_model(*xs)
-            outputs = [outputs] if use_cache else outputs
-            loss = torch.stack(
-                [
-                    loss_fn(logits.float(), y.to(device))
-                    for logits, (_, y) in zip(outputs, pairs, strict=True)
-                ]
-            ).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            if progress and rank == 0:
-                progress(
-                    {
-                        "kind": "step",
-                        "epoch": epoch,
-                        "epochs": config.epochs,
-                        "step": step + 1,
-                        "steps": steps,
-                        "loss": losses[-1],
-                    }
-                )
+        losses, stopped = _train_epoch(run, epoch, rng)
         if not losses:
             break
-        distributed.broadcast_buffers(model)  # BatchNorm statistics: the same on every rank
+        distributed.broadcast_buffers(run.model)  # BatchNorm statistics: the same on every rank
         try:
-            if use_cache:
-                val_dice = validate_cached(
-                    model, val_set, val_tokens, device, config.val_batch_size, amp_dtype, stop=stop
-                )
-            else:
-                val_dice = validate(model, val_set, device, config.val_batch_size, stop)
+            val_dice = evaluate(run.predictor, run.val_set, run.batches, stop)
         except CancelledError:
             stopped = True
             break
-        row = {
-            "epoch": epoch,
-            "train_loss": float(np.mean(losses)),
-            "val_dice": val_dice,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - started,
-        }
-        history.append(row)
+        history.append(dict(epoch=epoch, train_loss=float(np.mean(losses)), val_dice=val_dice,
+                            lr=run.optimizer.param_groups[0]["lr"],
+                            seconds=time.perf_counter() - started))  # fmt: skip
         improved = val_dice > best
-        if improved:
-            best, epochs_since_best = val_dice, 0
-        else:
-            epochs_since_best += 1
-        if rank == 0:
-            provenance = {
-                "trained_on": list(dict.fromkeys(seen_before["trained_on"] + split["train"])),
-                "validated_on": list(dict.fromkeys(seen_before["validated_on"] + split["val"])),
-                "this_run": {"trained_on": split["train"], "validated_on": split["val"]},
-                "epoch": epoch,
-                "val_dice": val_dice,
-                "val_on_train": val_on_train,
-                "base_model": config.model,
-                "train_config": config.to_dict(),
-                # Shown in the widgets' model lists: which base model, trained where.
-                "display_name": f"{base_display_name} + {run_dir.name}",
-            }
-            if improved:
-                save_checkpoint(model, best_dir, provenance)
-            save_checkpoint(model, last_dir, provenance)
-            save_optimizer(optimizer, last_dir)
-            write_history(history, run_dir / "history.csv")
-            plot_curves(history, run_dir / "curves.png", title)
-        if progress and rank == 0:
-            progress(
-                {
-                    "kind": "epoch",
-                    "epoch": epoch,
-                    "epochs": config.epochs,
-                    "train_loss": row["train_loss"],
-                    "val_dice": val_dice,
-                    "best_val_dice": best,
-                    "seconds": row["seconds"],
-                }
-            )
+        best, epochs_since_best = (val_dice, 0) if improved else (best, epochs_since_best + 1)
+        if run.rank == 0:
+            provenance = {**run.provenance, "epoch": epoch, "val_dice": val_dice}
+            save_run_epoch(run.run_dir, run.model, run.optimizer, history, provenance, improved)
+        if run.report:
+            row = history[-1]
+            run.report(EpochDone(epoch, config.epochs, row["train_loss"], val_dice, best,
+                                 row["seconds"]))  # fmt: skip
         if stopped:
             break
         if epochs_since_best >= config.patience and epoch >= config.min_epochs:
-            log.info(
-                "early stop at epoch %d: no better validation Dice for %d epochs",
-                epoch,
-                config.patience,
-            )
+            log.info("early stop at epoch %d: no better validation Dice for %d epochs",
+                     epoch, config.patience)  # fmt: skip
             break
     distributed.barrier()
+    best_dir, last_dir = run.run_dir / "best", run.run_dir / "last"
     if not (best_dir / "model.safetensors").is_file():
         raise CancelledError("stopped before the first epoch ended; no checkpoint was written")
-    return RunResult(run_dir, best_dir, last_dir, history, best, stopped, model)
+    return RunResult(run.run_dir, best_dir, last_dir, history, best, stopped, run.model)
+
+
+def _provenance_base(model, config, split, val_on_train, run_dir) -> dict:
+    """What every checkpoint of the run records. The cases the starting model already learnt
+    from (e.g. the embedded model's 64) stay listed: ``unseen`` must not offer them."""
+    base_name = model.provenance.get("base_display_name", model.display_name)
+    seen = {k: list(model.provenance.get(k, [])) for k in ("trained_on", "validated_on")}
+    return {
+        "trained_on": list(dict.fromkeys(seen["trained_on"] + split["train"])),
+        "validated_on": list(dict.fromkeys(seen["validated_on"] + split["val"])),
+        "this_run": {"trained_on": split["train"], "validated_on": split["val"]},
+        "val_on_train": val_on_train,
+        "base_model": config.model,
+        "base_display_name": base_name,
+        "train_config": config.to_dict(),
+        # Shown in the widgets' model lists: which base model, trained where.
+        "display_name": f"{base_name} + {run_dir.name}",
+    }

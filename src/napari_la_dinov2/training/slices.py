@@ -1,9 +1,9 @@
 """Training batches of 2D slices: sampling that keeps the atrium in view, the model's own
-preprocessing, and augmentation.
+preprocessing, and augmentation (MONAI transforms).
 
-Each case is cut along its through-plane axis (or the axis of the model's view) and fitted once to the model's input size by the
-model's :class:`~napari_la_dinov2.preprocess.SliceTransform` (as at inference), kept as one
-float16 channel in [0, 1]: 88 slices at 448x448 take 35 MB. Each batch then only gathers,
+Each case is cut along the axis of a branch's view and fitted once to the model's input size by
+that branch's :class:`~napari_la_dinov2.preprocess.SliceTransform` (as at inference), kept as
+one float16 channel in [0, 1]: 88 slices at 448x448 take 35 MB. Each batch then only gathers,
 augments and standardises.
 """
 
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..preprocess import IntensityStats, SliceTransform, view_axis
 from .cases import Case
@@ -22,7 +21,7 @@ from .cases import Case
 
 @dataclass
 class PreparedCase:
-    """A case as model-sized slices: ``Sx1xNxN`` unit images, ``Sx1xNxN`` masks, stats."""
+    """A case as model-sized slices of one view: ``Sx1xNxN`` unit images and masks."""
 
     name: str
     images: torch.Tensor
@@ -31,8 +30,8 @@ class PreparedCase:
     foreground: np.ndarray
 
     @classmethod
-    def of(cls, case: Case, transform: SliceTransform, view: str = "through-plane") -> PreparedCase:
-        axis = view_axis(case.meta.through_plane_axis(), view)
+    def of(cls, case: Case, transform: SliceTransform) -> PreparedCase:
+        axis = view_axis(case.meta.through_plane_axis(), transform.view)
         slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(case.image, axis, 0)))
         masks = torch.from_numpy(np.ascontiguousarray(np.moveaxis(case.labels, axis, 0)))
         stats = IntensityStats.of(case.image)
@@ -54,14 +53,53 @@ class PreparedCase:
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Random flips, small rotations and scalings, contrast/brightness jitter and noise."""
+    """Random left-right flips, small rotations and scalings, contrast (gamma), brightness and
+    noise, applied by MONAI's dictionary transforms to a slice and its mask alike."""
 
     flip: bool = True
     rotate_degrees: float = 15.0
-    scale: tuple[float, float] = (0.85, 1.15)
-    contrast: float = 0.15
+    scale: float = 0.15  # zoom within 1 -/+ this
+    gamma: tuple[float, float] = (0.8, 1.25)
     brightness: float = 0.1
     noise_std: float = 0.02
+
+    def transform(self, seed: int):
+        """The MONAI pipeline on ``{"image": CxHxW in [0, 1], "label": 1xHxW}``, seeded."""
+        from monai.transforms import (
+            Compose,
+            RandAdjustContrastd,
+            RandAffined,
+            RandFlipd,
+            RandGaussianNoised,
+            RandShiftIntensityd,
+        )
+
+        steps = [
+            RandAffined(
+                keys=("image", "label"), prob=1.0, mode=("bilinear", "nearest"),
+                rotate_range=(math.radians(self.rotate_degrees),), scale_range=(self.scale,) * 2,
+                padding_mode="zeros",
+            ),
+            RandAdjustContrastd(keys="image", prob=1.0, gamma=self.gamma),
+            RandShiftIntensityd(keys="image", prob=1.0, offsets=self.brightness),
+        ]  # fmt: skip
+        if self.flip:
+            steps.insert(0, RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=1))
+        if self.noise_std > 0:
+            steps.append(RandGaussianNoised(keys="image", prob=1.0, std=self.noise_std))
+        pipeline = Compose(steps, lazy=False)
+        pipeline.set_random_state(seed=seed)
+        return pipeline
+
+
+def augment(unit: torch.Tensor, mask: torch.Tensor, pipeline) -> tuple[torch.Tensor, torch.Tensor]:
+    """One slice (``CxNxN`` in [0, 1]) and its mask through the MONAI ``pipeline``. The slice
+    is shifted to its darkest value first, so that what rotates in from outside is background,
+    not a fake edge."""
+    fill = unit.amin()
+    out = pipeline({"image": unit - fill, "label": mask})
+    image = torch.as_tensor(out["image"]) + fill
+    return image.clamp_(0.0, 1.0).float(), torch.as_tensor(out["label"]).float()
 
 
 class SliceSampler:
@@ -86,51 +124,19 @@ class SliceSampler:
         return picks
 
 
-def _random_affine(batch: int, aug: Augmentation, generator: torch.Generator) -> torch.Tensor:
-    angle = (torch.rand(batch, generator=generator) * 2 - 1) * math.radians(aug.rotate_degrees)
-    low, high = aug.scale
-    scale = low + torch.rand(batch, generator=generator) * (high - low)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.zeros(batch, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
-    if aug.flip:
-        flips = torch.rand(batch, generator=generator) < 0.5
-        theta[flips, 0, :] *= -1  # mirror left-right
-    return theta
-
-
 def make_batch(
     cases: list[PreparedCase],
     picks: list[tuple[int, int]],
     transform: SliceTransform,
-    augmentation: Augmentation | None = None,
-    generator: torch.Generator | None = None,
+    pipeline=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``BxCxNxN`` model input and ``Bx1xNxN`` float mask for the picked slices."""
-    unit = torch.cat([cases[c].inputs(s, s + 1, transform) for c, s in picks])
-    y = torch.stack([cases[c].masks[s] for c, s in picks]).float()
-    batch = unit.shape[0]
-    if augmentation is not None:
-        theta = _random_affine(batch, augmentation, generator)
-        grid = F.affine_grid(theta, list(unit.shape), align_corners=False)
-        # Out-of-slice corners get each slice's darkest value: background, not a fake edge.
-        fill = unit.amin(dim=(2, 3), keepdim=True)
-        unit = (
-            F.grid_sample(
-                unit - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False
-            )
-            + fill
-        )
-        y = (
-            F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5
-        ).float()
-        shape = (batch, 1, 1, 1)
-        contrast = 1 + (torch.rand(shape, generator=generator) * 2 - 1) * augmentation.contrast
-        bright = (torch.rand(shape, generator=generator) * 2 - 1) * augmentation.brightness
-        unit = ((unit - 0.5) * contrast + 0.5 + bright).clamp_(0.0, 1.0)
-        if augmentation.noise_std > 0:
-            unit = unit + augmentation.noise_std * torch.randn(unit.shape, generator=generator)
-    x = torch.cat(
-        [transform.standardize(unit[i : i + 1], cases[c].stats) for i, (c, _) in enumerate(picks)]
-    )
-    return x, y
+    """``BxCxNxN`` model input and ``Bx1xNxN`` float mask for the picked slices, each through
+    the augmentation ``pipeline`` (see :meth:`Augmentation.transform`) when given."""
+    xs, ys = [], []
+    for c, s in picks:
+        unit, mask = cases[c].inputs(s, s + 1, transform)[0], cases[c].masks[s].float()
+        if pipeline is not None:
+            unit, mask = augment(unit, mask, pipeline)
+        xs.append(transform.standardize(unit[None], cases[c].stats))
+        ys.append(mask)
+    return torch.cat(xs), torch.stack(ys)

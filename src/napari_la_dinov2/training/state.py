@@ -1,7 +1,8 @@
-"""Run-directory files: optimizer state without pickle, history CSV, loss/Dice curves.
+"""Run-directory files: checkpoints, optimizer state without pickle, history CSV, curves.
 
 The optimizer state is flattened into safetensors + JSON so that resuming a run never
-unpickles anything.
+unpickles anything. ``last/`` is written with its optimizer state as one unit, so a run killed
+at any moment resumes from a complete ``last/``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..io import atomic_write
+from ..models import save_checkpoint
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -87,3 +89,18 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+
+
+def save_run_epoch(run_dir: Path, model, optimizer, history: list[dict], provenance: dict,
+                   improved: bool) -> None:  # fmt: skip
+    """What one epoch leaves in the run folder: ``best/`` when it improved, ``last/`` with the
+    optimizer state, history.csv and curves.png; each file or folder replaced atomically."""
+    if improved:
+        save_checkpoint(model, run_dir / "best", provenance)
+    save_checkpoint(model, run_dir / "last", provenance,
+                    extra=lambda folder: save_optimizer(optimizer, folder))  # fmt: skip
+    write_history(history, run_dir / "history.csv")
+    title = (
+        f"{model.display_name} fine-tuned on {len(provenance['this_run']['trained_on'])} case(s)"
+    )
+    plot_curves(history, run_dir / "curves.png", title)

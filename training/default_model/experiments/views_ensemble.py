@@ -43,7 +43,7 @@ def logits(run: str, data: str) -> dict:
     predictor = Predictor(load_checkpoint(Path(run) / "best"), device="cpu", flip_tta=args.flips)
     out = {}
     for case in load_case_folder(data, names=names):
-        p, _ = predictor.predict_probabilities(case.image, case.meta)
+        p = predictor.probabilities(predictor.prepare(case.image, case.meta))
         p = np.clip(p, 1e-6, 1 - 1e-6)
         out[case.name] = np.log(p / (1 - p))
     return out

@@ -1,0 +1,110 @@
+"""The package's shape, enforced: no import circle, the model layers in order, no napari or Qt
+below the widget layer, and functions and files of a readable size."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_la_dinov2"
+NAME = PACKAGE.name
+# The napari adapters: the only modules that may import napari, Qt or magicgui.
+ADAPTERS = ("_widgets", "_reader", "_writer", "_sample_data", "launch")
+GUI_LIBRARIES = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt")
+# Model layers, each importing only those before it.
+MODEL_LAYERS = [("baselines", "dinov2", "ensemble"), ("registry",), ("segmenter",),
+                ("checkpoint",), ("packing",)]  # fmt: skip
+MAX_FUNCTION_LINES = 80
+MAX_FILE_LINES = 400
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(name: str) -> set[str]:
+    """Every module this one imports, anywhere in it (a lazy import inside a function is
+    still a dependency), except under ``if TYPE_CHECKING``."""
+    path = MODULES[name]
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            # ``from . import distributed`` imports the submodule, not (only) the package
+            submodules = {f"{target}.{a.name}" for a in node.names} & set(MODULES)
+            found |= submodules
+            if node.module or len(submodules) < len(node.names):
+                found.add(target)
+    return found
+
+
+GRAPH = {name: {m for m in _imports(name) if m in MODULES and m != name} for name in MODULES}
+
+
+def _cycle_from(start: str) -> list[str] | None:
+    stack, seen = [(start, [start])], set()
+    while stack:
+        node, path = stack.pop()
+        for nxt in GRAPH[node]:
+            if nxt == start:
+                return [*path, nxt]
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, [*path, nxt]))
+    return None
+
+
+def test_the_walk_sees_the_package():
+    assert f"{NAME}.models.segmenter" in GRAPH[f"{NAME}.models.checkpoint"]
+    assert f"{NAME}.training.distributed" in GRAPH[f"{NAME}.training.finetune"]
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_import_circle(module):
+    assert _cycle_from(module) is None, " -> ".join(_cycle_from(module))
+
+
+def test_model_layers_import_only_the_layers_before_them():
+    for index, layer in enumerate(MODEL_LAYERS):
+        later = {f"{NAME}.models.{m}" for group in MODEL_LAYERS[index + 1 :] for m in group}
+        for module in layer:
+            name = f"{NAME}.models.{module}"
+            assert not (GRAPH[name] & later), f"{name} imports a later layer"
+
+
+def test_the_engine_imports_no_gui_library():
+    for name in MODULES:
+        if any(part in ADAPTERS for part in name.split(".")[1:]):
+            continue
+        gui = {m for m in _imports(name) if m.split(".")[0] in GUI_LIBRARIES}
+        assert not gui, f"{name} imports {sorted(gui)}"
+
+
+def test_functions_and_files_stay_readable():
+    long_functions, long_files = [], []
+    for name, path in MODULES.items():
+        lines = path.read_text().splitlines()
+        if len(lines) > MAX_FILE_LINES:
+            long_files.append(f"{name}: {len(lines)} lines")
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{name}.{node.name}: {length} lines")
+    assert not long_files, long_files
+    assert not long_functions, long_functions
