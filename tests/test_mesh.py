@@ -232,6 +232,19 @@ def test_cli_writes_the_mesh_and_prints_the_measures(mask_file, tmp_path, capsys
     assert volume / 1000 == pytest.approx(row["volume_ml"], rel=0.03)
 
 
+@pytest.mark.parametrize("flags, sign", [([], [-1, -1, 1]), (["--ras"], [1, 1, 1])])
+def test_cli_mesh_is_in_lps_unless_ras(mask_file, tmp_path, flags, sign):
+    import trimesh
+
+    from napari_la_dinov2.io import read_labels_with_meta
+
+    mask, meta = read_labels_with_meta(mask_file)
+    out = tmp_path / "la.ply"
+    assert main(["mesh", str(mask_file), "--out", str(out), *flags]) == 0
+    centre = trimesh.load(out, force="mesh").center_mass
+    assert np.linalg.norm(centre - mask_centroid_ras(mask, meta) * sign) < 1.0
+
+
 def test_cli_refuses_an_existing_output_without_overwrite(mask_file, tmp_path, capsys):
     out = tmp_path / "la.ply"
     out.write_bytes(b"keep me")
