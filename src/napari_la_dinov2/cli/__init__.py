@@ -22,6 +22,7 @@ SUBCOMMANDS = (
     "train",
     "fewshot",
     "evaluate",
+    "mesh",
 )
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
