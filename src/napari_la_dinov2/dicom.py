@@ -1,4 +1,4 @@
-"""DICOM in (an MR series in a folder or a .zip), DICOM SEG out.
+"""DICOM in: an MR series from a folder, a .zip or one multi-frame file.
 
 ``read_dicom`` gives the same ``(array, VolumeMeta)`` as :func:`~napari_la_dinov2.io.read_volume`:
 array axes (column, row, slice) as dcm2niix writes NIfTI, so axis 2 is the slice axis, and
@@ -11,7 +11,7 @@ between columns). So voxel (i, j, k) sits at
 GDCM (through SimpleITK) finds the series and reads classic one-slice-per-file series;
 highdicom reads enhanced multi-frame files, which GDCM only half understands. The geometry is
 computed here from every slice's ImagePositionPatient, after checking that the slices are evenly
-spaced: a gap would silently squeeze the anatomy. ``write_seg`` writes a mask back as a DICOM
+spaced: a gap would silently squeeze the anatomy. :mod:`.dicom_seg` writes a mask back as a DICOM
 SEG that references the source series, for PACS, 3D Slicer or OHIF.
 SimpleITK, pydicom and highdicom are imported inside the functions: a NIfTI job never loads them.
 """
@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .errors import InputError
-from .io import VolumeMeta, _check_content, atomic_write
+from .io import VolumeMeta, _check_content
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -142,11 +142,32 @@ def _find_series(folder: Path) -> dict[str, list[str]]:
 
 def _read_folder(folder: Path, series_uid: str | None, source: Path):
     series = _find_series(folder)
-    if not series:
+    if series:
+        return _read_series(source, series_uid, series)
+    # GDCM lists image series only: say what the DICOM files are, if there are any.
+    kinds = _sop_class_names(folder)
+    if kinds:
         raise InputError(
-            f"{source} holds no DICOM files; give a folder (or .zip) with a DICOM MR series."
+            f"{source} holds no DICOM image series to segment, only {', '.join(kinds)}; "
+            "give the folder of the MR image series."
         )
-    return _read_series(source, series_uid, series)
+    raise InputError(
+        f"{source} holds no DICOM files; give a folder (or .zip) with a DICOM MR series."
+    )
+
+
+def _sop_class_names(folder: Path, max_files: int = 50) -> list[str]:
+    import pydicom
+
+    names: set[str] = set()
+    files = (Path(root) / name for root, _dirs, found in os.walk(folder) for name in found)
+    for path in (p for p in files if is_dicom_file(p)):
+        sop = pydicom.dcmread(path, stop_before_pixels=True).get("SOPClassUID", "")
+        names.add(pydicom.uid.UID(str(sop)).name if sop else "no SOP class")
+        if len(names) >= 5 or max_files <= 1:
+            break
+        max_files -= 1
+    return sorted(names)
 
 
 def _summaries(series: dict[str, list[str]]) -> dict[str, tuple[str, str, int, bool]]:
@@ -328,77 +349,3 @@ def _read_multiframe(source: Path, file: str) -> tuple[np.ndarray, np.ndarray]:
         affine[:3, 2] *= -1
         array = array[:, :, ::-1]
     return np.ascontiguousarray(array), affine
-
-
-def write_seg(path: Path, labels: np.ndarray, meta: VolumeMeta) -> Path:
-    """Write ``labels`` (non-zero = left atrium) as a BINARY DICOM SEG of ``meta``'s series,
-    atomically; ``path`` is already checked by :func:`~napari_la_dinov2.io.write_labels`."""
-    import highdicom as hd
-
-    headers = meta.extra.get("dicom_headers")
-    if meta.format != "dicom" or not headers:
-        raise InputError(
-            f"{path}: a DICOM SEG (.dcm) can only be written for an image read from DICOM; "
-            "write .nii.gz or .nrrd instead."
-        )
-    # The mask as a highdicom volume, (slice, row, column) in LPS: highdicom matches each of its
-    # planes to the source frame at the same position and references it.
-    volume = hd.Volume(
-        array=(np.asarray(labels) > 0).astype(np.uint8).transpose(2, 1, 0),
-        affine=(_LPS_TO_RAS @ meta.affine)[:, [2, 1, 0, 3]],
-        coordinate_system="PATIENT",
-        frame_of_reference_uid=str(headers[0].FrameOfReferenceUID),
-    )
-    seg = hd.seg.Segmentation(
-        source_images=headers,
-        pixel_array=volume,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[_segment_description()],
-        series_instance_uid=hd.UID(),
-        series_number=_seg_series_number(headers[0]),
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="napari-la-dinov2",
-        manufacturer_model_name="napari-la-dinov2",
-        software_versions=_version(),
-        device_serial_number="0",
-        content_label="LEFT_ATRIUM",
-        content_description="Left atrium, napari-la-dinov2",
-        # An empty mask still makes a valid SEG (with empty frames) rather than an error.
-        omit_empty_frames=bool(np.any(labels)),
-    )
-    seg.SeriesDescription = "Left atrium (napari-la-dinov2)"
-    atomic_write(path, lambda tmp: seg.save_as(tmp, enforce_file_format=True))
-    return path
-
-
-def _segment_description():
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
-    return hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label="Left atrium",
-        segmented_property_category=codes.SCT.AnatomicalStructure,
-        segmented_property_type=codes.SCT.LeftAtrium,  # SCT 82471001
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name="napari-la-dinov2",
-            family=codes.cid7162.ArtificialIntelligence,
-            version=_version(),
-        ),
-    )
-
-
-def _seg_series_number(source) -> int:
-    # Beside its source in a PACS viewer: the source's series number plus 1000, a common habit.
-    try:
-        return int(source.get("SeriesNumber", 0) or 0) + 1000
-    except (TypeError, ValueError):
-        return 1000
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__

@@ -98,9 +98,11 @@ def _is_dicom_input(path: Path) -> bool:
     # Folders and zips are always DICOM here, so their errors speak of DICOM, not of suffixes.
     if path.is_dir() or (path.is_file() and path.suffix.lower() == ".zip"):
         return True
+    if not path.is_file() or _suffix(path) in SUPPORTED_SUFFIXES:
+        return False
     from .dicom import is_dicom_file
 
-    return path.is_file() and _suffix(path) not in SUPPORTED_SUFFIXES and is_dicom_file(path)
+    return is_dicom_file(path)
 
 
 def _check_input_path(path: Path) -> None:
@@ -311,7 +313,7 @@ def write_labels(
         raise InputError("labels must be integers from 0 to 255 to be saved as uint8.")
     labels = labels.astype(np.uint8)
     if path.name.lower().endswith(".dcm"):
-        from .dicom import write_seg
+        from .dicom_seg import write_seg
 
         write_seg(path, labels, meta)
     elif _suffix(path) in NRRD_SUFFIXES:
