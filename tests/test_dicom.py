@@ -202,6 +202,10 @@ def test_zip_with_a_subfolder(oblique, tmp_path):
     np.testing.assert_array_equal(volume, expected)
     np.testing.assert_allclose(meta.affine, affine, atol=1e-4)
     assert meta.source == str(archive)
+    # The temporary folder is gone, but the SEG writer has what it needs in meta.
+    labels = (volume > np.median(volume)).astype(np.uint8)
+    mask, _ = _seg_mask(write_labels(tmp_path / "la.dcm", labels, meta), meta)
+    np.testing.assert_array_equal(mask, labels)
 
 
 @pytest.mark.parametrize("member", ["../evil", "/tmp/evil", "a/../../evil"])
@@ -259,8 +263,13 @@ def test_seg_and_nifti_outputs_round_trip(oblique, tmp_path):
         write_labels(out, labels, meta)
 
 
-def test_seg_needs_a_dicom_source(tmp_path):
+def test_seg_and_series_need_a_dicom_source(tmp_path):
     meta = VolumeMeta.from_spacing((16, 16, 4))
+    nifti = tmp_path / "image.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.rand(*meta.shape).astype(np.float32), meta.affine), nifti)
+    with pytest.raises(InputError, match="is not DICOM; a series UID only picks a series"):
+        read_volume(nifti, series_uid="1.2.3")
+    nifti.unlink()
     with pytest.raises(InputError, match=r"a DICOM SEG \(\.dcm\) output needs a DICOM input"):
         write_labels(tmp_path / "mask.dcm", np.zeros(meta.shape, np.uint8), meta)
     assert list(tmp_path.iterdir()) == []

@@ -322,8 +322,10 @@ def _read_pixels(files: list[str], source: Path) -> np.ndarray:
         raise InputError(
             f"{source}: the DICOM pixel data could not be decoded ({reason[:200]})."
         ) from error
-    # SimpleITK's array is (slice, row, column); ours is (column, row, slice).
-    return np.ascontiguousarray(sitk.GetArrayFromImage(image).transpose(2, 1, 0))
+    # SimpleITK's array is (slice, row, column); ours is (column, row, slice). The transposed
+    # view is Fortran-ordered, as nibabel gives a NIfTI: same layout, same float sums, so a DICOM
+    # and a NIfTI copy of one scan segment identically.
+    return sitk.GetArrayFromImage(image).transpose(2, 1, 0)
 
 
 def _read_multiframe(source: Path, file: str) -> tuple[np.ndarray, np.ndarray]:
@@ -348,4 +350,4 @@ def _read_multiframe(source: Path, file: str) -> tuple[np.ndarray, np.ndarray]:
         affine[:3, 3] += (array.shape[2] - 1) * affine[:3, 2]
         affine[:3, 2] *= -1
         array = array[:, :, ::-1]
-    return np.ascontiguousarray(array), affine
+    return np.asfortranarray(array), affine
