@@ -261,6 +261,9 @@ def test_seg_and_nifti_outputs_round_trip(oblique, tmp_path):
     np.testing.assert_array_equal(np.asanyarray(nib.load(nifti).dataobj), labels)
     with pytest.raises(InputError, match="already exists"):
         write_labels(out, labels, meta)
+    # A SEG saved into its series' folder is not a second series to choose from.
+    out.rename(folder / "la-seg")
+    np.testing.assert_array_equal(read_volume(folder)[0], volume)
 
 
 def test_seg_and_series_need_a_dicom_source(tmp_path):
