@@ -136,7 +136,8 @@ def _check_geometry_against_headers(volume, meta, folder: Path) -> None:
 
 def test_oblique_series_reads_with_exact_geometry(oblique):
     folder, expected, affine = oblique
-    assert is_supported_path(folder)
+    assert is_supported_path(folder) and not is_supported_path(folder.parent / "nothing-here")
+    assert not is_supported_path(next(folder.iterdir()))  # a lone slice (or SEG) is no volume
     volume, meta = read_volume(folder)
     assert volume.shape == (24, 18, 7) and volume.dtype == np.float32
     np.testing.assert_array_equal(volume, expected)  # each slice's own slope applied

@@ -52,11 +52,12 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
 
 
 def looks_like_dicom(path: str | os.PathLike, max_files: int = 64) -> bool:
-    """True for a .zip, a DICOM file or a folder with a DICOM file among its first files: cheap,
-    because napari asks this for every path it opens."""
+    """True for a .zip or a folder with a DICOM file among its first files: cheap, because napari
+    asks this for every path it opens. A lone DICOM file is left out on purpose: folders of masks
+    are listed with this test, and a SEG saved there is not a mask to read."""
     path = Path(path)
     if path.is_file():
-        return path.suffix.lower() == ".zip" or is_dicom_file(path)
+        return path.suffix.lower() == ".zip"
     if not path.is_dir():
         return False
     seen = 0

@@ -86,7 +86,8 @@ def _suffix(path: Path) -> str:
 
 
 def is_supported_path(path: str | os.PathLike) -> bool:
-    """A NIfTI/NRRD file, a .zip, a DICOM file or a folder holding DICOM files."""
+    """A NIfTI/NRRD file, a .zip or a folder holding DICOM files (read_volume also takes a
+    multi-frame DICOM file, but a lone .dcm here could be a SEG in a folder of masks)."""
     if _suffix(Path(path)) in SUPPORTED_SUFFIXES:
         return True
     from .dicom import looks_like_dicom
