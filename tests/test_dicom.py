@@ -146,6 +146,18 @@ def test_oblique_series_reads_with_exact_geometry(oblique):
     assert meta.through_plane_axis() == 2 and meta.is_oblique
     assert len(meta.extra["dicom_headers"]) == 7
     _check_geometry_against_headers(volume, meta, folder)
+    np.testing.assert_allclose(meta.affine, _simpleitk_affine(folder), atol=1e-4)
+
+
+def _simpleitk_affine(folder: Path) -> np.ndarray:
+    """A second opinion: ITK's own geometry of the series (index order column, row, slice)."""
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
+    affine = np.eye(4)
+    affine[:3, :3] = np.reshape(image.GetDirection(), (3, 3)) @ np.diag(image.GetSpacing())
+    affine[:3, 3] = image.GetOrigin()
+    return LPS @ affine
 
 
 def test_enhanced_multiframe_file(tmp_path):
