@@ -15,9 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-from pydicom.valuerep import format_number_as_ds
+from pydicom.uid import generate_uid
 
 import napari_la_dinov2
 from napari_la_dinov2.cli import main
@@ -25,88 +23,23 @@ from napari_la_dinov2.errors import InputError
 from napari_la_dinov2.io import VolumeMeta, is_supported_path, read_volume, write_labels
 from napari_la_dinov2.models import build_model, save_checkpoint
 from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING
-
-LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS, its own inverse
-
-
-def _ds(value) -> str:
-    return format_number_as_ds(float(value))  # DS strings hold at most 16 characters
-
-
-def _oblique_affine() -> np.ndarray:
-    """RAS affine rotated about all three axes, with three different voxel sizes: a swap of rows
-    and columns, or of a sign, cannot go unnoticed."""
-    a, b = np.radians(25.0), np.radians(-40.0)
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    rz = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
-    affine = np.eye(4)
-    affine[:3, :3] = rz @ rx @ np.diag([0.7, 0.5, 2.5])
-    affine[:3, 3] = (12.5, -31.25, 47.0)
-    return affine
-
-
-def series_datasets(stored, affine_ras, slopes=1.0, intercept=0.0, description="LGE"):
-    """One MR Image Storage dataset per slice of ``stored`` (column, row, slice) on ``affine``."""
-    lps = LPS @ affine_ras
-    col_step, row_step, slice_step = lps[:3, 0], lps[:3, 1], lps[:3, 2]
-    # IOP: first along a row (the column index grows), then down a column (the row index grows).
-    iop = [*(col_step / np.linalg.norm(col_step)), *(row_step / np.linalg.norm(row_step))]
-    slopes = np.broadcast_to(np.asarray(slopes, dtype=float), (stored.shape[2],))
-    study, series, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
-    datasets = []
-    for k in range(stored.shape[2]):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.Modality, ds.PatientName, ds.PatientID = "MR", "Test^Phantom", "LA0001"
-        ds.PatientBirthDate, ds.PatientSex, ds.ReferringPhysicianName = "", "O", ""
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = frame_of_reference, ""
-        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240101", "120000", "1", ""
-        ds.SeriesDescription, ds.SeriesNumber, ds.InstanceNumber = description, 7, k + 1
-        ds.Manufacturer, ds.ImageType = "test", ["ORIGINAL", "PRIMARY", "OTHER"]
-        ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions = "GR", "NONE", ""
-        ds.MRAcquisitionType, ds.EchoTime, ds.RepetitionTime = "3D", "2.2", "5.4"
-        ds.ImagePositionPatient = [_ds(v) for v in lps[:3, 3] + k * slice_step]
-        ds.ImageOrientationPatient = [_ds(v) for v in iop]
-        # PixelSpacing: (between rows, between columns).
-        ds.PixelSpacing = [_ds(np.linalg.norm(row_step)), _ds(np.linalg.norm(col_step))]
-        ds.SliceThickness = _ds(np.linalg.norm(slice_step))
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows, ds.Columns = stored.shape[1], stored.shape[0]
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleSlope, ds.RescaleIntercept = _ds(slopes[k]), _ds(intercept)
-        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T, dtype=np.uint16).tobytes()
-        datasets.append(ds)
-    return datasets
-
-
-def write_files(folder: Path, datasets, seed: int = 0) -> list[Path]:
-    """Save in shuffled order under random names without a suffix, as PACS exports often are."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index in rng.permutation(len(datasets)):
-        path = folder / f"{rng.integers(16**10):010x}"
-        datasets[index].save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths
-
-
-def _oblique_stored(shape=(24, 18, 7), seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 4000, shape)
+from tests.dicom_series import (
+    LPS,
+    oblique_affine,
+    oblique_stored,
+    series_datasets,
+    write_files,
+)
 
 
 @pytest.fixture
 def oblique(tmp_path):
     """An oblique series with a different RescaleSlope per slice: (folder, expected, affine)."""
-    stored, slopes = _oblique_stored(), 0.5 + 0.25 * np.arange(7)
+    stored, slopes = oblique_stored(), 0.5 + 0.25 * np.arange(7)
     paths = write_files(
-        tmp_path / "oblique", series_datasets(stored, _oblique_affine(), slopes, -100)
+        tmp_path / "oblique", series_datasets(stored, oblique_affine(), slopes, -100)
     )
-    return paths[0].parent, stored * slopes - 100.0, _oblique_affine()
+    return paths[0].parent, stored * slopes - 100.0, oblique_affine()
 
 
 def _uid_of(folder: Path, description: str) -> str:
@@ -163,8 +96,8 @@ def _simpleitk_affine(folder: Path) -> np.ndarray:
 def test_enhanced_multiframe_file(tmp_path):
     import highdicom as hd
 
-    stored = _oblique_stored()
-    datasets = series_datasets(stored, _oblique_affine(), 0.5, -100)
+    stored = oblique_stored()
+    datasets = series_datasets(stored, oblique_affine(), 0.5, -100)
     multiframe = hd.legacy.LegacyConvertedEnhancedMRImage(
         [datasets[k] for k in (3, 0, 6, 1, 5, 2, 4)],  # frames in no particular order
         series_instance_uid=generate_uid(),
@@ -177,7 +110,7 @@ def test_enhanced_multiframe_file(tmp_path):
     for path in (tmp_path / "mf", tmp_path / "mf" / "IM0001"):  # its folder, or the file itself
         volume, meta = read_volume(path)
         np.testing.assert_array_equal(volume, stored * 0.5 - 100.0)
-        np.testing.assert_allclose(meta.affine, _oblique_affine(), atol=1e-4)
+        np.testing.assert_allclose(meta.affine, oblique_affine(), atol=1e-4)
     labels = np.zeros(meta.shape, np.uint8)
     labels[3:11, 2:9, 1:6] = 1
     mask, seg = _seg_mask(write_labels(tmp_path / "la.dcm", labels, meta), meta)
@@ -298,19 +231,19 @@ def _no_dicom(folder: Path) -> Path:
 
 
 def _single_image(folder: Path) -> Path:
-    write_files(folder, series_datasets(_oblique_stored(), _oblique_affine())[:1])
+    write_files(folder, series_datasets(oblique_stored(), oblique_affine())[:1])
     return folder
 
 
 def _missing_slice(folder: Path) -> Path:
-    datasets = series_datasets(_oblique_stored(), _oblique_affine())
+    datasets = series_datasets(oblique_stored(), oblique_affine())
     write_files(folder, datasets[:3] + datasets[4:])
     return folder
 
 
 def _two_echoes(folder: Path) -> Path:
-    datasets = series_datasets(_oblique_stored(), _oblique_affine())
-    echo = series_datasets(_oblique_stored(seed=2), _oblique_affine())
+    datasets = series_datasets(oblique_stored(), oblique_affine())
+    echo = series_datasets(oblique_stored(seed=2), oblique_affine())
     for ds in echo:
         ds.SeriesInstanceUID = datasets[0].SeriesInstanceUID
     write_files(folder, datasets + echo)
@@ -318,7 +251,7 @@ def _two_echoes(folder: Path) -> Path:
 
 
 def _not_an_image(folder: Path) -> Path:
-    ds = series_datasets(_oblique_stored(), _oblique_affine())[0]
+    ds = series_datasets(oblique_stored(), oblique_affine())[0]
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
     for name in ("Rows", "Columns", "PixelData", "ImagePositionPatient"):
         delattr(ds, name)
@@ -371,7 +304,7 @@ def foreground_checkpoint(tmp_path_factory) -> Path:
 
 def test_cli_dicom_folder_to_nifti_and_seg(oblique, tmp_path, foreground_checkpoint):
     folder, _, affine = oblique
-    other = series_datasets(_oblique_stored(seed=9), np.eye(4), description="other")
+    other = series_datasets(oblique_stored(seed=9), np.eye(4), description="other")
     write_files(folder, other, seed=9)
     uid = _uid_of(folder, "LGE")
     _, meta = read_volume(folder, series_uid=uid)

@@ -37,8 +37,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "segment",
         help="segment the left atrium of a volume and write the mask as NIfTI/NRRD",
-        description="Segment the left atrium of a 3D LGE-MRI volume (.nii, .nii.gz, .nrrd); "
-        "the mask is written as uint8 with exactly the input's affine and shape.",
+        description="Segment the left atrium of a 3D LGE-MRI volume (.nii, .nii.gz, .nrrd, or "
+        "a DICOM series in a folder or .zip); the mask is written as uint8 with exactly the "
+        "input's affine and shape, or as a DICOM SEG (.dcm) of a DICOM input.",
     )
     parser.add_argument(
         "input", metavar="IN", help="input volume (.nii, .nii.gz, .nrrd) or DICOM folder/.zip"
