@@ -25,6 +25,8 @@ from .errors import InputError
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES
+# What a mask may be written as; ".dcm" (a DICOM SEG) only for an image read from DICOM.
+MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".dcm")
 # Smaller than this in-plane cannot hold an atrium at any MRI resolution we know of.
 MIN_INPLANE_VOXELS = 8
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -84,7 +86,24 @@ def _suffix(path: Path) -> str:
 
 
 def is_supported_path(path: str | os.PathLike) -> bool:
-    return _suffix(Path(path)) in SUPPORTED_SUFFIXES
+    """A NIfTI/NRRD file, a .zip or a folder holding DICOM files (read_volume also takes a
+    multi-frame DICOM file, but a lone .dcm here could be a SEG in a folder of masks)."""
+    if _suffix(Path(path)) in SUPPORTED_SUFFIXES:
+        return True
+    from .dicom import looks_like_dicom
+
+    return looks_like_dicom(path)
+
+
+def _is_dicom_input(path: Path) -> bool:
+    # Folders and zips are always DICOM here, so their errors speak of DICOM, not of suffixes.
+    if path.is_dir() or (path.is_file() and path.suffix.lower() == ".zip"):
+        return True
+    if not path.is_file() or _suffix(path) in SUPPORTED_SUFFIXES:
+        return False
+    from .dicom import is_dicom_file
+
+    return is_dicom_file(path)
 
 
 def _check_input_path(path: Path) -> None:
@@ -152,14 +171,26 @@ def _read_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     return data, affine, {"nrrd_space": space}
 
 
-def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, VolumeMeta]:
+def read_volume(
+    path: str | os.PathLike, series_uid: str | None = None
+) -> tuple[np.ndarray, VolumeMeta]:
     """Read a 3D volume: ``(array float32 XYZ as stored, meta)``.
 
+    A folder or .zip holding a DICOM series (or one multi-frame DICOM file) is read by
+    :func:`napari_la_dinov2.dicom.read_dicom`; ``series_uid`` picks one of several series.
     A 4D file whose fourth axis has length 1 is read as 3D; a true 4D series (several time
     points or channels) is refused, because which frame to segment is the user's choice.
     NaN/inf voxels are set to the lowest finite value. Raises InputError for anything unusable.
     """
     path = Path(path).expanduser()
+    if _is_dicom_input(path):
+        from .dicom import read_dicom
+
+        return read_dicom(path, series_uid=series_uid)
+    if series_uid is not None:
+        raise InputError(
+            f"{path} is not DICOM; a series UID only picks a series in a DICOM folder."
+        )
     _check_input_path(path)
     fmt = "nrrd" if _suffix(path) in NRRD_SUFFIXES else "nifti"
     try:
@@ -267,8 +298,12 @@ def check_output_path(
 def write_labels(
     path: str | os.PathLike, labels: np.ndarray, meta: VolumeMeta, overwrite: bool = False
 ) -> Path:
-    """Write a label volume (uint8) on the grid of ``meta``: same shape, same affine."""
-    path = check_output_path(path, overwrite)
+    """Write a label volume (uint8) on the grid of ``meta``: same shape, same affine.
+
+    A ``.dcm`` path writes a DICOM SEG of the source series (``meta`` from a DICOM read)."""
+    check_mask_output(path, meta)
+    suffixes = MASK_SUFFIXES if meta.format == "dicom" else MASK_SUFFIXES[:-1]
+    path = check_output_path(path, overwrite, suffixes=suffixes)
     labels = np.asarray(labels)
     if tuple(labels.shape) != tuple(meta.shape):
         raise InputError(
@@ -278,11 +313,24 @@ def write_labels(
     if labels.size and (labels.min() < 0 or labels.max() > 255):
         raise InputError("labels must be integers from 0 to 255 to be saved as uint8.")
     labels = labels.astype(np.uint8)
-    if _suffix(path) in NRRD_SUFFIXES:
+    if path.name.lower().endswith(".dcm"):
+        from .dicom_seg import write_seg
+
+        write_seg(path, labels, meta)
+    elif _suffix(path) in NRRD_SUFFIXES:
         atomic_write(path, lambda tmp: _write_nrrd(tmp, labels, meta))
     else:
         atomic_write(path, lambda tmp: _write_nifti(tmp, labels, meta))
     return path
+
+
+def check_mask_output(path: str | os.PathLike, meta: VolumeMeta) -> None:
+    """A DICOM SEG output needs a DICOM source to reference: refuse it early otherwise."""
+    if str(path).lower().endswith(".dcm") and meta.format != "dicom":
+        raise InputError(
+            f"{path}: a DICOM SEG (.dcm) output needs a DICOM input series; this image was read "
+            f"from {meta.format.upper()}, so write .nii.gz or .nrrd instead."
+        )
 
 
 def _write_nifti(tmp: Path, labels: np.ndarray, meta: VolumeMeta) -> None:

@@ -37,12 +37,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "segment",
         help="segment the left atrium of a volume and write the mask as NIfTI/NRRD",
-        description="Segment the left atrium of a 3D LGE-MRI volume (.nii, .nii.gz, .nrrd); "
-        "the mask is written as uint8 with exactly the input's affine and shape.",
+        description="Segment the left atrium of a 3D LGE-MRI volume (.nii, .nii.gz, .nrrd, or "
+        "a DICOM series in a folder or .zip); the mask is written as uint8 with exactly the "
+        "input's affine and shape, or as a DICOM SEG (.dcm) of a DICOM input.",
     )
-    parser.add_argument("input", metavar="IN", help="input volume (.nii, .nii.gz or .nrrd)")
     parser.add_argument(
-        "--out", "-o", required=True, metavar="OUT", help="output mask (.nii.gz, .nii or .nrrd)"
+        "input", metavar="IN", help="input volume (.nii, .nii.gz, .nrrd) or DICOM folder/.zip"
+    )
+    parser.add_argument(
+        "--out",
+        "-o",
+        required=True,
+        metavar="OUT",
+        help="output mask (.nii.gz, .nii or .nrrd; .dcm writes a DICOM SEG for a DICOM input)",
+    )
+    parser.add_argument(
+        "--series", metavar="UID", help="the SeriesInstanceUID to read from a DICOM folder"
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
@@ -103,20 +113,21 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from ..inference import Predictor, RegionOfInterest, autocast_dtype, resolve_device
-    from ..io import check_output_path, read_volume, write_labels
+    from ..io import MASK_SUFFIXES, check_mask_output, check_output_path, read_volume, write_labels
     from ..metrics import la_volume_ml
     from ..models import load_model
     from ..overlay import save_overlay
 
     source = Path(args.input)
-    out = check_output_path(args.out, args.overwrite)
+    out = check_output_path(args.out, args.overwrite, suffixes=MASK_SUFFIXES)
     png = check_png_path(args.png, args.overwrite) if args.png else None
     if source.exists() and _same_file(source, out):
         raise InputError(f"{out} is the input image; the mask must be written to another file.")
     roi = RegionOfInterest.parse(args.roi) if args.roi else None
     device = resolve_device(args.device)
     autocast_dtype(device, args.precision)
-    volume, meta = read_volume(source)
+    volume, meta = read_volume(source, series_uid=args.series)
+    check_mask_output(out, meta)  # a .dcm (DICOM SEG) output needs a DICOM input
     slice_axis = args.slice_axis if args.slice_axis is not None else meta.through_plane_axis()
     (roi or RegionOfInterest()).clamp(volume.shape, slice_axis)  # checks the ROI before loading
 
