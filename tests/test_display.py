@@ -117,9 +117,13 @@ def test_axial_slices_are_in_the_radiological_view(tmp_path, kind):
     """Down the screen is posterior, across is towards the patient's left, the slider goes up."""
     volume, meta = _volume(tmp_path, kind, 2)
     _, geometry = to_display(volume, meta)
-    ras_step = meta.affine[:3, :3] @ (
-        display_to_file_index(np.eye(3), geometry) - display_to_file_index(np.zeros(3), geometry)
-    ).T
+    ras_step = (
+        meta.affine[:3, :3]
+        @ (
+            display_to_file_index(np.eye(3), geometry)
+            - display_to_file_index(np.zeros(3), geometry)
+        ).T
+    )
     assert ras_step[2, 0] > 0  # slider: inferior -> superior
     assert ras_step[1, 1] < 0  # rows: anterior at the top
     assert ras_step[0, 2] < 0  # columns: the patient's right on the screen's left
