@@ -20,6 +20,8 @@ from .io import VolumeMeta, atomic_write
 from .metrics import la_volume_ml
 
 CONTOUR_COLOUR = "#ff3b30"
+# The plane of a cut across the rows of each kind of stack (rows: A->P axial, S->I otherwise).
+_CUT_PLANE = {"axial": "coronal", "coronal": "axial", "sagittal": "axial"}
 FILL_ALPHA = 0.25
 
 
@@ -143,7 +145,7 @@ def render_overlay(
         step / column,
         window,
         (vertical, ends[2]),
-        f"orthogonal, row {cut} ({geometry.axis_labels[1]})",
+        f"{_CUT_PLANE[geometry.plane]} cut at row {cut}",
         "lower" if superior_up else "upper",
     )
     for index in slices:
