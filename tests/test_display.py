@@ -173,3 +173,33 @@ def test_overlay_is_drawn_as_napari_shows_it():
     index = int(first.get_title().split()[2])
     assert np.array_equal(np.asarray(shown), display[index])
     assert {t.get_text() for t in first.texts} == {"A", "P", "R", "L"}
+
+
+def test_reader_gives_display_layers_and_labels_for_mask_files(tmp_path):
+    """The npe2 reader (no napari needed): images as 'image', mask files (also an empty one)
+    as 'labels', both in the display order; the writer takes a painted mask back, bit-exact."""
+    from napari_la_dinov2._reader import napari_get_reader
+    from napari_la_dinov2._writer import write_labels_layer
+
+    affine = np.diag([-0.625, -0.625, 1.25, 1.0])
+    rng = np.random.default_rng(0)
+    files = {
+        "image": rng.integers(0, 250, (20, 16, 6)).astype(np.uint8),
+        "mask": (rng.random((20, 16, 6)) > 0.7).astype(np.uint8),
+        "blank": np.zeros((20, 16, 6), np.uint8),
+    }
+    layers = {}
+    for name, data in files.items():
+        nib.save(nib.Nifti1Image(data, affine), str(tmp_path / f"{name}.nii.gz"))
+        [layers[name]] = napari_get_reader(str(tmp_path / f"{name}.nii.gz"))(None)
+    assert [layers[n][2] for n in files] == ["image", "labels", "labels"]
+    assert layers["mask"][0].dtype == np.uint8 and layers["mask"][0].shape == (6, 16, 20)
+    assert layers["image"][1]["axis_labels"][0] == "inferior→superior"
+    data, kwargs, _ = layers["mask"]
+    painted = np.array(data)  # napari's Labels hold their own array
+    painted[2, 3:9, 4:7] = 5
+    [written] = write_labels_layer(str(tmp_path / "out.nii.gz"), painted, kwargs)
+    saved = nib.load(written)
+    geometry = kwargs["metadata"]["la_dinov2_display"]
+    assert np.array_equal(np.asarray(saved.dataobj), from_display(painted, geometry))
+    assert np.array_equal(saved.affine, affine)
