@@ -114,19 +114,28 @@ def dock(viewer, app, widget, name: str, width: int = 560) -> None:
 
 
 def add_case(viewer, case):
-    from napari_la_dinov2._widgets._layers import image_layer_kwargs, labels_layer_kwargs
+    """The case as File > Open shows it: the slices on the slider, the axial plane on screen."""
+    from napari_la_dinov2._widgets._layers import display_layer, labels_layer_kwargs, on_layer_grid
 
     name, image, labels, meta = case
-    image_layer = viewer.add_image(image, **image_layer_kwargs(meta, name=name), colormap="gray")
-    mask = viewer.add_labels(labels, **labels_layer_kwargs(image_layer, f"{name} expert mask"))
+    data, kwargs = display_layer(image, meta, name=name)
+    image_layer = viewer.add_image(data, **kwargs, colormap="gray")
+    shown = on_layer_grid(image_layer, labels)
+    mask = viewer.add_labels(shown, **labels_layer_kwargs(image_layer, f"{name} expert mask"))
     mask.opacity = 0.4
-    from napari_la_dinov2._widgets._layers import slice_view_order
-
-    axis = meta.through_plane_axis()
-    viewer.dims.order = slice_view_order(axis)
-    viewer.dims.set_current_step(axis, atrium_slice(labels, axis))
+    show_atrium_slice(viewer, image_layer, labels, meta)
     viewer.reset_view()
     return image_layer, mask
+
+
+def show_atrium_slice(viewer, image_layer, labels, meta) -> None:
+    """Move the slider (the layer's first axis) to the slice where the atrium is largest."""
+    from napari_la_dinov2._widgets._layers import file_to_layer_index
+
+    axis = meta.through_plane_axis()
+    point = np.zeros(3)
+    point[axis] = atrium_slice(labels, axis)
+    viewer.dims.set_current_step(0, int(round(file_to_layer_index(image_layer, point)[0])))
 
 
 def main(argv=None) -> None:
@@ -212,8 +221,7 @@ def main(argv=None) -> None:
     mask.visible = True
     colour_labels(mask, "#ffff00", contour=2)
     mask.opacity = 1.0
-    axis = cases[1][3].through_plane_axis()
-    viewer.dims.set_current_step(axis, atrium_slice(cases[1][2], axis))
+    show_atrium_slice(viewer, image, cases[1][2], cases[1][3])
     viewer.layers.selection.active = compare.model_layers[0]
     snap(viewer, app, "compare", out)
     # The canvas is tall and the slices wide: one column of panels (expert, then each model)

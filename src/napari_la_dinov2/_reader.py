@@ -1,7 +1,12 @@
-"""npe2 reader: .nii, .nii.gz and .nrrd volumes as Image layers in physical space.
+"""npe2 reader: .nii, .nii.gz and .nrrd volumes as layers shown in their acquisition plane.
 
-The file is read once, in ``napari_get_reader``: a file that cannot be read gives ``None`` (napari
-then tries other readers) and a warning that says why, never an exception.
+The file is read once, in ``napari_get_reader``, through ``io.read_volume``: a file that cannot
+be read gives ``None`` (napari then tries other readers) and a warning that says why, never an
+exception. The layer shows the volume through ``display.to_display``: the through-plane axis is
+the layer's first axis (the slider), the slice is on the canvas in mm as radiologists read it,
+with anatomical axis labels; the file's meta and the display geometry ride in the metadata, so
+the writer and the widgets give the engine the file's own voxel order back. A mask file (whole
+numbers, few distinct values) opens as a Labels layer, not as a grey image.
 """
 
 from __future__ import annotations
@@ -9,8 +14,14 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from .errors import InputError
-from .io import is_supported_path, read_volume
+from .io import is_supported_path, read_labels_with_meta, read_volume
+
+# More distinct values than this is an image: a label map has a handful (LA 2018: 0 and 1;
+# whole-heart sets: 8); an 8-bit LGE image has a hundred or more.
+MAX_LABEL_VALUES = 16
 
 
 def _layer_name(path: str) -> str:
@@ -21,6 +32,59 @@ def _layer_name(path: str) -> str:
     return name
 
 
+def label_values(volume: np.ndarray) -> np.ndarray | None:
+    """The distinct values of a label map (whole numbers, at most MAX_LABEL_VALUES of them),
+    or None for an image. A strided sample rules most images out before the full count."""
+    sample = volume.ravel()[:: max(1, volume.size // 50_000)]
+    if np.unique(sample).size > MAX_LABEL_VALUES:
+        return None
+    values = np.unique(volume)
+    if values.size > MAX_LABEL_VALUES or not np.array_equal(values, np.round(values)):
+        return None
+    return values
+
+
+def _as_labels(volume: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Integer labels (napari's Labels need an integer dtype): uint8 when they fit."""
+    fits = values.min() >= 0 and values.max() <= 255
+    return volume.astype(np.uint8 if fits else np.int32)
+
+
+def _empty_mask(path: str):
+    """``(mask, meta)`` of an integer label file that read_volume refuses because every voxel
+    has the same value (an empty mask is a valid start for drawing), else None."""
+    try:
+        volume, meta = read_labels_with_meta(path)
+    except Exception:  # not readable as a mask either: read_volume's reason is the one to give
+        return None
+    if not np.issubdtype(volume.dtype, np.integer) or label_values(volume) is None:
+        return None
+    return volume, meta
+
+
+def _read_layer(path: str):
+    """``(data, kwargs, layer type)`` of one file, in the display order."""
+    from ._widgets._layers import display_layer
+
+    try:
+        volume, meta = read_volume(path)
+    except InputError:
+        empty = _empty_mask(path)
+        if empty is None:
+            raise
+        volume, meta = empty
+    values = label_values(volume)
+    layer_type = "image" if values is None else "labels"
+    if values is not None:
+        volume = _as_labels(volume, values)
+    data, kwargs = display_layer(volume, meta, name=_layer_name(str(path)))
+    if layer_type == "image":
+        kwargs["colormap"] = "gray"
+    else:
+        kwargs["opacity"] = 0.5
+    return data, kwargs, layer_type
+
+
 def napari_get_reader(path):
     """A function returning the layers of ``path`` (a path or a list of paths), or None."""
     paths = [path] if isinstance(path, str | Path) else list(path)
@@ -29,7 +93,7 @@ def napari_get_reader(path):
     layers = []
     for one in paths:
         try:
-            volume, meta = read_volume(one)
+            layers.append(_read_layer(str(one)))
         except InputError as error:
             warnings.warn(str(error), stacklevel=2)
             return None
@@ -38,9 +102,4 @@ def napari_get_reader(path):
                 f"{one} could not be read ({type(error).__name__}: {error}).", stacklevel=2
             )
             return None
-        from ._widgets._layers import image_layer_kwargs
-
-        kwargs = image_layer_kwargs(meta, name=_layer_name(str(one)))
-        kwargs["colormap"] = "gray"
-        layers.append((volume, kwargs, "image"))
     return lambda _path: layers

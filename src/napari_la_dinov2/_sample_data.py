@@ -71,11 +71,13 @@ def make_sample(seed: int = 0) -> tuple[np.ndarray, np.ndarray, VolumeMeta]:
 
 
 def sample_lge():
-    """npe2 sample-data command: the phantom as an Image layer and its true mask as Labels."""
-    from ._widgets._layers import image_layer_kwargs
+    """npe2 sample-data command: the phantom as an Image layer and its true mask as Labels,
+    shown in the acquisition plane like a file opened with the reader."""
+    from ._widgets._layers import display_layer
 
     image, mask, meta = make_sample()
-    image_kwargs = image_layer_kwargs(meta, name="LGE phantom")
+    image, image_kwargs = display_layer(image, meta, name="LGE phantom")
     image_kwargs["colormap"] = "gray"
-    labels_kwargs = {**image_layer_kwargs(meta, name="LGE phantom true mask"), "opacity": 0.4}
+    mask, labels_kwargs = display_layer(mask, meta, name="LGE phantom true mask")
+    labels_kwargs["opacity"] = 0.4
     return [(image, image_kwargs, "image"), (mask, labels_kwargs, "labels")]

@@ -15,10 +15,12 @@ PLUGIN = "napari-la-dinov2"
 WIDGETS = ("Segment", "Fine-tune", "Few-shot", "Compare")
 
 
-def _show_slice_axis_on_slider(viewer, meta) -> None:
-    from ._widgets._layers import slice_view_order
+def _show_slice_axis_on_slider(viewer, image, meta) -> None:
+    from ._widgets._layers import layer_view_order
 
-    viewer.dims.order = slice_view_order(meta.through_plane_axis(), viewer.dims.ndim)
+    # The reader already shows the slice axis first (napari's default order); a layer in the
+    # file's own order (added by code) is reordered by the viewer instead.
+    viewer.dims.order = layer_view_order(image, meta.through_plane_axis(), viewer.dims.ndim)
     axis = viewer.dims.order[-3]
     viewer.dims.set_current_step(axis, viewer.dims.nsteps[axis] // 2)
     viewer.reset_view()  # fit the new plane in the canvas
@@ -49,7 +51,7 @@ def launch(
         layers = viewer.open(str(path), plugin=PLUGIN)
     image = layers[0]
     meta = image.metadata.get(META_KEY) or layer_volume(image)[1]
-    _show_slice_axis_on_slider(viewer, meta)
+    _show_slice_axis_on_slider(viewer, image, meta)
     widgets, docks = {}, {}
     for name in WIDGETS:
         docks[name], widgets[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=True)

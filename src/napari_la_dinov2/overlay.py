@@ -1,8 +1,10 @@
 """A PNG overlay of an image and its left-atrium mask, for a quick look without a viewer.
 
 A few slices along the slice axis where the mask is largest, plus one orthogonal cut through the
-mask's centre, each with the mask's contour; pixels are drawn at their physical aspect (from
-the voxel spacing), and the title gives the model and the LA volume. Matplotlib's Agg backend
+mask's centre, each with the mask's contour; the volume is drawn as napari shows it
+(``display.to_display``: axial slices in the radiological view, anterior up, the patient's
+right on the left, edges marked with anatomical initials), pixels at their physical aspect,
+and the title gives the model and the LA volume. Matplotlib's Agg backend
 through ``Figure`` directly (no pyplot state, no display needed).
 """
 
@@ -13,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_write
+from .display import display_view, to_display
+from .io import VolumeMeta, atomic_write
 from .metrics import la_volume_ml
 
 CONTOUR_COLOUR = "#ff3b30"
+# The plane of a cut across the rows of each kind of stack (rows: A->P axial, S->I otherwise).
+_CUT_PLANE = {"axial": "coronal", "coronal": "axial", "sagittal": "axial"}
 FILL_ALPHA = 0.25
 
 
@@ -51,20 +56,43 @@ def _window(image: np.ndarray) -> tuple[float, float]:
     return float(low), float(high if high > low else low + 1.0)
 
 
-def _draw(ax, image2d, mask2d, aspect: float, window, xlabel: str, ylabel: str, title: str):
-    """Draw ``image2d[h, v]`` with h horizontal and v vertical (origin at the bottom)."""
-    ax.imshow(image2d.T, cmap="gray", origin="lower", aspect=aspect, vmin=window[0], vmax=window[1])
-    if mask2d.any():
-        fill = np.ma.masked_where(mask2d.T == 0, mask2d.T)
-        ax.imshow(
-            fill, cmap="autumn", origin="lower", aspect=aspect, alpha=FILL_ALPHA, vmin=0, vmax=1
+def _draw(ax, plane, plane_mask, aspect: float, window, ends, title: str, origin: str) -> None:
+    """Draw ``plane[row, column]`` as napari does (row 0 at the top for ``origin="upper"``),
+    with the anatomical initials of its edges: ``ends = ((top, bottom), (left, right))``."""
+    shown = dict(origin=origin, aspect=aspect)
+    ax.imshow(plane, cmap="gray", vmin=window[0], vmax=window[1], **shown)
+    if plane_mask.any():
+        fill = np.ma.masked_where(plane_mask == 0, plane_mask)
+        ax.imshow(fill, cmap="autumn", alpha=FILL_ALPHA, vmin=0, vmax=1, **shown)
+        ax.contour(
+            plane_mask.astype(np.float32), levels=[0.5], colors=CONTOUR_COLOUR, linewidths=1.0
         )
-        ax.contour(mask2d.T.astype(np.float32), levels=[0.5], colors=CONTOUR_COLOUR, linewidths=1.0)
+    (top, bottom), (left, right) = ends
+    marker = dict(transform=ax.transAxes, color="#ffd60a", fontsize=9, fontweight="bold")
+    ax.text(0.5, 0.98, top, ha="center", va="top", **marker)
+    ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **marker)
+    ax.text(0.02, 0.5, left, ha="left", va="center", **marker)
+    ax.text(0.98, 0.5, right, ha="right", va="center", **marker)
     ax.set_title(title, fontsize=9)
-    ax.set_xlabel(xlabel, fontsize=8)
-    ax.set_ylabel(ylabel, fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def _meta_for(shape, spacing, axcodes, affine) -> VolumeMeta:
+    """The geometry the overlay shows: the affine if given, else the nearest axis-aligned one
+    from the axis codes (what the command line passes), else RAS."""
+    if affine is not None:
+        return VolumeMeta(affine=np.asarray(affine, dtype=float), shape=tuple(shape))
+    if axcodes is None:
+        return VolumeMeta.from_spacing(shape, spacing)
+    matrix = np.eye(4)
+    matrix[:3, :3] = 0.0
+    for axis, (code, size) in enumerate(zip(axcodes, spacing)):
+        ras_axis, sign = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1)}.get(
+            code, (2, 1 if code == "S" else -1)
+        )
+        matrix[ras_axis, axis] = sign * float(size)
+    return VolumeMeta(affine=matrix, shape=tuple(shape))
 
 
 def render_overlay(
@@ -76,57 +104,53 @@ def render_overlay(
     title: str = "",
     count: int = 3,
     axcodes: tuple[str, str, str] | None = None,
+    affine: np.ndarray | None = None,
 ):
-    """A matplotlib ``Figure``: ``count`` slices + one orthogonal view, contoured, titled."""
+    """A matplotlib ``Figure``: ``count`` slices + one orthogonal view, contoured, titled.
+
+    ``image`` and ``mask`` are in the file's voxel order; they are drawn as napari shows them
+    (``display.to_display``): slices across ``slice_axis`` numbered as on napari's slider, axial
+    ones in the radiological view, edges marked with anatomical initials.
+    """
     from matplotlib.figure import Figure
 
     image, mask = np.asarray(image), np.asarray(mask) > 0
     if image.shape != mask.shape or image.ndim != 3:
         raise ValueError(f"image {image.shape} and mask {mask.shape} must be the same 3D shape")
-    spacing = [float(s) for s in spacing]
-    names = [f"axis {i}" + (f" ({axcodes[i]})" if axcodes else "") for i in range(3)]
-    a, b = (axis for axis in range(3) if axis != slice_axis)
+    meta = _meta_for(image.shape, spacing, axcodes, affine)
+    image, geometry = to_display(image, meta, slice_axis)
+    mask = display_view(mask, geometry)
+    step, row, column = geometry.spacing
+    ends = geometry.axis_ends
     window = _window(image)
-    slices = choose_slices(mask, slice_axis, count)
+    slices = choose_slices(mask, 0, count)
 
     figure = Figure(figsize=(3.2 * (len(slices) + 1), 3.8), layout="constrained")
     axes = figure.subplots(1, len(slices) + 1, squeeze=False)[0]
     for ax, index in zip(axes, slices):
-        plane = np.take(image, index, axis=slice_axis)
-        plane_mask = np.take(mask, index, axis=slice_axis)
-        area = plane_mask.sum() * spacing[a] * spacing[b] / 100.0  # mm^2 -> cm^2
-        _draw(
-            ax,
-            plane,
-            plane_mask,
-            spacing[b] / spacing[a],
-            window,
-            names[a],
-            names[b],
-            f"slice {index} ({area:.1f} cm²)",
-        )
-    # Orthogonal cut through the mask's centre (the volume's centre for an empty mask), showing
-    # the slice axis vertically so the through-plane coverage and its steps are visible.
+        area = mask[index].sum() * row * column / 100.0  # mm^2 -> cm^2
+        title_k = f"{geometry.plane} slice {index} ({area:.1f} cm²)"
+        _draw(ax, image[index], mask[index], row / column, window, ends[1:], title_k, "upper")
+    # Orthogonal cut through the mask's centre (the volume's centre for an empty mask), the
+    # slices stacked vertically so the through-plane coverage and its steps are visible.
     centre = np.argwhere(mask).mean(axis=0) if mask.any() else np.asarray(mask.shape) / 2
-    cut = int(centre[a])
-    ortho = np.take(image, cut, axis=a)
-    ortho_mask = np.take(mask, cut, axis=a)
-    if b > slice_axis:  # np.take keeps the remaining axes in order: make it (b, slice_axis)
-        ortho, ortho_mask = ortho.T, ortho_mask.T
+    cut = int(centre[1])
+    superior_up = ends[0][1] == "S"  # an axial stack: superior up, as in a coronal view
+    vertical = ends[0][::-1] if superior_up else ends[0]
     ax = axes[-1]
     _draw(
         ax,
-        ortho,
-        ortho_mask,
-        spacing[slice_axis] / spacing[b],
+        image[:, cut, :],
+        mask[:, cut, :],
+        step / column,
         window,
-        names[b],
-        names[slice_axis],
-        f"orthogonal, {names[a].split(' (')[0]} = {cut}",
+        (vertical, ends[2]),
+        f"{_CUT_PLANE[geometry.plane]} cut at row {cut}",
+        "lower" if superior_up else "upper",
     )
     for index in slices:
         ax.axhline(index, color="#30a0ff", linewidth=0.6, linestyle="--")
-    volume_ml = la_volume_ml(mask, spacing)
+    volume_ml = la_volume_ml(mask, geometry.spacing)
     figure.suptitle(f"{title}  |  LA volume {volume_ml:.1f} mL".strip(" |"), fontsize=11)
     return figure
 
@@ -141,6 +165,7 @@ def save_overlay(
     title: str = "",
     count: int = 3,
     axcodes: tuple[str, str, str] | None = None,
+    affine: np.ndarray | None = None,
     overwrite: bool = False,
     dpi: int = 110,
 ) -> Path:
@@ -158,6 +183,7 @@ def save_overlay(
         title=title,
         count=count,
         axcodes=axcodes,
+        affine=affine,
     )
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=dpi))
     return path

@@ -95,11 +95,14 @@ def add_case():
 
 
 def _add_case_layers(viewer, case):
-    from napari_la_dinov2._widgets._layers import image_layer_kwargs, labels_layer_kwargs
+    from napari_la_dinov2._widgets._layers import display_layer, labels_layer_kwargs, on_layer_grid
 
+    # In the acquisition plane, as File > Open shows a volume: the widgets must convert back.
     name, image, labels, meta = case
-    image_layer = viewer.add_image(image, **image_layer_kwargs(meta, name=name))
-    labels_layer = viewer.add_labels(labels, **labels_layer_kwargs(image_layer, f"{name} mask"))
+    data, kwargs = display_layer(image, meta, name=name)
+    image_layer = viewer.add_image(data, **kwargs)
+    shown = on_layer_grid(image_layer, labels)
+    labels_layer = viewer.add_labels(shown, **labels_layer_kwargs(image_layer, f"{name} mask"))
     return image_layer, labels_layer
 
 

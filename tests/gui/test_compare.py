@@ -65,11 +65,12 @@ def test_compare_two_models_against_reference(
     assert row["dice"] == pytest.approx(expected)
     assert widget.table.item(1, 2).text() == f"{row['dice']:.3f}"
 
-    # Selecting a row moves the viewer to that model's worst slice, slider on the slice axis.
+    # Selecting a row moves the viewer to that model's worst slice, slider on the slice axis
+    # (the layer's first axis: z, not reversed, in the acquisition plane).
     widget.table.selectRow(0)
-    step = viewer.dims.current_step[2]
+    step = viewer.dims.current_step[0]
     assert step == widget.rows[0]["worst_slice"]
-    assert 2 not in viewer.dims.displayed
+    assert 0 not in viewer.dims.displayed
     assert viewer.layers.selection.active is widget.model_layers[0]
 
     # Grid view: one panel per model, each with its own view of the image.

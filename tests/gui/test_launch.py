@@ -20,10 +20,12 @@ def test_launch_opens_docks_and_segments(
     viewer = make_napari_viewer()
     viewer, widgets, job = launch(str(path), model=str(tiny_checkpoint), viewer=viewer, block=False)
     assert set(widgets) == set(WIDGETS)
-    # The slice axis (z, the coarse one) is on the slider; the view shows x across, y down.
-    assert viewer.dims.order == (2, 1, 0)
+    # The reader shows the slice axis (z, the coarse one) first, on the slider, in napari's
+    # default order; the canvas shows x across and y down (LA 2018 is LPS: the axial view).
+    assert viewer.dims.order == (0, 1, 2)
+    assert viewer.layers[0].data.shape == image.shape[::-1]
     qtbot.waitUntil(lambda: job.finished, timeout=60_000)
     assert job.error is None, job.error
     labels = widgets["Segment"].last_layer
-    assert labels in viewer.layers and labels.data.shape == image.shape
-    assert np.allclose(labels.scale, meta.spacing)
+    assert labels in viewer.layers and labels.data.shape == image.shape[::-1]
+    assert np.allclose(labels.scale, meta.spacing[::-1])

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from napari_la_dinov2 import read_volume
-from napari_la_dinov2._widgets._layers import META_KEY
+from napari_la_dinov2._widgets._layers import GEOMETRY_KEY, META_KEY
+from napari_la_dinov2.display import display_to_file_index, from_display
 
 pytestmark = pytest.mark.gui
 REPO = Path(__file__).resolve().parents[2]
@@ -60,12 +61,16 @@ def test_reader_writer_round_trip_through_viewer(make_napari_viewer, tmp_path):
     source = tmp_path / "oblique.nii.gz"
     affine = _oblique_nifti(source)
     [image] = viewer.open(str(source), plugin="napari-la-dinov2")
-    # Physical space: a voxel index maps to the file's RAS millimetres.
-    index = np.array([3.0, 5.0, 2.0])
-    assert np.allclose(image.data_to_world(index), (affine @ [*index, 1])[:3])
+    geometry = image.metadata[GEOMETRY_KEY]
+    assert image.data.shape == (6, 18, 20)  # the slices (z, 1.25 mm) on the slider
+    # Physical space: a displayed voxel maps to its file voxel's position (world = (S, P, L)).
+    index = np.array([2.0, 5.0, 3.0])
+    file_index = display_to_file_index(index, geometry)
+    ras = (affine @ [*file_index, 1])[:3]
+    assert np.allclose(image.data_to_world(index), geometry.world_from_ras @ ras)
     assert image.metadata[META_KEY].source == str(source)
 
-    mask = (image.data > 100).astype(np.uint8)
+    mask = (image.data > 100).astype(np.uint8)  # drawn on the display grid
     from napari_la_dinov2._widgets._layers import labels_layer_kwargs
 
     labels = viewer.add_labels(mask, **labels_layer_kwargs(image, name="mask"))
@@ -73,7 +78,7 @@ def test_reader_writer_round_trip_through_viewer(make_napari_viewer, tmp_path):
     written = labels.save(str(target), plugin="napari-la-dinov2")
     assert written == [str(target)]
     saved = nib.load(str(target))
-    assert np.array_equal(np.asarray(saved.dataobj), mask)
+    assert np.array_equal(np.asarray(saved.dataobj), from_display(mask, geometry))
     assert np.allclose(saved.affine, affine)
 
     [reopened] = viewer.open(str(target), plugin="napari-la-dinov2")
@@ -108,8 +113,10 @@ def test_sample_data_opens_with_true_mask(make_napari_viewer):
     viewer = make_napari_viewer()
     layers = viewer.open_sample("napari-la-dinov2", "lge_phantom")
     image, mask = layers
-    assert image.data.shape == mask.data.shape == (144, 120, 44)
-    assert np.allclose(image.scale, (0.625, 0.625, 1.25))
+    # Shown like a file opened with the reader: the 44 slices of 1.25 mm on the slider.
+    assert image.data.shape == mask.data.shape == (44, 120, 144)
+    assert np.allclose(image.scale, (1.25, 0.625, 0.625))
+    assert viewer.dims.axis_labels == ("inferior→superior", "anterior→posterior", "right→left")
     assert set(np.unique(mask.data)) == {0, 1}
     # The atrium is brighter than its surroundings, like blood pool on LGE.
     assert image.data[mask.data == 1].mean() > image.data[mask.data == 0].mean() + 40

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_la_dinov2._widgets._layers import META_KEY
+from napari_la_dinov2._widgets._layers import META_KEY, file_to_layer_index, layer_volume
 from napari_la_dinov2._widgets.segment import SegmentWidget
 
 pytestmark = pytest.mark.gui
@@ -45,9 +45,10 @@ def test_segment_roi_from_rectangle(
 ):
     viewer = make_napari_viewer()
     image, _ = add_case(viewer, small_case)
-    # A rectangle drawn in world (mm) coordinates on slice 2, spanning array rows 20-60 and
-    # columns 30-70 of the image.
+    # A rectangle drawn in world (mm) coordinates on slice 2, spanning file voxels 20-60 along
+    # x and 30-70 along y (the image is shown in its acquisition plane: z first).
     corners_index = np.array([[20, 30, 2], [20, 70, 2], [60, 70, 2], [60, 30, 2]], float)
+    corners_index = file_to_layer_index(image, corners_index)
     corners_world = np.array([image.data_to_world(c) for c in corners_index])
     shapes = viewer.add_shapes([corners_world], shape_type="rectangle", name="roi")
     widget = _dock(viewer)
@@ -57,7 +58,7 @@ def test_segment_roi_from_rectangle(
     widget.morphology.value = widget.largest_cc.value = False
     job = widget.run()
     qtbot.waitUntil(lambda: job.finished, timeout=60_000)
-    mask = widget.last_layer.data
+    mask, _ = layer_volume(widget.last_layer)  # in the file's voxel order
     expected = np.zeros_like(mask)
     expected[20:61, 30:71, :] = 1  # the drawn slice does not limit depth: all slices
     assert np.array_equal(mask, expected)
@@ -123,4 +124,5 @@ def test_flip_averaging_follows_the_checkpoint_like_the_command_line(
         assert job.error is None
         predictor = Predictor(load_model(source), device="cpu", batch_size=8)
         assert predictor.flip_tta is recommended
-        np.testing.assert_array_equal(widget.last_layer.data, predictor.predict(volume, meta))
+        shown = layer_volume(widget.last_layer)[0]
+        np.testing.assert_array_equal(shown, predictor.predict(volume, meta))

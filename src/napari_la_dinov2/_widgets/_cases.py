@@ -14,7 +14,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
 
 from ..errors import InputError
-from ._layers import layer_volume
+from ._layers import layer_volume, mask_of
 
 
 def cases_from_layers(pairs) -> list:
@@ -24,7 +24,7 @@ def cases_from_layers(pairs) -> list:
     cases, names = [], set()
     for image_layer, labels_layer in pairs:
         image, meta = layer_volume(image_layer)
-        labels = np.asarray(labels_layer.data)
+        labels = mask_of(labels_layer, image_layer)  # the file's voxel order, as the image
         if labels.shape != image.shape:
             raise InputError(
                 f"the labels layer '{labels_layer.name}' has shape {labels.shape} but the image "

@@ -13,26 +13,28 @@ from typing import Any
 
 import numpy as np
 
+from ..display import (
+    DisplayGeometry,
+    display_to_file_index,
+    display_view,
+    file_to_display_index,
+    from_display,
+    layer_transforms,
+    to_display,
+    world_from_ras_of_labels,
+)
 from ..errors import InputError
 from ..io import VolumeMeta
 
 META_KEY = "la_dinov2_meta"
 SOURCE_KEY = "la_dinov2_source"
+GEOMETRY_KEY = "la_dinov2_display"  # the DisplayGeometry of a layer made by display_layer
 
 
 def layer_geometry(meta: VolumeMeta) -> dict[str, Any]:
-    """``scale``, ``translate`` (and ``affine`` when needed) for a layer showing ``meta``'s grid."""
-    spacing = np.asarray(meta.spacing, dtype=float)
-    origin = np.asarray(meta.affine[:3, 3], dtype=float)
-    direction = meta.affine[:3, :3] / spacing
-    geometry: dict[str, Any] = {"scale": tuple(spacing), "translate": tuple(origin)}
-    if not np.allclose(direction, np.eye(3), atol=1e-6):
-        # Rotate/flip about the origin: world = D (x - o) + o for physical point x.
-        turn = np.eye(4)
-        turn[:3, :3] = direction
-        turn[:3, 3] = origin - direction @ origin
-        geometry["affine"] = turn
-    return geometry
+    """``scale``, ``translate`` (and ``affine`` when needed) for a layer showing ``meta``'s grid
+    in the file's own voxel order (the display conversion is in ``display_layer``)."""
+    return layer_transforms(meta.affine)
 
 
 def image_layer_kwargs(meta: VolumeMeta, name: str | None = None) -> dict[str, Any]:
@@ -43,10 +45,41 @@ def image_layer_kwargs(meta: VolumeMeta, name: str | None = None) -> dict[str, A
     return kwargs
 
 
+def display_layer(
+    array: np.ndarray, meta: VolumeMeta, name: str | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """``(data, kwargs)`` of a layer showing a file-order volume in its acquisition plane:
+    slices on the slider, the plane on the canvas in mm, anatomical axis labels, and the
+    file's meta and the DisplayGeometry in the metadata (to convert back on the way out)."""
+    data, geometry = to_display(array, meta)
+    kwargs = {
+        **geometry.layer_transforms(),
+        "axis_labels": geometry.axis_labels,
+        "units": ("mm", "mm", "mm"),
+        "metadata": {META_KEY: meta, SOURCE_KEY: meta.source, GEOMETRY_KEY: geometry},
+    }
+    if name is not None:
+        kwargs["name"] = name
+    return data, kwargs
+
+
+def layer_display_geometry(layer, shape=None) -> DisplayGeometry | None:
+    """The DisplayGeometry of ``layer`` when its data (or ``shape``) is on that display grid."""
+    geometry = (getattr(layer, "metadata", None) or {}).get(GEOMETRY_KEY)
+    shape = tuple(np.shape(layer.data) if shape is None else shape)
+    if isinstance(geometry, DisplayGeometry) and geometry.display_shape == shape:
+        return geometry
+    return None
+
+
 def meta_from_state(
-    shape, scale, translate, affine=None, metadata: dict | None = None
+    shape, scale, translate, affine=None, metadata: dict | None = None, axis_labels=None
 ) -> VolumeMeta:
-    """The VolumeMeta of a layer: the one it carries, else rebuilt from its transforms."""
+    """The VolumeMeta of a layer: the one it carries, else rebuilt from its transforms.
+
+    A layer that names this plugin's display axes (napari's New Labels copies them from the
+    image, not its metadata) lives in an anatomical world frame, turned back into RAS here.
+    """
     stored = (metadata or {}).get(META_KEY)
     if isinstance(stored, VolumeMeta) and tuple(stored.shape) == tuple(shape):
         return stored
@@ -56,13 +89,20 @@ def meta_from_state(
     voxel_to_physical = np.eye(4)
     voxel_to_physical[:3, :3] = np.diag(scale)
     voxel_to_physical[:3, 3] = translate
+    world_from_ras = world_from_ras_of_labels(axis_labels)
+    ras_from_world = np.eye(4)
+    if world_from_ras is not None:
+        ras_from_world[:3, :3] = world_from_ras.T  # a signed permutation: inverse = transpose
     return VolumeMeta(
-        affine=turn @ voxel_to_physical, shape=tuple(int(s) for s in shape), format="nifti"
+        affine=ras_from_world @ turn @ voxel_to_physical,
+        shape=tuple(int(s) for s in shape),
+        format="nifti",
     )
 
 
 def layer_volume(layer) -> tuple[np.ndarray, VolumeMeta]:
-    """(3D numpy array, meta) of an Image or Labels layer; InputError if it is not a 3D volume."""
+    """(3D numpy array in the file's voxel order, meta) of an Image or Labels layer; InputError
+    if it is not a 3D volume. A layer shown through ``display_layer`` is turned back."""
     if getattr(layer, "rgb", False) or getattr(layer, "multiscale", False):
         raise InputError(f"layer '{layer.name}' is RGB or multiscale; a grey 3D volume is needed.")
     data = np.asarray(layer.data)
@@ -71,10 +111,50 @@ def layer_volume(layer) -> tuple[np.ndarray, VolumeMeta]:
             f"layer '{layer.name}' has {data.ndim} dimensions (shape {data.shape}); "
             "a 3D volume is needed."
         )
+    geometry = layer_display_geometry(layer)
+    if geometry is not None:
+        return from_display(data, geometry), layer.metadata[META_KEY]
     meta = meta_from_state(
-        data.shape, layer.scale, layer.translate, layer.affine.affine_matrix, layer.metadata
+        data.shape,
+        layer.scale,
+        layer.translate,
+        layer.affine.affine_matrix,
+        layer.metadata,
+        getattr(layer, "axis_labels", None),
     )
     return data, meta
+
+
+def mask_of(labels_layer, image_layer) -> np.ndarray:
+    """A mask layer's data in its image's file voxel order: by the mask's own DisplayGeometry,
+    else the image's when the mask is on the image's display grid (New Labels, a copy)."""
+    data = np.asarray(labels_layer.data)
+    geometry = layer_display_geometry(labels_layer) or layer_display_geometry(
+        image_layer, data.shape
+    )
+    return data if geometry is None else from_display(data, geometry)
+
+
+def on_layer_grid(image_layer, array: np.ndarray) -> np.ndarray:
+    """A file-order result (a mask) as it must be shown over ``image_layer``."""
+    geometry = layer_display_geometry(image_layer)
+    return array if geometry is None else display_view(array, geometry)
+
+
+def layer_to_file_index(layer, points) -> np.ndarray:
+    """File voxel indices of a layer's data coordinates (unchanged for a file-order layer)."""
+    geometry = layer_display_geometry(layer)
+    return (
+        np.asarray(points, float) if geometry is None else display_to_file_index(points, geometry)
+    )
+
+
+def file_to_layer_index(layer, points) -> np.ndarray:
+    """A layer's data coordinates of file voxel indices (the inverse of the above)."""
+    geometry = layer_display_geometry(layer)
+    return (
+        np.asarray(points, float) if geometry is None else file_to_display_index(points, geometry)
+    )
 
 
 def labels_layer_kwargs(image_layer, name: str) -> dict[str, Any]:
@@ -84,6 +164,8 @@ def labels_layer_kwargs(image_layer, name: str) -> dict[str, Any]:
         "scale": tuple(image_layer.scale),
         "translate": tuple(image_layer.translate),
         "affine": image_layer.affine.affine_matrix.copy(),
+        "axis_labels": tuple(image_layer.axis_labels),
+        "units": tuple(str(u) for u in image_layer.units),
         "metadata": dict(image_layer.metadata),
     }
 
@@ -94,3 +176,14 @@ def slice_view_order(slice_axis: int, ndim: int = 3) -> tuple[int, ...]:
     axis = ndim - 3 + slice_axis
     first, second = [ndim - 3 + a for a in range(3) if a != slice_axis]
     return (*range(ndim - 3), axis, second, first)
+
+
+def layer_view_order(layer, slice_axis: int, ndim: int = 3) -> tuple[int, ...]:
+    """The dims order that puts file axis ``slice_axis`` on the slider: napari's default for a
+    layer shown through ``display_layer`` when it is the layer's first axis."""
+    geometry = layer_display_geometry(layer)
+    if geometry is None:
+        return slice_view_order(slice_axis, ndim)
+    if geometry.axes[0] == slice_axis:
+        return tuple(range(ndim))
+    return slice_view_order(geometry.axes.index(slice_axis), ndim)

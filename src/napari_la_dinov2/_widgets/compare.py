@@ -33,7 +33,14 @@ from ..evaluation import compare_masks
 from ..inference import Predictor
 from ..metrics import dice, write_cases_csv
 from ..models import load_model
-from ._layers import labels_layer_kwargs, layer_volume, slice_view_order
+from ._layers import (
+    file_to_layer_index,
+    labels_layer_kwargs,
+    layer_view_order,
+    layer_volume,
+    mask_of,
+    on_layer_grid,
+)
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._worker import Job
 
@@ -160,7 +167,7 @@ class CompareWidget(Container):
             volume, meta = layer_volume(image_layer)
             reference = None
             if reference_layer is not None:
-                reference = np.asarray(reference_layer.data)
+                reference = mask_of(reference_layer, image_layer)  # the image's voxel order
                 if reference.shape != volume.shape:
                     raise InputError(
                         f"the reference '{reference_layer.name}' has shape {reference.shape} "
@@ -223,14 +230,18 @@ class CompareWidget(Container):
         for i, (name, mask) in enumerate(masks.items()):
             colour = MODEL_COLOURS[i % len(MODEL_COLOURS)]
             layer = self.viewer.add_labels(
-                mask, **labels_layer_kwargs(image_layer, name=name), opacity=0.5
+                on_layer_grid(image_layer, mask),  # file order -> as the image is shown
+                **labels_layer_kwargs(image_layer, name=name),
+                opacity=0.5,
             )
             layer.colormap = DirectLabelColormap(color_dict={None: "transparent", 1: colour})
             self.model_layers.append(layer)
         votes = np.sum([m != 0 for m in masks.values()], axis=0).astype(np.uint8)
         disagree = np.where((votes > 0) & (votes < len(masks)), votes, 0).astype(np.uint8)
         self.disagreement = self.viewer.add_labels(
-            disagree, **labels_layer_kwargs(image_layer, name="models disagree"), opacity=0.8
+            on_layer_grid(image_layer, disagree),
+            **labels_layer_kwargs(image_layer, name="models disagree"),
+            opacity=0.8,
         )
         self.disagreement.visible = False  # on demand: it hides the masks under it
         self.rows = rows
@@ -312,13 +323,14 @@ class CompareWidget(Container):
         image = self._image_layer
         if image is None or image not in self.viewer.layers:
             return
-        axis = self._slice_axis
-        centre = (np.asarray(image.data.shape, float) - 1) / 2
+        axis = self._slice_axis  # the file's slice axis; the image may be shown reordered
+        centre = (np.asarray(layer_volume(image)[0].shape, float) - 1) / 2
         centre[axis] = row["worst_slice"]
-        world = np.asarray(image.data_to_world(centre), float)
+        world = np.asarray(image.data_to_world(file_to_layer_index(image, centre)), float)
         dims = self.viewer.dims
-        if dims.ndisplay == 2 and dims.ndim - 3 + axis in dims.displayed:
-            dims.order = slice_view_order(axis, dims.ndim)
+        order = layer_view_order(image, axis, dims.ndim)
+        if dims.ndisplay == 2 and order[-3] not in dims.not_displayed:
+            dims.order = order
             self.viewer.reset_view()
         first = dims.ndim - len(world)  # world axes of this image among the viewer's axes
         dims.set_point(range(first, dims.ndim), world)

@@ -28,7 +28,7 @@ from ..errors import InputError
 from ..inference import Predictor, RegionOfInterest
 from ..metrics import la_volume_ml
 from ..models import load_model
-from ._layers import labels_layer_kwargs, layer_volume
+from ._layers import labels_layer_kwargs, layer_to_file_index, layer_volume, on_layer_grid
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._worker import Job
 
@@ -50,8 +50,9 @@ def roi_from_shapes(shapes: Shapes, image: Image, slice_axis: int) -> RegionOfIn
         if world.size < image.ndim:  # a 2D Shapes layer over a 3D image: no extent in depth
             world = np.concatenate([np.full(image.ndim - world.size, np.nan), world])
         corners.append(np.asarray(image.world_to_data(world[-image.ndim :]), dtype=float))
-    corners = np.stack(corners)
-    shape = np.asarray(image.data.shape)
+    # The image may be shown in its acquisition plane: the engine's ROI is in file indices.
+    corners = layer_to_file_index(image, np.stack(corners))
+    shape = np.asarray(layer_volume(image)[0].shape)
     start, stop = np.zeros(3, int), shape.copy()
     for axis in range(3):
         values = corners[:, axis]
@@ -108,7 +109,9 @@ def start_segmentation(
         )
 
     def add_layer(labels: np.ndarray):
-        layer = viewer.add_labels(labels, **labels_layer_kwargs(image_layer, name=label))
+        # The mask is in the file's voxel order: shown as its image is.
+        shown = on_layer_grid(image_layer, labels)
+        layer = viewer.add_labels(shown, **labels_layer_kwargs(image_layer, name=label))
         viewer.layers.selection.active = layer
         if on_done is not None:
             on_done(layer)
