@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -9,26 +10,38 @@ import pytest
 import torch
 from torch import nn
 
-from napari_la_dinov2.errors import CancelledError, InputError
+from napari_la_dinov2.errors import (
+    CancelledError,
+    InputError,
+    is_cancelled,
+    raise_if_cancelled,
+)
 from napari_la_dinov2.inference import (
     Predictor,
     RegionOfInterest,
     autocast_dtype,
     resolve_device,
 )
-from napari_la_dinov2.io import VolumeMeta, read_labels, read_volume
+from napari_la_dinov2.io import (
+    VolumeMeta,
+    read_labels,
+    read_labels_with_meta,
+    read_volume,
+    write_labels,
+)
 from napari_la_dinov2.metrics import dice
-from tests.conftest import synthetic_case
+from napari_la_dinov2.models import build_model, load_model
+from tests.conftest import TINY_UNET_KWARGS, synthetic_case
 
 
-class IntensityModel(nn.Module):
-    """A deterministic stand-in for a trained network: each output pixel is a function of the
+class IntensityNet(nn.Module):
+    """A deterministic network in place of a trained one: each output pixel is a function of the
     same input pixel only (bright -> foreground), so where the mask lands shows where the
-    pipeline put each voxel. ``constant`` instead gives the same logit everywhere."""
+    pipeline put each voxel. ``constant`` instead gives the same logit everywhere. Counts its
+    calls and batch sizes."""
 
-    def __init__(self, fit="pad", size=64, constant: float | None = None):
+    def __init__(self, constant: float | None = None):
         super().__init__()
-        self.preprocessing = dict(input_size=size, channels=1, fit=fit, intensity="imagenet")
         self.constant = constant
         self.calls = 0
         self.batch_sizes: list[int] = []
@@ -39,6 +52,23 @@ class IntensityModel(nn.Module):
         if self.constant is not None:
             return torch.full_like(x[:, :1], self.constant)
         return 20.0 * x[:, :1]  # ImageNet-normalised: 0 is about mid-grey (0.485)
+
+
+def real_model(net: nn.Module, *, fit="pad", size=64, context=0, provenance=None):
+    """A real model (an ``LASegmenter`` from the registry, with its preprocessing, branches and
+    provenance) whose network is ``net``: a tiny UNet is built for the input, then its ``net``
+    is swapped for the test network and the branches are rebuilt to point at it."""
+    preprocessing = dict(input_size=size, intensity="imagenet", context=context, fit=fit)
+    model = build_model("unet", preprocessing=preprocessing, **TINY_UNET_KWARGS)
+    model.net = net
+    model.branches = model._branches()
+    model.provenance.update(provenance or {})
+    return model
+
+
+def intensity_model(fit="pad", size=64, constant: float | None = None):
+    """A real model around an :class:`IntensityNet` (``model.net`` keeps its counters)."""
+    return real_model(IntensityNet(constant), fit=fit, size=size)
 
 
 def bright_box_volume(shape=(40, 33, 21), box=(slice(5, 17), slice(20, 30), slice(3, 9))):
@@ -72,7 +102,7 @@ def test_a_bright_region_maps_to_the_same_voxels(fit, axis):
     assert meta.through_plane_axis() == axis
     # (no opening: with its 3x3 cross it rounds off a box's corner voxels, by design)
     predictor = Predictor(
-        IntensityModel(fit=fit, size=64), device="cpu", batch_size=4, morphology=False
+        intensity_model(fit=fit, size=64), device="cpu", batch_size=4, morphology=False
     )
     mask = predictor.predict(volume, meta)
     np.testing.assert_array_equal(mask, truth)
@@ -83,42 +113,44 @@ def test_post_processing_switches():
     volume[35:38, 2:5, 15:18] = 220.0  # a 27-voxel island away from the box
     island = np.zeros_like(truth)
     island[35:38, 2:5, 15:18] = 1
-    raw = Predictor(IntensityModel(), device="cpu", morphology=False, largest_cc=False)
+    raw = Predictor(intensity_model(), device="cpu", morphology=False, largest_cc=False)
     np.testing.assert_array_equal(raw.predict(volume), truth | island)
-    largest = Predictor(IntensityModel(), device="cpu", morphology=False, largest_cc=True)
+    largest = Predictor(intensity_model(), device="cpu", morphology=False, largest_cc=True)
     np.testing.assert_array_equal(largest.predict(volume), truth)
-    cleaned = Predictor(IntensityModel(), device="cpu").predict(volume)  # opening + closing
+    cleaned = Predictor(intensity_model(), device="cpu").predict(volume)  # opening + closing
     assert dice(cleaned, truth) > 0.97 and cleaned[island > 0].sum() == 0
+
+
+def probabilities(predictor: Predictor, volume, meta=None, **kwargs) -> np.ndarray:
+    """Level 1 then level 2: the foreground probability of ``volume``."""
+    return predictor.probabilities(predictor.prepare(volume, meta))
 
 
 def test_slice_axis_from_the_affine_and_overridable():
     volume, _ = bright_box_volume()
+    predictor = Predictor(intensity_model(), device="cpu")
     for axis in (0, 1, 2):
         totals = []
-        probs, used = Predictor(IntensityModel(), device="cpu").predict_probabilities(
-            volume,
-            _meta_with_slice_axis(volume.shape, axis),
-            progress=lambda d, t: totals.append(t),  # noqa: B023
-        )
-        assert used == axis and totals[-1] == volume.shape[axis] and probs.shape == volume.shape
+        prepared = predictor.prepare(volume, _meta_with_slice_axis(volume.shape, axis))
+        probs = predictor.probabilities(prepared, progress=lambda d, t: totals.append(t))  # noqa: B023
+        assert prepared.slice_axis == axis and prepared.axes == (axis,)
+        assert prepared.slices[0].shape[0] == volume.shape[axis]
+        assert totals[-1] == volume.shape[axis] and probs.shape == volume.shape
+        assert probs.dtype == np.float32
     meta = _meta_with_slice_axis(volume.shape, 1)
-    _, used = Predictor(IntensityModel(), device="cpu").predict_probabilities(
-        volume, meta, slice_axis=0
-    )
-    assert used == 0
-    _, used = Predictor(IntensityModel(), device="cpu").predict_probabilities(volume)  # no meta
-    assert used == 2
+    assert predictor.prepare(volume, meta, slice_axis=0).slice_axis == 0
+    assert predictor.prepare(volume).slice_axis == 2  # no meta
     with pytest.raises(InputError, match="slice axis"):
-        Predictor(IntensityModel(), device="cpu").predict(volume, meta, slice_axis=3)
+        predictor.predict(volume, meta, slice_axis=3)
     with pytest.raises(InputError, match="3D volume"):
-        Predictor(IntensityModel(), device="cpu").predict(volume[0], meta)
+        predictor.predict(volume[0], meta)
 
 
 def test_roi_outside_is_zero_and_inside_is_the_models():
     volume, _ = bright_box_volume()
     meta = _meta_with_slice_axis(volume.shape, 1)  # in-plane axes are 0 and 2
     predictor = Predictor(
-        IntensityModel(constant=10.0), device="cpu", morphology=False, largest_cc=False
+        intensity_model(constant=10.0), device="cpu", morphology=False, largest_cc=False
     )
     roi = RegionOfInterest.parse("4:30,2:15,10:20")  # rows = axis 0, cols = axis 2, slices = 1
     mask = predictor.predict(volume, meta, roi=roi)
@@ -143,7 +175,7 @@ def test_roi_outside_is_zero_and_inside_is_the_models():
 def test_bad_roi_is_an_input_error(roi, phrase):
     volume, _ = bright_box_volume()
     with pytest.raises(InputError, match=phrase):
-        Predictor(IntensityModel(), device="cpu").predict(volume, roi=roi)
+        Predictor(intensity_model(), device="cpu").predict(volume, roi=roi)
 
 
 @pytest.mark.parametrize("text", ["1:2", "a:b,c:d", "1:5,2:9,3", "1:5;2:9", ""])
@@ -155,7 +187,7 @@ def test_bad_roi_text_is_an_input_error(text):
 def test_progress_goes_from_zero_to_total():
     volume, _ = bright_box_volume()  # 21 slices along axis 2
     calls = []
-    Predictor(IntensityModel(), device="cpu", batch_size=8).predict(
+    Predictor(intensity_model(), device="cpu", batch_size=8).predict(
         volume, progress=lambda done, total: calls.append((done, total))
     )
     assert calls == [(0, 21), (8, 21), (16, 21), (21, 21)]
@@ -163,26 +195,24 @@ def test_progress_goes_from_zero_to_total():
 
 def test_cancel_stops_within_one_batch():
     volume, _ = bright_box_volume()
-    model = IntensityModel()
+    model = intensity_model()
     stop = threading.Event()
     predictor = Predictor(model, device="cpu", batch_size=4)
     with pytest.raises(CancelledError, match="4 of 21"):
         predictor.predict(volume, progress=lambda done, total: done and stop.set(), cancel=stop)
-    assert model.calls == 1  # the batch in flight finished, no other started
+    assert model.net.calls == 1  # the batch in flight finished, no other started
 
-    model.calls = 0
+    model.net.calls = 0
     with pytest.raises(CancelledError):
         Predictor(model, device="cpu").predict(volume, cancel=lambda: True)
-    assert model.calls == 0
+    assert model.net.calls == 0
 
 
 def test_batch_size_does_not_change_the_result(tiny_dinov2):
     volume, _ = synthetic_case(shape=(30, 26, 7))
-    reference, _ = Predictor(tiny_dinov2, device="cpu", batch_size=1).predict_probabilities(volume)
+    reference = probabilities(Predictor(tiny_dinov2, device="cpu", batch_size=1), volume)
     for batch_size in (3, 16):
-        probs, _ = Predictor(
-            tiny_dinov2, device="cpu", batch_size=batch_size
-        ).predict_probabilities(volume)
+        probs = probabilities(Predictor(tiny_dinov2, device="cpu", batch_size=batch_size), volume)
         np.testing.assert_allclose(probs, reference, atol=1e-5)
 
 
@@ -191,15 +221,17 @@ def test_batch_size_does_not_change_the_result_with_padding(tiny_unet):
     # other slices of its batch.
     volume, _ = synthetic_case(shape=(40, 64, 8))
     volume += np.arange(8, dtype=np.float32) * 15.0
-    reference, _ = Predictor(tiny_unet, device="cpu", batch_size=1).predict_probabilities(volume)
-    probs, _ = Predictor(tiny_unet, device="cpu", batch_size=8).predict_probabilities(volume)
+    reference = probabilities(Predictor(tiny_unet, device="cpu", batch_size=1), volume)
+    probs = probabilities(Predictor(tiny_unet, device="cpu", batch_size=8), volume)
     np.testing.assert_allclose(probs, reference, atol=1e-5)
 
 
 def test_out_of_memory_halves_the_batch_and_goes_on(tiny_unet, synthetic):
     volume, _ = synthetic
     expected = Predictor(tiny_unet, device="cpu", batch_size=8).predict(volume)
-    forward = tiny_unet.forward
+    # The Predictor runs each branch's network (here the one UNet): make it fail once.
+    assert tiny_unet.branches[0].net is tiny_unet.net
+    forward = tiny_unet.net.forward
     state = {"raised": False, "sizes": []}
 
     def forward_once_oom(x):
@@ -209,7 +241,7 @@ def test_out_of_memory_halves_the_batch_and_goes_on(tiny_unet, synthetic):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
         return forward(x)
 
-    tiny_unet.forward = forward_once_oom
+    tiny_unet.net.forward = forward_once_oom
     predictor = Predictor(tiny_unet, device="cpu", batch_size=8)
     calls = []
     with pytest.warns(RuntimeWarning, match="batch size halved to 4"):
@@ -222,25 +254,49 @@ def test_out_of_memory_halves_the_batch_and_goes_on(tiny_unet, synthetic):
     def always_oom(x):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    tiny_unet.forward = always_oom
+    tiny_unet.net.forward = always_oom
     with pytest.warns(RuntimeWarning), pytest.raises(torch.cuda.OutOfMemoryError):
         Predictor(tiny_unet, device="cpu", batch_size=2).predict(volume)
 
 
-def test_flip_tta_of_a_pixelwise_model_changes_nothing():
-    volume, _ = bright_box_volume()
-    probs, _ = Predictor(IntensityModel(), device="cpu").predict_probabilities(volume)
-    flipped, _ = Predictor(IntensityModel(), device="cpu", flip_tta=True).predict_probabilities(
-        volume
-    )
-    np.testing.assert_allclose(flipped, probs, atol=1e-6)
+class ShiftRampNet(nn.Module):
+    """A network that is not left-right symmetric: the image moved 3 columns to the right
+    (wrapping round) plus a ramp rising from left to right. Mirroring its input does not
+    mirror its output, so flip averaging must change what it predicts."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramp = torch.linspace(-2.0, 1.0, x.shape[-1])
+        return 0.5 * torch.roll(x[:, :1], shifts=3, dims=-1) + ramp
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = p.astype(np.float64)
+    return np.log(p) - np.log1p(-p)
+
+
+def test_flip_tta_averages_with_the_mirrored_prediction_of_the_mirrored_input():
+    # 64x64 slices (axis 2) into a 64x64 input: neither padded nor resized, so mirroring a
+    # slice's columns (volume axis 1) is exactly mirroring the network's input.
+    box = (slice(10, 30), slice(40, 60), slice(1, 4))
+    volume, _ = bright_box_volume(shape=(64, 64, 5), box=box)
+    model = real_model(ShiftRampNet(), size=64)
+    plain = Predictor(model, device="cpu", flip_tta=False)
+    own = probabilities(plain, volume)
+    mirrored = probabilities(plain, volume[:, ::-1])[:, ::-1]  # of the mirrored input, mirrored
+    averaged = probabilities(Predictor(model, device="cpu", flip_tta=True), volume)
+    expected = 1.0 / (1.0 + np.exp(-(_logit(own) + _logit(mirrored)) / 2))
+    np.testing.assert_allclose(averaged, expected, atol=1e-5)
+    # and it is not the plain prediction: the ramp (-2 on the left, +1 on the right) is
+    # averaged to -0.5 everywhere
+    assert np.abs(averaged - own).max() > 0.2
+    assert np.abs(_logit(averaged) - _logit(own))[:, 0].mean() == pytest.approx(1.5, abs=0.01)
 
 
 def test_predictor_arguments_and_devices():
     with pytest.raises(InputError, match="batch size"):
-        Predictor(IntensityModel(), device="cpu", batch_size=0)
+        Predictor(intensity_model(), device="cpu", batch_size=0)
     with pytest.raises(InputError, match="threshold"):
-        Predictor(IntensityModel(), device="cpu", threshold=1.0)
+        Predictor(intensity_model(), device="cpu", threshold=1.0)
     with pytest.raises(InputError, match="unknown device"):
         resolve_device("banana")
     assert autocast_dtype(torch.device("cpu"), "auto") is None  # fp32 on CPUs
@@ -260,13 +316,26 @@ def _real_crop(real_data_dir, real_case_ids, slices=6):
     return volume[..., zs], truth[..., zs], crop
 
 
-def test_real_case_through_a_tiny_model(real_data_dir, real_case_ids, tiny_unet):
-    volume, _, meta = _real_crop(real_data_dir, real_case_ids)
-    mask = Predictor(tiny_unet, device="cpu").predict(volume, meta)
-    assert mask.shape == volume.shape and mask.dtype == np.uint8
+@pytest.mark.realdata
+def test_the_default_model_on_a_real_case_it_never_saw(real_data_dir, real_case_ids, tmp_path):
+    model = load_model("default")
+    case = model.unseen(real_case_ids)[0]  # in neither its training nor its validation split
+    volume, meta = read_volume(real_data_dir / "images" / f"{case}.nii.gz")
+    truth = read_labels(real_data_dir / "labels" / f"{case}.nii.gz", image_meta=meta)
     assert meta.through_plane_axis() == 2  # 1.25 mm slices along z
+    mask = Predictor(model, device="cpu").predict(volume, meta)
+    assert mask.dtype == np.uint8 and mask.shape == volume.shape == tuple(meta.shape)
+    assert set(np.unique(mask)) == {0, 1}
+    assert dice(mask, truth > 0) > 0.85  # the model card reports 0.91 on average
+    # The contract: a mask saved for the image lies on the image's grid, affine and all.
+    path = write_labels(tmp_path / f"{case}_mask.nii.gz", mask, meta)
+    saved, saved_meta = read_labels_with_meta(path, image_meta=meta)
+    np.testing.assert_array_equal(saved, mask)
+    np.testing.assert_array_equal(saved_meta.affine, meta.affine)
+    assert saved_meta.shape == volume.shape
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("fit", ["pad", "stretch"])
 def test_real_anatomy_lands_on_its_own_voxels(real_data_dir, real_case_ids, fit):
     # The real image's atrium made the brightest thing in the volume: a pixel-wise model must
@@ -275,34 +344,28 @@ def test_real_anatomy_lands_on_its_own_voxels(real_data_dir, real_case_ids, fit)
     bright = volume * (60.0 / volume.max())
     bright[truth > 0] = 255.0
     predictor = Predictor(
-        IntensityModel(fit=fit, size=256), device="cpu", morphology=False, largest_cc=False
+        intensity_model(fit=fit, size=256), device="cpu", morphology=False, largest_cc=False
     )
     mask = predictor.predict(bright, meta)
     assert dice(mask, truth) > 0.99
 
 
 def test_flip_averaging_follows_the_checkpoint_unless_told():
-    model = IntensityModel()
-    assert Predictor(model, device="cpu").flip_tta is False
+    model = intensity_model()
+    assert Predictor(model, device="cpu").flip_tta is False  # no recommendation: off
     model.provenance = {"inference": {"flip_tta": True}}
     assert Predictor(model, device="cpu").flip_tta is True
     assert Predictor(model, device="cpu", flip_tta=False).flip_tta is False
 
 
-class PreviousSliceModel(IntensityModel):
-    """2.5D stand-in: looks only at the channel of the slice before (bright -> foreground)."""
-
-    def __init__(self):
-        super().__init__(fit="pad", size=64)
-        self.preprocessing = dict(
-            input_size=64, channels=3, context=1, fit="pad", intensity="imagenet"
-        )
-
-
 def test_2_5d_input_feeds_each_slice_with_its_neighbours():
+    # 2.5D (context 1: slices before, at and after as 3 channels); the IntensityNet looks only
+    # at channel 0, the slice before.
+    previous_slice_model = real_model(IntensityNet(), context=1)
+    assert previous_slice_model.preprocessing.channels == 3
     volume, truth = bright_box_volume()
     predictor = Predictor(
-        PreviousSliceModel(), device="cpu", batch_size=4, morphology=False, largest_cc=False
+        previous_slice_model, device="cpu", batch_size=4, morphology=False, largest_cc=False
     )
     pred = predictor.predict(volume, slice_axis=0)
     # Each slice shows its predecessor's box: shifted one slice on, across batch borders too.
@@ -310,3 +373,104 @@ def test_2_5d_input_feeds_each_slice_with_its_neighbours():
     expected[1:] = truth[:-1]
     assert dice(pred, expected) > 0.97
     assert pred[17].any() and not pred[5].any()
+
+
+# --- the two levels: prepare, then probabilities and labels ------------------------------------
+
+
+def test_the_two_levels_give_exactly_what_predict_gives(tiny_unet, synthetic):
+    volume, _ = synthetic
+    meta = VolumeMeta.from_spacing(volume.shape)
+    predictor = Predictor(tiny_unet, device="cpu", batch_size=5)
+    prepared = predictor.prepare(volume, meta)
+    probs = predictor.probabilities(prepared)
+    assert probs.dtype == np.float32 and probs.shape == volume.shape
+    assert 0.0 <= probs.min() and probs.max() <= 1.0
+    labels = predictor.labels(probs, prepared)
+    np.testing.assert_array_equal(labels, predictor.predict(volume, meta))  # bit-exact
+    # labels thresholds at the predictor's threshold (before post-processing)
+    raw = Predictor(tiny_unet, device="cpu", morphology=False, largest_cc=False, threshold=0.3)
+    np.testing.assert_array_equal(raw.labels(probs, prepared), (probs > 0.3).astype(np.uint8))
+
+
+def test_prepare_cuts_views_of_the_volume_without_copying(tiny_unet):
+    volume, _ = bright_box_volume()  # 40 x 33 x 21
+    predictor = Predictor(tiny_unet, device="cpu")
+    prepared = predictor.prepare(volume, roi=RegionOfInterest(box=(4, 30, 2, 20), slices=(3, 15)))
+    assert np.shares_memory(prepared.slices[0], volume)
+    assert prepared.slices[0].base is not None  # a view, not an array of its own
+    # slices first: 12 slices (axis 2) of 26 rows (axis 0) x 18 columns (axis 1)
+    assert prepared.slices[0].shape == (12, 26, 18)
+    np.testing.assert_array_equal(prepared.slices[0][5], volume[4:30, 2:20, 8])
+    assert prepared.index == (slice(4, 30), slice(2, 20), slice(3, 15))
+    assert prepared.shape == volume.shape and prepared.total == 12
+    # the network input of a few slices: BxCxSxS at the model's input size
+    batch = predictor.inputs(prepared, 0, 2, 7)
+    assert batch.shape == (5, 1, 64, 64) and batch.dtype == torch.float32
+
+
+def test_a_logits_source_replaces_the_networks():
+    volume, _ = bright_box_volume()
+    model = intensity_model()
+    predictor = Predictor(model, device="cpu", batch_size=8)
+    prepared = predictor.prepare(volume, roi=RegionOfInterest(box=(4, 30, 2, 20), slices=(3, 15)))
+    calls = []
+
+    def constant(branch, first, stop):
+        calls.append((branch, first, stop))
+        return torch.full((stop - first, 1, 64, 64), 0.7)
+
+    probs = predictor.probabilities(prepared, logits_of=constant)
+    assert model.net.calls == 0  # the network never ran
+    assert calls == [(0, 0, 8), (0, 8, 12)]  # the 12 slices of the region, in batches of 8
+    inside = np.zeros(volume.shape, bool)
+    inside[4:30, 2:20, 3:15] = True
+    sigmoid = 1.0 / (1.0 + math.exp(-0.7))  # 0.6682
+    np.testing.assert_allclose(probs[inside], sigmoid, rtol=1e-6)
+    assert (probs[~inside] == 0).all()
+
+
+def test_the_branches_of_a_multi_view_model_are_averaged_on_the_volume_grid():
+    # Three views, each cutting the volume along its own axis; each branch gives its own
+    # constant logit, so the volume's probability is the sigmoid of their mean.
+    model = build_model(
+        "unet_ensemble",
+        preprocessing=dict(
+            input_size=64, views=["through-plane", "in-plane-1", "in-plane-2"], fit="stretch"
+        ),
+        members=3,
+        **TINY_UNET_KWARGS,
+    )
+    assert [b.view for b in model.branches] == ["through-plane", "in-plane-1", "in-plane-2"]
+    assert [b.net for b in model.branches] == list(model.net.members)
+    volume, _ = bright_box_volume()  # 40 x 33 x 21, slices along axis 2
+    predictor = Predictor(model, device="cpu", batch_size=16)
+    prepared = predictor.prepare(volume)
+    assert prepared.axes == (2, 0, 1)
+    assert [s.shape for s in prepared.slices] == [(21, 40, 33), (40, 33, 21), (33, 40, 21)]
+    assert all(np.shares_memory(s, volume) for s in prepared.slices)
+    seen = {0: [], 1: [], 2: []}
+    totals = []
+
+    def per_branch(branch, first, stop):
+        seen[branch].extend(range(first, stop))
+        return torch.full((stop - first, 1, 64, 64), [1.0, -2.0, 4.0][branch])
+
+    probs = predictor.probabilities(
+        prepared, logits_of=per_branch, progress=lambda d, t: totals.append((d, t))
+    )
+    assert seen == {0: list(range(21)), 1: list(range(40)), 2: list(range(33))}
+    assert totals[0] == (0, 94) and totals[-1] == (94, 94)  # 21 + 40 + 33 slices
+    np.testing.assert_allclose(probs, 1.0 / (1.0 + math.exp(-1.0)), rtol=1e-6)  # mean logit 1
+
+
+def test_cancel_flags():
+    assert not is_cancelled(None)
+    flag = threading.Event()
+    assert not is_cancelled(flag)
+    flag.set()
+    assert is_cancelled(flag)
+    assert is_cancelled(lambda: 1) and not is_cancelled(lambda: 0)
+    raise_if_cancelled(None, "never")
+    with pytest.raises(CancelledError, match="^stopped after 3 of 9 slices$"):
+        raise_if_cancelled(flag, "after 3 of 9 slices")

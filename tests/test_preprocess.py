@@ -3,6 +3,9 @@ same pixels, for both fits, odd shapes, and shapes smaller and larger than the m
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,18 +13,26 @@ import torch
 from napari_la_dinov2.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    BranchInput,
     IntensityStats,
+    Preprocessing,
     SliceTransform,
     with_neighbours,
 )
+from tests.conftest import REPO_ROOT
 
 SHAPES = [(37, 53), (101, 67), (150, 211), (64, 64)]
 
 
-def _transform(fit: str, size=64, channels=1, intensity="zscore", context=0) -> SliceTransform:
-    return SliceTransform(
-        dict(input_size=size, channels=channels, fit=fit, intensity=intensity, context=context)
-    )
+def _transform(fit: str, size=64, intensity="zscore", context=0) -> SliceTransform:
+    """The one transform of a single-branch model (channels derived: 1, 3 or 2k+1)."""
+    branch = BranchInput(view="through-plane", fit=fit)
+    return SliceTransform(Preprocessing(size, intensity, context, (branch,)), branch)
+
+
+def _standardized(transform: SliceTransform, slices: torch.Tensor, stats) -> torch.Tensor:
+    """``BxHxW`` raw -> ``BxCxHxW`` standardised at the slice's own size (no fit)."""
+    return transform.standardize(transform.to_unit(slices, stats)[:, None], stats)
 
 
 def _disc(height: int, width: int) -> np.ndarray:
@@ -126,14 +137,16 @@ def test_normalisation_zscore_and_imagenet():
     rng = np.random.default_rng(1)
     volume = rng.uniform(0, 255, size=(4, 30, 30)).astype(np.float32)
     stats = IntensityStats.of(volume)
-    z = _transform("pad", channels=1, intensity="zscore").normalize(torch.from_numpy(volume), stats)
+    zscore = _transform("pad", intensity="zscore")
+    assert zscore.channels == 1
+    z = _standardized(zscore, torch.from_numpy(volume), stats)
     assert z.shape == (4, 1, 30, 30)
     assert float(z.mean()) == pytest.approx(0.0, abs=0.02)
     assert float(z.std()) == pytest.approx(1.0, abs=0.03)
 
-    rgb = _transform("stretch", channels=3, intensity="imagenet").normalize(
-        torch.from_numpy(volume), stats
-    )
+    imagenet = _transform("stretch", intensity="imagenet")
+    assert imagenet.channels == 3
+    rgb = _standardized(imagenet, torch.from_numpy(volume), stats)
     assert rgb.shape == (4, 3, 30, 30)
     # the grey level repeated in 3 channels, each with ImageNet's own mean and std
     grey = ((torch.from_numpy(volume) - stats.low) / (stats.high - stats.low)).clamp(0, 1)
@@ -143,33 +156,51 @@ def test_normalisation_zscore_and_imagenet():
 
 
 @pytest.mark.parametrize(
-    "bad",
-    [dict(fit="crop"), dict(intensity="minmax"), dict(input_size=8), dict(channels=2)],
+    "bad, phrase",
+    [
+        (dict(fit="crop"), "fit must be"),
+        (dict(intensity="minmax"), "intensity must be"),
+        (dict(input_size=8), "input_size must be"),
+        (dict(input_size=64.0), "input_size must be"),
+        (dict(channels=2), "channels 2 does not fit"),
+        (dict(views=["sideways"]), "view must be"),
+        (dict(views="through-plane"), "views must be a list"),
+        (dict(fits=["pad", "pad"]), "one fit per view"),
+        (dict(colour="red"), "unknown preprocessing setting"),
+        (dict(branches=[dict(view="through-plane", fit="pad")]), "either branches or"),
+    ],
 )
-def test_bad_preprocessing_is_a_value_error(bad):
-    with pytest.raises(ValueError):
-        SliceTransform({**dict(input_size=64, channels=1, fit="pad", intensity="zscore"), **bad})
+def test_bad_preprocessing_is_a_value_error(bad, phrase):
+    with pytest.raises(ValueError, match=phrase):
+        Preprocessing.from_dict({**dict(input_size=64, fit="pad", intensity="zscore"), **bad})
 
 
 @pytest.mark.parametrize("fit", ["pad", "stretch"])
-@pytest.mark.parametrize("intensity, channels", [("zscore", 1), ("imagenet", 3)])
+@pytest.mark.parametrize("intensity", ["zscore", "imagenet"])
 @pytest.mark.parametrize("shape", [(37, 53), (300, 211)])  # enlarged and shrunk (antialiased)
-def test_prepare_equals_normalise_then_resize(fit, intensity, channels, shape):
+def test_prepare_equals_normalise_then_resize(fit, intensity, shape):
     # prepare resizes the 1-channel image before standardising (cheaper); both steps are
     # affine per pixel and channel, so the result must equal the plain order.
-    transform = _transform(fit, size=64, channels=channels, intensity=intensity)
+    transform = _transform(fit, size=64, intensity=intensity)
     slices = torch.from_numpy(np.random.default_rng(2).uniform(0, 255, (2, *shape)).astype("f4"))
     stats = IntensityStats.of(slices.numpy())
-    plain = transform.fit_to_input(transform.normalize(slices, stats))
+    plain = transform.fit_to_input(_standardized(transform, slices, stats))
+    assert plain.shape == (2, transform.channels, 64, 64)
     assert torch.allclose(transform.prepare(slices, stats), plain, atol=1e-5)
 
 
 @pytest.mark.parametrize(
-    "bad", [dict(context=1, channels=1), dict(context=2, channels=3), dict(context=-1)]
+    "bad, phrase",
+    [
+        (dict(context=1, channels=1), "channels 1 does not fit context 1.*which give 3"),
+        (dict(context=2, channels=3), "channels 3 does not fit context 2.*which give 5"),
+        (dict(context=-1), "context must be an integer in 0..8"),
+        (dict(context=9), "context must be an integer in 0..8"),
+    ],
 )
-def test_context_needs_one_channel_per_slice(bad):
-    with pytest.raises(ValueError, match="context|channels"):
-        SliceTransform({**dict(input_size=64, channels=1, fit="pad", intensity="zscore"), **bad})
+def test_context_needs_one_channel_per_slice(bad, phrase):
+    with pytest.raises(ValueError, match=phrase):
+        Preprocessing.from_dict({**dict(input_size=64, fit="pad", intensity="zscore"), **bad})
 
 
 def test_neighbours_repeat_the_edge_slice():
@@ -181,14 +212,150 @@ def test_neighbours_repeat_the_edge_slice():
 def test_prepare_of_neighbours_keeps_each_slice_in_its_own_channel():
     # 2.5D: three different slices as channels; each channel must be prepared as that slice
     # alone would be (same window, same fit), so the network sees the true neighbours.
-    transform = _transform("pad", size=64, channels=3, intensity="zscore", context=1)
+    transform = _transform("pad", size=64, intensity="zscore", context=1)
+    assert transform.channels == 3
     volume = np.random.default_rng(3).uniform(0, 255, (5, 37, 53)).astype("f4")
     stats = IntensityStats.of(volume)
     rows = transform.neighbours(0, 5, 5)
     stacked = transform.prepare(torch.from_numpy(volume[rows]), stats)
-    single = _transform("pad", size=64, channels=1, intensity="zscore")
+    single = _transform("pad", size=64, intensity="zscore")
     alone = single.prepare(torch.from_numpy(volume), stats)  # 5x1x64x64
     assert stacked.shape == (5, 3, 64, 64)
     assert torch.allclose(stacked[:, 1], alone[:, 0], atol=1e-5)  # the centre slice
     assert torch.allclose(stacked[1:, 0], alone[:-1, 0], atol=1e-5)  # the one before
     assert torch.allclose(stacked[0, 0], alone[0, 0], atol=1e-5)  # edge repeated
+
+
+def test_standardisation_by_hand():
+    # A window of [10, 20] and a z-score of mean 0.5 / std 0.25, worked out by hand:
+    # 15 -> 0.5 -> 0; 25 -> clipped to 1 -> 2; 0 -> clipped to 0 -> -2; 12.5 -> 0.25 -> -1.
+    stats = IntensityStats(low=10.0, high=20.0, mean=0.5, std=0.25)
+    raw = torch.tensor([[[15.0, 25.0], [0.0, 12.5]]])
+    z = _standardized(_transform("pad", intensity="zscore"), raw, stats)
+    assert z.tolist() == [[[[0.0, 2.0], [-2.0, -1.0]]]]
+    # ImageNet: the grey 0.5 in each channel, (0.5 - mean_c) / std_c
+    rgb = _standardized(_transform("pad", intensity="imagenet"), raw[:, :1, :1], stats)
+    expected = [(0.5 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]
+    assert rgb.flatten().tolist() == pytest.approx(expected, abs=1e-6)
+
+
+# --- the typed preprocessing -----------------------------------------------------------------
+
+
+def _format1_preprocessing() -> dict:
+    """The embedded model's preprocessing as its format-1 checkpoint stated it."""
+    config = json.loads((REPO_ROOT / "tests/data/checkpoint_format1_config.json").read_text())
+    assert config["format"] == "napari-la-dinov2/1"
+    return config["preprocessing"]
+
+
+def test_from_dict_converts_the_format1_settings_to_branches():
+    old = _format1_preprocessing()
+    assert {"fit", "fits", "views", "channels"} <= set(old)  # the legacy keys, all of them
+    made = Preprocessing.from_dict(old)
+    assert made == Preprocessing(
+        input_size=192,
+        intensity="zscore",
+        context=1,
+        branches=(
+            BranchInput("through-plane", "pad"),
+            BranchInput("in-plane-1", "stretch"),
+            BranchInput("in-plane-2", "stretch"),
+        ),
+    )
+    assert made.channels == 3 == old["channels"]  # 2k+1 with k = 1
+    # today's form goes back to the same object, and has no channels to disagree
+    assert made.to_dict() == dict(
+        input_size=192,
+        intensity="zscore",
+        context=1,
+        branches=[
+            dict(view="through-plane", fit="pad"),
+            dict(view="in-plane-1", fit="stretch"),
+            dict(view="in-plane-2", fit="stretch"),
+        ],
+    )
+    assert Preprocessing.from_dict(made.to_dict()) == made
+    # one transform per branch, in order, each with its own view and fit
+    assert [(t.view, t.fit, t.channels) for t in made.transforms()] == [
+        ("through-plane", "pad", 3),
+        ("in-plane-1", "stretch", 3),
+        ("in-plane-2", "stretch", 3),
+    ]
+
+
+def test_from_dict_legacy_fit_applies_to_every_view():
+    made = Preprocessing.from_dict(
+        dict(
+            input_size=64, intensity="zscore", fit="stretch", views=["in-plane-2", "through-plane"]
+        )
+    )
+    assert made.branches == (
+        BranchInput("in-plane-2", "stretch"),
+        BranchInput("through-plane", "stretch"),
+    )
+    assert Preprocessing.from_dict(dict(input_size=64, intensity="zscore")).branches == (
+        BranchInput("through-plane", "pad"),
+    )
+
+
+def test_a_channels_that_disagrees_is_refused_with_a_sentence():
+    old = {**_format1_preprocessing(), "channels": 1}  # but context 1 gives 3
+    with pytest.raises(ValueError) as caught:
+        Preprocessing.from_dict(old)
+    message = str(caught.value)
+    assert message == (
+        "channels 1 does not fit context 1 and zscore intensities, which give 3; leave channels out"
+    )
+
+
+@pytest.mark.parametrize(
+    "intensity, context, channels",
+    [("zscore", 0, 1), ("imagenet", 0, 3), ("zscore", 1, 3), ("imagenet", 1, 3), ("zscore", 8, 17)],
+)
+def test_channels_are_derived(intensity, context, channels):
+    assert Preprocessing(64, intensity, context).channels == channels
+
+
+def test_updated_applies_a_partial_mapping():
+    base = Preprocessing(64, "zscore")
+    assert base.channels == 1
+    with_context = base.updated({"context": 1})
+    assert with_context.channels == 3 and with_context.context == 1
+    assert (with_context.input_size, with_context.branches) == (64, base.branches)
+    assert base.context == 0  # a copy: the original is untouched
+    assert base.updated(None) is base and base.updated({}) is base
+    # views alone keep the fit where they can; a new count of views repeats the first fit
+    stretched = base.updated({"fit": "stretch"})
+    assert stretched.branches == (BranchInput("through-plane", "stretch"),)
+    two = stretched.updated({"views": ["in-plane-1", "in-plane-2"]})
+    assert two.branches == (
+        BranchInput("in-plane-1", "stretch"),
+        BranchInput("in-plane-2", "stretch"),
+    )
+    with pytest.raises(ValueError, match="channels 1 does not fit"):
+        base.updated({"context": 1, "channels": 1})
+
+
+def test_preprocessing_is_frozen():
+    made = Preprocessing(64, "zscore")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.context = 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.branches[0].fit = "stretch"
+    assert hash(made) == hash(Preprocessing(64, "zscore"))  # usable as a key
+
+
+def test_imagenet_with_a_wide_context_is_refused():
+    # Three ImageNet means and deviations: five slices as channels have no normalisation.
+    with pytest.raises(ValueError, match="ImageNet intensities take 3 channels"):
+        Preprocessing.from_dict(dict(input_size=32, intensity="imagenet", context=2))
+
+
+def test_flags_and_lists_are_not_taken_for_numbers_and_tuples():
+    with pytest.raises(ValueError, match="context must be an integer"):
+        Preprocessing.from_dict(dict(input_size=32, intensity="zscore", context=True))
+    listed = Preprocessing(32, "zscore", branches=[BranchInput()])
+    assert listed == Preprocessing(32, "zscore") and hash(listed) == hash(
+        Preprocessing(32, "zscore")
+    )

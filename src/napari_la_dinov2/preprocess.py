@@ -75,14 +75,18 @@ class Preprocessing:
     branches: tuple[BranchInput, ...] = field(default=(BranchInput(),))
 
     def __post_init__(self):
-        if not isinstance(self.input_size, int) or not 16 <= self.input_size <= MAX_INPUT_SIZE:
+        if not _is_int(self.input_size) or not 16 <= self.input_size <= MAX_INPUT_SIZE:
             raise ValueError(f"input_size must be an integer in 16..{MAX_INPUT_SIZE}")
         if self.intensity not in INTENSITIES:
             raise ValueError(f"intensity must be 'imagenet' or 'zscore', not {self.intensity!r}")
-        if not isinstance(self.context, int) or not 0 <= self.context <= 8:
+        if not _is_int(self.context) or not 0 <= self.context <= 8:
             raise ValueError(f"context must be an integer in 0..8, not {self.context!r}")
-        if not self.branches or not all(isinstance(b, BranchInput) for b in self.branches):
+        if self.intensity == "imagenet" and self.context > 1:
+            raise ValueError("ImageNet intensities take 3 channels: context 0 or 1, not more")
+        branches = tuple(self.branches) if isinstance(self.branches, list | tuple) else ()
+        if not branches or not all(isinstance(b, BranchInput) for b in branches):
             raise ValueError("a model needs at least one branch (view and fit)")
+        object.__setattr__(self, "branches", branches)  # a tuple: frozen and hashable
 
     @property
     def channels(self) -> int:
@@ -160,6 +164,10 @@ class Preprocessing:
 
     def with_branches(self, branches) -> Preprocessing:
         return replace(self, branches=tuple(branches))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _branches_from(settings: Mapping) -> tuple[BranchInput, ...]:
