@@ -2,11 +2,12 @@
 
 Why: any ``monai.*`` import first runs ``monai/__init__``, which imports every MONAI submodule
 (``utils.module.load_submodules``, twice, unconditionally, in MONAI 1.3 to 1.6: there is no
-lazy mode) and with them transformers, matplotlib, pandas, scipy.signal and sympy: about
-2.6 of the 4.1 s from process start to the first slice of ``la-dinov2 segment`` on our 2-core
-machine, for three classes whose own modules import in 0.2 s. Importing
-``monai.networks.nets.unet`` alone does not help: it runs the same ``__init__``, and MONAI's
-subpackages import each other in cycles that resolve only in the order the full import takes.
+lazy mode) and with them transformers, matplotlib, pandas, scipy.signal and sympy. On our 2-core
+machine that made ``la-dinov2 segment`` reach its first slice 4.1 s after process start; without
+it, 1.2-1.6 s (``benchmarks/speed.py --only default``): the three classes' own modules import in
+0.2-0.4 s. Importing ``monai.networks.nets.unet`` alone does not help: it runs the same
+``__init__``, and MONAI's subpackages import each other in cycles that resolve only in the order
+the full import takes.
 
 How, only while :func:`monai_classes` imports the classes:
 
