@@ -17,13 +17,17 @@ in this run; nothing is hard-coded. For each model at real size with random weig
    plus a breakdown (pre-processing, head + decoder, restore, post-processing) to see where
    the overhead goes;
 4. peak memory of each model's own process (RSS; on CUDA also max_memory_allocated), and a
-   640x640x88 volume through ViT-B/14 in its own process.
+   640x640x88 volume through ViT-B/14 in its own process;
+5. the embedded default model on a real LA 2018 case (``speed_default.py``): the cold start of
+   ``la-dinov2 segment`` (process start to first slice, in a fresh interpreter) and its
+   seconds per volume with the pipeline's overhead over its networks.
 
 Each model runs in a fresh subprocess so its peak RSS is its own. Timings are the best of
 ``--repeats`` runs (the machine may be shared; the best run is the least disturbed).
 
     python benchmarks/speed.py                 # CPU, default models, ~5-10 min on 2 cores
     python benchmarks/speed.py --quick         # a smoke run in about a minute
+    python benchmarks/speed.py --only default  # the default model's figures only (~1-2 min)
     python benchmarks/speed.py --device cuda --precision bf16 --slices 88 --batch-size 32 \\
         --models dinov2_vitb14 dinov2_vitg14
 """
@@ -443,55 +447,10 @@ def verdicts(results: list[dict], big: dict | None) -> list[str]:
     return lines
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="NAME")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--slices", type=int, default=None, help="slices per measurement")
-    parser.add_argument("--repeats", type=int, default=None, help="timings are the best of N")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--no-big-volume", action="store_true", help="skip the 640x640x88 run")
-    parser.add_argument("--quick", action="store_true", help="few slices, one repeat")
-    parser.add_argument("--out", help="also write the report here")
-    # Internal: one model in this process.
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--volume", help=argparse.SUPPRESS)
-    parser.add_argument("--pipeline-only", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from napari_la_dinov2.inference import resolve_device
-
-    try:
-        device = resolve_device(args.device)
-    except ValueError as error:
-        parser.error(str(error))
-    args.device = str(device)
-    if args.slices is None:
-        args.slices = (4 if args.quick else 8) if device.type == "cpu" else 88
-    if args.repeats is None:
-        args.repeats = 1 if args.quick else 2
-
-    if args.worker:
-        print(json.dumps(measure_model(args)))
-        return 0
-
-    from napari_la_dinov2.inference import autocast_dtype
-
-    dtype = autocast_dtype(device, args.precision)
-    started = time.perf_counter()
+def models_report(args, device: torch.device, dtype: torch.dtype | None) -> list[str]:
+    """Parts 1-4 for the registry models: the GEMM roofline, each model, the big volume."""
     gemm_dtype = dtype or torch.float32
     gemm_repeats = 3 if args.quick else 8
-    lines = [
-        "napari-la-dinov2 speed benchmark",
-        "command: python benchmarks/speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        *machine_lines(device, dtype),
-        f"settings: {args.slices} slices per measurement, batch {args.batch_size}, "
-        f"best of {args.repeats}, random weights at real size",
-    ]
-    print("\n".join(lines), flush=True)
     gemm_start = gemm_gflops(device, gemm_dtype, gemm_repeats)
     fp32_note = ""
     if gemm_dtype != torch.float32:
@@ -536,7 +495,81 @@ def main(argv=None) -> int:
             f"peak RSS {big['peak_rss_mb']:.0f} MB"
             + (f", peak CUDA {big['peak_cuda_mb']:.0f} MB" if "peak_cuda_mb" in big else "")
         )
-    out += ["", *verdicts(results, big)]
+    return [f"gemm at start: {gemm_start:.1f} GFLOP/s", *out, "", *verdicts(results, big)]
+
+
+def default_model_lines(args) -> list[str]:
+    case = la2018_case()
+    if case is None:
+        return ["default model: skipped (no LA 2018 case; set LA2018_DIR)"]
+    if args.device != "cpu":
+        return [f"default model: measured on the CPU only (asked: {args.device})"]
+    from speed_default import report  # this folder's sibling module
+
+    print("... default model", file=sys.stderr, flush=True)
+    return report(case, args.batch_size, max(args.repeats, 5))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="NAME")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--slices", type=int, default=None, help="slices per measurement")
+    parser.add_argument("--repeats", type=int, default=None, help="timings are the best of N")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--no-big-volume", action="store_true", help="skip the 640x640x88 run")
+    parser.add_argument("--quick", action="store_true", help="few slices, one repeat")
+    parser.add_argument(
+        "--only",
+        choices=("models", "default"),
+        help="models: the registry models (1-4); default: the embedded default model (5)",
+    )
+    parser.add_argument("--out", help="also write the report here")
+    # Internal: one model in this process.
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--volume", help=argparse.SUPPRESS)
+    parser.add_argument("--pipeline-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from napari_la_dinov2.inference import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
+    args.device = str(device)
+    if args.slices is None:
+        args.slices = (4 if args.quick else 8) if device.type == "cpu" else 88
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 2
+
+    if args.worker:
+        print(json.dumps(measure_model(args)))
+        return 0
+
+    from napari_la_dinov2.inference import autocast_dtype
+
+    dtype = autocast_dtype(device, args.precision)
+    started = time.perf_counter()
+    settings = f"batch {args.batch_size}"
+    if args.only != "default":
+        settings = (
+            f"{args.slices} slices per measurement, {settings}, best of {args.repeats}, "
+            "random weights at real size (registry models)"
+        )
+    lines = [
+        "napari-la-dinov2 speed benchmark",
+        "command: python benchmarks/speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        *machine_lines(device, dtype),
+        f"settings: {settings}",
+    ]
+    print("\n".join(lines), flush=True)
+    out = models_report(args, device, dtype) if args.only != "default" else []
+    if args.only != "models":
+        out += ["", *default_model_lines(args)]
     out.append(
         f"benchmark wall time: {time.perf_counter() - started:.0f} s; "
         f"load average at end: {load_average()}"
@@ -545,12 +578,11 @@ def main(argv=None) -> int:
 
     target = args.out
     if target is None and not args.quick:
-        target = RESULTS_DIR / f"speed-{device.type}.txt"
+        suffix = "-coldstart" if args.only == "default" else ""
+        target = RESULTS_DIR / f"speed-{device.type}{suffix}.txt"
     if target:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
-        Path(target).write_text(
-            "\n".join([*lines, f"gemm at start: {gemm_start:.1f} GFLOP/s", *out]) + "\n"
-        )
+        Path(target).write_text("\n".join([*lines, *out]) + "\n")
         print(f"written to {target}", file=sys.stderr)
     return 0
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ._monai_nets import monai_classes
 
 RESNET50_IMAGENET_REPO = "timm/resnet50.tv_in1k"
 
@@ -37,8 +38,6 @@ class UNet2D(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        from monai.networks.nets import UNet
-
         _check_channels(channels, strides)
         if in_channels < 1 or not 0.0 <= dropout < 1.0:
             raise ValueError("in_channels must be >= 1 and dropout in [0, 1)")
@@ -49,7 +48,7 @@ class UNet2D(nn.Module):
             num_res_units=num_res_units,
             dropout=dropout,
         )
-        self.net = UNet(
+        self.net = monai_classes()["UNet"](
             spatial_dims=2,
             in_channels=in_channels,
             out_channels=1,
@@ -79,15 +78,13 @@ class AttentionUNet2D(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        from monai.networks.nets import AttentionUnet
-
         _check_channels(channels, strides)
         if in_channels < 1 or not 0.0 <= dropout < 1.0:
             raise ValueError("in_channels must be >= 1 and dropout in [0, 1)")
         self._kwargs = dict(
             in_channels=in_channels, channels=list(channels), strides=list(strides), dropout=dropout
         )
-        self.net = AttentionUnet(
+        self.net = monai_classes()["AttentionUnet"](
             spatial_dims=2,
             in_channels=in_channels,
             out_channels=1,
@@ -144,11 +141,9 @@ class ResNet50UNet2D(nn.Module):
         decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
     ):
         super().__init__()
-        from monai.networks.nets import FlexibleUNet
-
         if len(decoder_channels) != 5 or min(decoder_channels) < 1:
             raise ValueError("decoder_channels must list 5 positive widths")
-        self.net = FlexibleUNet(
+        self.net = monai_classes()["FlexibleUNet"](
             in_channels=3,
             out_channels=1,
             backbone="resnet50",
