@@ -164,8 +164,9 @@ class SegmentWidget(Container):
 
     def __init__(self, napari_viewer):
         self.viewer = napari_viewer
-        # Layer pickers by annotation: napari fills them from the viewer's layer list and
-        # refreshes them when layers are added, removed, renamed or moved.
+        # Layer pickers by annotation: napari fills them from the viewer's layer list, and
+        # refreshes them (reset_choices) as layers are added, removed, renamed or moved once
+        # the widget is docked.
         self.image = create_widget(annotation=Image, label="Image")
         self.model = ComboBox(label="Model", choices=KNOWN_MODELS.choices)
         self.folder = FileEdit(label="Checkpoint folder", mode="d", value="")
