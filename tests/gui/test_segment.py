@@ -1,4 +1,4 @@
-"""Segment widget end to end: a tiny checkpoint chosen as a folder, on a small real case."""
+"""Segment widget end to end: a tiny checkpoint chosen as a folder, on the synthetic case (LA 2018 geometry)."""
 
 from __future__ import annotations
 
