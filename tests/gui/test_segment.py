@@ -1,4 +1,4 @@
-"""Segment widget end to end: a tiny checkpoint chosen as a folder, on the synthetic case (LA 2018 geometry)."""
+"""Segment widget end to end: a tiny checkpoint chosen as a folder, on the synthetic case."""
 
 from __future__ import annotations
 
