@@ -1,4 +1,11 @@
-"""GUI fixtures: a tiny checkpoint folder and a small annotated case (real, else synthetic)."""
+"""GUI fixtures: tiny checkpoints, a synthetic case, real cases (skipped where absent), the
+notifications napari shows, and a fresh model list for every test.
+
+``small_case`` is a synthetic LGE-like phantom on the LA 2018 grid geometry (mirrored x and y
+axes, 0.625 x 0.625 x 1.25 mm), for tests of the widgets' plumbing, which need no anatomy. Tests
+that do need real anatomy take ``real_case`` and are marked ``real_data``: they skip, saying
+why, where the LA 2018 cases are absent, instead of silently running on the phantom.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,25 @@ import pytest
 from napari_la_dinov2 import VolumeMeta, build_model, read_labels, read_volume, save_checkpoint
 
 TINY_UNET = dict(channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
+# The LA 2018 voxel grid: axes to the patient's left, posterior, superior (RAS affine below).
+LA2018_AFFINE = np.diag([-0.625, -0.625, 1.25, 1.0])
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "real_data: needs the real LA 2018 cases (skips with the reason without them)"
+    )
+
+
+@pytest.fixture(autouse=True)
+def fresh_model_list():
+    """Every test starts with the shipped models only: a checkpoint one test adds to the
+    session-wide KNOWN_MODELS must not show up in the next test's widgets."""
+    from napari_la_dinov2._widgets._models import KNOWN_MODELS
+
+    KNOWN_MODELS.reset()
+    yield KNOWN_MODELS
+    KNOWN_MODELS.reset()
 
 
 @pytest.fixture(scope="session")
@@ -46,19 +72,16 @@ def _real_case(root: str):
 
 
 @pytest.fixture
-def small_case(request):
-    """(name, image, labels, meta): 6 slices of a real LA 2018 case, else the synthetic case."""
-    try:
-        root = request.getfixturevalue("real_data_dir")
-    except pytest.skip.Exception:
-        image, labels = request.getfixturevalue("synthetic")
-        return (
-            "synthetic",
-            image,
-            labels,
-            VolumeMeta.from_spacing(image.shape, (0.625, 0.625, 1.25)),
-        )
-    name, image, labels, meta = _real_case(str(root))
+def small_case(synthetic):
+    """(name, image, labels, meta): the synthetic phantom on the LA 2018 grid geometry."""
+    image, labels = synthetic
+    return "synthetic", image, labels, VolumeMeta(affine=LA2018_AFFINE, shape=image.shape)
+
+
+@pytest.fixture
+def real_case(real_data_dir):
+    """(name, image, labels, meta): 6 slices of a real LA 2018 case (skips without the data)."""
+    name, image, labels, meta = _real_case(str(real_data_dir))
     return name, image.copy(), labels.copy(), meta
 
 
@@ -79,12 +102,22 @@ def foreground_checkpoint(tmp_path_factory):
 
 @pytest.fixture
 def notifications(monkeypatch):
-    """Messages the widgets show with show_error/show_info, instead of popping them up."""
-    shown = {"error": [], "info": []}
-    import napari_la_dinov2._widgets._worker as worker
+    """The messages napari would pop up, by severity ("error", "warning", "info"), and under
+    "traceback" the errors shown with their traceback (napari's ErrorNotification). Caught at
+    napari's notification manager, so show_error & co, a worker's relayed warnings and napari's
+    own error relay all land here."""
+    from napari.utils.notifications import ErrorNotification, notification_manager
 
-    monkeypatch.setattr(worker, "show_error", shown["error"].append)
-    monkeypatch.setattr(worker, "show_info", shown["info"].append)
+    shown = {"error": [], "warning": [], "info": [], "traceback": []}
+
+    def dispatch(notification):
+        if isinstance(notification, ErrorNotification):
+            shown["traceback"].append(notification)
+        shown.setdefault(str(notification.severity.value).lower(), []).append(notification.message)
+
+    monkeypatch.setattr(notification_manager, "dispatch", dispatch)
+    # napari shows each warning (message, file, line) once per session: once per test here.
+    monkeypatch.setattr(notification_manager, "_seen_warnings", set())
     return shown
 
 
@@ -107,27 +140,16 @@ def _add_case_layers(viewer, case):
 
 
 @pytest.fixture
-def case_folder(request, tmp_path):
-    """A folder of 4 small annotated cases (images/ + labels/): 6 real slices each, else the
-    synthetic case with different noise."""
+def case_folder(small_case, tmp_path):
+    """A folder of 4 small annotated cases (images/ + labels/): the synthetic case with
+    different noise (the few-shot plumbing needs no anatomy)."""
     from napari_la_dinov2 import write_labels
 
-    try:
-        root = request.getfixturevalue("real_data_dir")
-        ids = (root / "cases.txt").read_text().split()[1:5]
-    except pytest.skip.Exception:
-        root, ids = None, [f"synthetic{i}" for i in range(4)]
-        base_image, base_labels = request.getfixturevalue("synthetic")
-        spacing_meta = VolumeMeta.from_spacing(base_image.shape, (0.625, 0.625, 1.25))
-    for i, case_id in enumerate(ids):
-        if root is not None:
-            image, meta = read_volume(root / "images" / f"{case_id}.nii.gz")
-            labels = read_labels(root / "labels" / f"{case_id}.nii.gz", meta)
-            image, labels, meta = _crop(image, labels.astype(np.uint8), meta)
-        else:
-            noise = np.random.default_rng(i).normal(0, 5, base_image.shape)
-            image, labels, meta = (base_image + noise).clip(0, 255), base_labels, spacing_meta
-        folder = tmp_path / "cases"
-        write_labels(folder / "images" / f"{case_id}.nii.gz", image.astype(np.uint8), meta)
-        write_labels(folder / "labels" / f"{case_id}.nii.gz", labels, meta)
-    return tmp_path / "cases"
+    _, base_image, labels, meta = small_case
+    folder = tmp_path / "cases"
+    for i in range(4):
+        noise = np.random.default_rng(i).normal(0, 5, base_image.shape)
+        image = (base_image + noise).clip(0, 255).astype(np.uint8)
+        write_labels(folder / "images" / f"synthetic{i}.nii.gz", image, meta)
+        write_labels(folder / "labels" / f"synthetic{i}.nii.gz", labels, meta)
+    return folder

@@ -1,4 +1,4 @@
-"""Compare widget end to end: two checkpoints and a reference on a small real case."""
+"""Compare widget end to end: two checkpoints and a reference on the synthetic case."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import csv
 import numpy as np
 import pytest
 
+from napari_la_dinov2._widgets._layers import layer_volume
 from napari_la_dinov2._widgets._models import KNOWN_MODELS
-from napari_la_dinov2._widgets.compare import CompareWidget, worst_slice
+from napari_la_dinov2._widgets.compare import COLUMNS, CompareWidget, worst_slice
+from napari_la_dinov2.measures import la_measures
 
 pytestmark = pytest.mark.gui
 
@@ -64,6 +66,12 @@ def test_compare_two_models_against_reference(
     expected = 2 * (pred & truth).sum() / (pred.sum() + truth.sum())
     assert row["dice"] == pytest.approx(expected)
     assert widget.table.item(1, 2).text() == f"{row['dice']:.3f}"
+    # Beside the volume, each mask's surface area and sphericity, as `la-dinov2 mesh` gives them.
+    shown = la_measures(layer_volume(widget.model_layers[1])[0], small_case[3])
+    assert row["surface_area_cm2"] == pytest.approx(shown.surface_area_cm2)
+    assert row["sphericity"] == pytest.approx(shown.sphericity)
+    headers = [widget.table.horizontalHeaderItem(c).text() for c in range(len(COLUMNS))]
+    assert widget.table.item(1, headers.index("Spher.")).text() == f"{shown.sphericity:.3f}"
 
     # Selecting a row moves the viewer to that model's worst slice, slider on the slice axis
     # (the layer's first axis: z, not reversed, in the acquisition plane).

@@ -75,7 +75,8 @@ def test_real_case_opens_in_the_axial_plane(make_napari_viewer, real_data_dir):
     from napari_la_dinov2._widgets.segment import SegmentWidget
 
     widget = SegmentWidget(viewer)
-    assert [name for name, _ in widget._image_layers()] == [image.name]
+    viewer.window.add_dock_widget(widget, name="Segment")
+    assert list(widget.image.choices) == [image]
 
 
 def test_painted_mask_saved_in_file_order_nifti(make_napari_viewer, real_data_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""Segment widget end to end: a tiny checkpoint chosen as a folder, on a small real case."""
+"""Segment widget end to end: a tiny checkpoint chosen as a folder, on the synthetic case."""
 
 from __future__ import annotations
 
@@ -77,6 +77,7 @@ def test_segment_error_is_a_notification(
     assert job.error is not None
     assert len(notifications["error"]) == 1
     assert missing in notifications["error"][0]
+    assert notifications["traceback"] == []  # bad input: one sentence, no traceback
     assert widget.run_button.enabled
     assert len(viewer.layers) == 2  # nothing added
 
@@ -126,3 +127,36 @@ def test_flip_averaging_follows_the_checkpoint_like_the_command_line(
         assert predictor.flip_tta is recommended
         shown = layer_volume(widget.last_layer)[0]
         np.testing.assert_array_equal(shown, predictor.predict(volume, meta))
+
+
+def test_measures_in_the_status_and_warnings_as_notifications(
+    make_napari_viewer, qtbot, small_case, foreground_checkpoint, add_case, notifications
+):
+    from napari_la_dinov2.measures import la_measures, plausibility_warnings
+
+    viewer = make_napari_viewer()
+    image, _ = add_case(viewer, small_case)
+    widget = _dock(viewer)
+    widget.image.value = image
+    widget.select_model(str(foreground_checkpoint))  # marks the whole volume: touches its border
+    job = widget.run()
+    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    assert job.error is None, job.error
+    mask, meta = layer_volume(widget.last_layer)
+    expected = la_measures(mask, meta)
+    status = widget.status.value
+    for text in (
+        f"{expected.volume_ml:.1f} mL",
+        f"{expected.surface_area_cm2:.1f} cm²",
+        f"sphericity {expected.sphericity:.2f}",
+        f"max diameter {expected.max_diameter_mm:.1f} mm",
+    ):
+        assert text in status, (text, status)
+    sentences = plausibility_warnings(mask, meta, expected)
+    assert any("touches the border" in s for s in sentences)
+    # The random-weight model warns first, from the worker (warnings.warn), then the mask's.
+    untrained, *shown = notifications["warning"]
+    assert "no trained segmentation weights" in untrained
+    assert len(shown) == len(sentences)
+    for sentence, message in zip(sentences, shown):
+        assert message.endswith(sentence)

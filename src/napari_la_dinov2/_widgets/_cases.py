@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, PushButton, Select
+from magicgui.widgets import Container, FileEdit, PushButton, Select, create_widget
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
 
@@ -44,8 +44,9 @@ class CasePicker(Container):
     def __init__(self, viewer, *, folder_label: str = "Or a case folder"):
         self.viewer = viewer
         self.pairs: list[tuple[Image, Labels]] = []
-        self.image = ComboBox(label="Image", choices=self._layers_of(Image))
-        self.mask = ComboBox(label="Corrected mask", choices=self._layers_of(Labels))
+        # Layer pickers by annotation: napari keeps them in step with the layer list.
+        self.image = create_widget(annotation=Image, label="Image")
+        self.mask = create_widget(annotation=Labels, label="Corrected mask")
         self.add_case = PushButton(text="Add case")
         self.cases = Select(label="Cases", choices=self._case_choices)
         self.cases.native.setMaximumHeight(70)
@@ -65,21 +66,11 @@ class CasePicker(Container):
         self.margins = (0, 0, 0, 0)
         self.add_case.changed.connect(self.add_pair)
         self.remove_case.changed.connect(self._remove_pairs)
-        for event in ("inserted", "removed", "moved"):
-            getattr(viewer.layers.events, event).connect(self._layers_changed)
+        # Not a picker: a closed layer's cases are dropped from the list.
         viewer.layers.events.removed.connect(self._forget_removed)
-
-    def _layers_of(self, kind):
-        return lambda _w=None: [
-            (lay.name, lay) for lay in self.viewer.layers if isinstance(lay, kind)
-        ]
 
     def _case_choices(self, _widget=None):
         return [(f"{img.name} + {lab.name}", i) for i, (img, lab) in enumerate(self.pairs)]
-
-    def _layers_changed(self, _event=None):
-        self.image.reset_choices()
-        self.mask.reset_choices()
 
     def _forget_removed(self, event):
         self.pairs = [p for p in self.pairs if event.value not in p]

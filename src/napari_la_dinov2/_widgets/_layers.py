@@ -187,3 +187,32 @@ def layer_view_order(layer, slice_axis: int, ndim: int = 3) -> tuple[int, ...]:
     if geometry.axes[0] == slice_axis:
         return tuple(range(ndim))
     return slice_view_order(geometry.axes.index(slice_axis), ndim)
+
+
+def data_to_world_matrix(layer) -> np.ndarray:
+    """napari's data -> world map of a 3D ``layer`` as a 4x4 matrix, to move many points at once.
+
+    The map is affine, so it is read off the images of the origin and of the unit vectors under
+    the layer's own ``data_to_world`` (whatever its scale, translate, rotate, shear and affine).
+    """
+    origin = np.asarray(layer.data_to_world(np.zeros(3)), dtype=float)
+    matrix = np.eye(4)
+    matrix[:3, 3] = origin
+    for axis in range(3):
+        unit = np.zeros(3)
+        unit[axis] = 1.0
+        matrix[:3, axis] = np.asarray(layer.data_to_world(unit), dtype=float) - origin
+    return matrix
+
+
+def scanner_to_world(layer, points, meta: VolumeMeta, *, ras: bool = False) -> np.ndarray:
+    """World coordinates, in ``layer``'s frame, of scanner-mm ``points`` (N x 3; LPS as
+    ``mesh.mesh_from_mask`` gives them, or RAS with ``ras``) of the volume ``meta`` describes,
+    ``layer`` showing that volume (in the file's order or through ``display_layer``)."""
+    points = np.asarray(points, dtype=float)
+    ras_points = points if ras else points * np.array([-1.0, -1.0, 1.0])  # LPS -> RAS
+    affine = np.asarray(meta.affine, dtype=float)
+    file_index = np.linalg.solve(affine[:3, :3], (ras_points - affine[:3, 3]).T).T
+    data_index = file_to_layer_index(layer, file_index)
+    matrix = data_to_world_matrix(layer)
+    return data_index @ matrix[:3, :3].T + matrix[:3, 3]

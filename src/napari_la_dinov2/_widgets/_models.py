@@ -48,6 +48,11 @@ class KnownModels:
         self.changed.emit()
         return label
 
+    def reset(self) -> None:
+        """Forget the added checkpoints (a fresh session's list)."""
+        self._added.clear()
+        self.changed.emit()
+
 
 KNOWN_MODELS = KnownModels()
 

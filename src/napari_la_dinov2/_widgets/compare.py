@@ -3,7 +3,9 @@
 The worker runs each model through the engine's Predictor and scores the masks with
 ``evaluation.compare_masks`` (against a reference Labels layer, or pairwise without one). The
 widget shows one Labels layer per model in its own colour, a layer of the voxels where the models
-disagree, a grid-view toggle, and the table; selecting a row shows that row's worst slice.
+disagree, a grid-view toggle, and the table (with each mask's LA volume, surface area and
+sphericity, from ``measures.la_measures`` in the worker); selecting a row shows that row's worst
+slice.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from magicgui.widgets import (
     PushButton,
     Select,
     SpinBox,
+    create_widget,
 )
 from napari.layers import Image, Labels
 from napari.utils.colormaps import DirectLabelColormap
@@ -31,6 +34,7 @@ from qtpy.QtWidgets import QAbstractItemView, QFileDialog, QTableWidget, QTableW
 from ..errors import InputError
 from ..evaluation import compare_masks
 from ..inference import Predictor
+from ..measures import la_measures
 from ..metrics import dice, write_cases_csv
 from ..models import load_model
 from ._layers import (
@@ -53,6 +57,8 @@ COLUMNS = [  # (row key, short header, header tooltip): short headers keep the t
     ("hd95_mm", "HD95", "95% Hausdorff distance, mm"),
     ("assd_mm", "ASSD", "average symmetric surface distance, mm"),
     ("volume_ml_pred", "mL", "left-atrium volume of the model's mask, mL"),
+    ("surface_area_cm2", "cm²", "surface area of the model's mask (smoothed mesh), cm²"),
+    ("sphericity", "Spher.", "sphericity of the model's mask: 1 for a sphere"),
     ("worst_slice", "Worst", "the slice where they overlap least (click the row to go there)"),
 ]
 # Layer names can be long (a case id plus "expert mask"): the name columns are capped at this
@@ -70,8 +76,23 @@ def worst_slice(a: np.ndarray, b: np.ndarray, slice_axis: int) -> int:
     return min(present, key=lambda i: dice(a[i], b[i]))
 
 
+def shape_measures(masks: dict[str, np.ndarray], meta) -> dict[str, dict[str, float]]:
+    """Surface area (cm²) and sphericity of each mask (NaN for an empty one): the engine's
+    definitions, so the table agrees with ``la-dinov2 mesh``."""
+    measures = {}
+    for name, mask in masks.items():
+        found = la_measures(mask, meta) if np.any(mask) else None
+        measures[name] = {
+            "surface_area_cm2": found.surface_area_cm2 if found else math.nan,
+            "sphericity": found.sphericity if found else math.nan,
+        }
+    return measures
+
+
 def _format(value) -> str:
     if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
         return "inf" if math.isinf(value) else f"{value:.3f}"
     return str(value)
 
@@ -81,12 +102,13 @@ class CompareWidget(Container):
 
     def __init__(self, napari_viewer):
         self.viewer = napari_viewer
-        self.image = ComboBox(label="Image", choices=self._layers_of(Image))
+        # Layer pickers by annotation: napari keeps them in step with the layer list.
+        self.image = create_widget(annotation=Image, label="Image")
         self.models = Select(label="Models", choices=KNOWN_MODELS.choices)
         self.models.native.setMaximumHeight(110)
         self.folder = FileEdit(label="Add checkpoint folder", mode="d", value="")
-        self.reference = ComboBox(
-            label="Reference mask", choices=self._layers_of(Labels), nullable=True
+        self.reference = create_widget(
+            annotation=Labels, label="Reference mask", options={"nullable": True}
         )
         self.device = ComboBox(label="Device", choices=device_choices(), value="auto")
         self.batch_size = SpinBox(label="Batch size", value=8, min=1, max=512)
@@ -137,19 +159,6 @@ class CompareWidget(Container):
         self.export.changed.connect(self._export_clicked)
         self.table.itemSelectionChanged.connect(self._row_selected)
         follow_known_models(self.models)
-        for event in ("inserted", "removed", "moved"):
-            getattr(self.viewer.layers.events, event).connect(self._layers_changed)
-
-    def _layers_of(self, kind):
-        return lambda _w=None: [
-            (lay.name, lay)
-            for lay in self.viewer.layers
-            if isinstance(lay, kind) and lay not in getattr(self, "_backdrops", [])
-        ]
-
-    def _layers_changed(self, _event=None):
-        self.image.reset_choices()
-        self.reference.reset_choices()
 
     def _add_folder(self, value):
         if value and str(value) not in ("", ".") and Path(value).is_dir():
@@ -197,9 +206,11 @@ class CompareWidget(Container):
                     volume, meta, progress=progress, cancel=stop
                 )
             rows = compare_masks(masks, reference, meta.spacing, reference_name)
+            shapes = shape_measures(masks, meta)
             for row in rows:
                 other = reference if reference is not None else masks[row["reference"]]
                 row["worst_slice"] = worst_slice(masks[row["name"]], other, slice_axis)
+                row.update(shapes[row["name"]])
             return masks, rows
 
         self._image_layer, self._slice_axis = image_layer, slice_axis

@@ -1,13 +1,16 @@
 """Segment widget: image layer + model -> a Labels layer on the image's grid.
 
-The widget only gathers choices; ``start_segmentation`` runs ``load_model`` and
-``Predictor.predict`` in a worker, and the result is added as a Labels layer with the image's
-scale, translate, affine and metadata (so the writer saves it on the image's grid).
+The widget only gathers choices; ``start_segmentation`` runs ``load_model``,
+``Predictor.predict`` and the LA measures (``measures.la_measures``, its mesh included) in a
+worker, and the result is added as a Labels layer with the image's scale, translate, affine and
+metadata (so the writer saves it on the image's grid); the measures go to the status line and
+each plausibility warning to a napari warning.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +23,14 @@ from magicgui.widgets import (
     LineEdit,
     PushButton,
     SpinBox,
+    create_widget,
 )
 from napari.layers import Image, Shapes
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_warning
 
 from ..errors import InputError
 from ..inference import Predictor, RegionOfInterest
-from ..metrics import la_volume_ml
+from ..measures import LAMeasures, la_measures, plausibility_warnings
 from ..models import load_model
 from ._layers import labels_layer_kwargs, layer_to_file_index, layer_volume, on_layer_grid
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
@@ -69,6 +73,33 @@ def roi_from_shapes(shapes: Shapes, image: Image, slice_axis: int) -> RegionOfIn
 FLIP_CHOICES = {"as the model recommends": None, "on": True, "off": False}
 
 
+@dataclass(frozen=True)
+class Segmentation:
+    """What the segmentation worker returns: the mask in the file's voxel order, its LA
+    measures (None for an empty mask) and the plausibility warnings."""
+
+    labels: np.ndarray
+    measures: LAMeasures | None
+    warnings: list[str]
+
+
+def measured(labels: np.ndarray, meta, roi: RegionOfInterest | None) -> Segmentation:
+    """``labels`` with its measures and warnings (in the worker: the mesh takes a while)."""
+    measures = la_measures(labels, meta) if labels.any() else None
+    region = None if roi is None else roi.clamp(labels.shape, meta.through_plane_axis())
+    return Segmentation(labels, measures, plausibility_warnings(labels, meta, measures, region))
+
+
+def measures_text(measures: LAMeasures | None) -> str:
+    """The status line's summary of the LA measures."""
+    if measures is None:
+        return "empty mask"
+    return (
+        f"{measures.volume_ml:.1f} mL, {measures.surface_area_cm2:.1f} cm², "
+        f"sphericity {measures.sphericity:.2f}, max diameter {measures.max_diameter_mm:.1f} mm"
+    )
+
+
 def start_segmentation(
     viewer,
     image_layer: Image,
@@ -84,7 +115,8 @@ def start_segmentation(
     on_done=None,
     on_finished=None,
 ) -> Job:
-    """Segment ``image_layer`` with ``source`` in a worker; add the mask as a Labels layer."""
+    """Segment ``image_layer`` with ``source`` in a worker; add the mask as a Labels layer and
+    show each plausibility warning. ``on_done(layer, measures)`` runs after that."""
     volume, meta = layer_volume(image_layer)
     label = label or KNOWN_MODELS.label_of(source)
 
@@ -100,21 +132,24 @@ def start_segmentation(
             largest_cc=largest_cc,
             flip_tta=flip_tta,
         )
-        return predictor.predict(
+        labels = predictor.predict(
             volume,
             meta,
             roi=roi,
             progress=lambda done, total: report({"done": done, "total": total}),
             cancel=stop,
         )
+        return measured(labels, meta, roi)
 
-    def add_layer(labels: np.ndarray):
+    def add_layer(result: Segmentation):
         # The mask is in the file's voxel order: shown as its image is.
-        shown = on_layer_grid(image_layer, labels)
+        shown = on_layer_grid(image_layer, result.labels)
         layer = viewer.add_labels(shown, **labels_layer_kwargs(image_layer, name=label))
         viewer.layers.selection.active = layer
+        for warning in result.warnings:
+            show_warning(f"'{layer.name}': {warning}")
         if on_done is not None:
-            on_done(layer)
+            on_done(layer, result.measures)
 
     return Job(
         job,
@@ -129,14 +164,19 @@ class SegmentWidget(Container):
 
     def __init__(self, napari_viewer):
         self.viewer = napari_viewer
-        self.image = ComboBox(label="Image", choices=self._image_layers)
+        # Layer pickers by annotation: napari fills them from the viewer's layer list, and
+        # refreshes them (reset_choices) as layers are added, removed, renamed or moved once
+        # the widget is docked.
+        self.image = create_widget(annotation=Image, label="Image")
         self.model = ComboBox(label="Model", choices=KNOWN_MODELS.choices)
         self.folder = FileEdit(label="Checkpoint folder", mode="d", value="")
         self.hub_id = LineEdit(label="Hub repo id")
         self.add_hub = PushButton(text="Add hub model")
         self.device = ComboBox(label="Device", choices=device_choices(), value="auto")
         self.batch_size = SpinBox(label="Batch size", value=8, min=1, max=512)
-        self.roi = ComboBox(label="ROI rectangle", choices=self._shapes_layers, nullable=True)
+        self.roi = create_widget(
+            annotation=Shapes, label="ROI rectangle", options={"nullable": True}
+        )
         self.morphology = CheckBox(text="Opening + closing", value=True)
         self.largest_cc = CheckBox(text="Keep the largest component", value=True)
         # A checkpoint records whether flip averaging helped on its validation cases; the
@@ -168,23 +208,12 @@ class SegmentWidget(Container):
         self.roi.value = None
         self.job: Job | None = None
         self.last_layer = None
+        self.last_measures: LAMeasures | None = None
         self.folder.changed.connect(self._add_folder)
         self.add_hub.changed.connect(self._add_hub_model)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         follow_known_models(self.model)
-        for event in ("inserted", "removed", "moved"):
-            getattr(self.viewer.layers.events, event).connect(self._layers_changed)
-
-    def _layers_changed(self, _event=None):
-        self.image.reset_choices()
-        self.roi.reset_choices()
-
-    def _image_layers(self, _widget=None):
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
-
-    def _shapes_layers(self, _widget=None):
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Shapes)]
 
     def _add_folder(self, value):
         if value and str(value) not in ("", ".") and Path(value).is_dir():
@@ -239,10 +268,9 @@ class SegmentWidget(Container):
             self.job.cancel()
             self.status.value = "cancelling after the current batch..."
 
-    def _done(self, layer) -> None:
-        self.last_layer = layer
-        volume_ml = la_volume_ml(layer.data, tuple(layer.scale))
-        self.status.value = f"done: '{layer.name}', {volume_ml:.1f} mL"
+    def _done(self, layer, measures: LAMeasures | None) -> None:
+        self.last_layer, self.last_measures = layer, measures
+        self.status.value = f"done: '{layer.name}'\n{measures_text(measures)}"
 
     def _finished(self) -> None:
         self.run_button.enabled, self.cancel_button.enabled = True, False

@@ -1,0 +1,115 @@
+"""The worker: what a user sees when an engine job reports, warns, fails or is cancelled."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+
+import pytest
+
+from napari_la_dinov2._widgets._worker import Job
+from napari_la_dinov2.errors import InputError, raise_if_cancelled
+
+pytestmark = pytest.mark.gui
+
+
+def _finish(qtbot, job: Job) -> Job:
+    qtbot.waitUntil(lambda: job.finished, timeout=30_000)
+    return job
+
+
+def test_input_error_is_one_sentence_without_traceback(make_napari_viewer, qtbot, notifications):
+    make_napari_viewer()
+    sentence = "the file 'x.nii' is not a volume; open a NIfTI or NRRD file."
+
+    def job(report, stop):
+        raise InputError(sentence)
+
+    failed = []
+    job = _finish(qtbot, Job(job, description="Segmenting", on_failed=failed.append))
+    assert notifications["error"] == [f"Segmenting: {sentence}"]
+    assert notifications["traceback"] == []  # not napari's error-with-traceback notification
+    assert isinstance(job.error, InputError) and failed == [job.error]
+
+
+def test_a_bug_shows_with_its_traceback_and_the_job_ends(make_napari_viewer, qtbot, notifications):
+    # torch raises RuntimeError; the job must still end (a generator worker would hang here).
+    make_napari_viewer()
+
+    def job(report, stop):
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    job = _finish(qtbot, Job(job, description="Segmenting"))
+    assert isinstance(job.error, RuntimeError)
+    assert len(notifications["traceback"]) == 1
+    assert "device-side assert" in notifications["error"][0]
+
+
+def test_warning_in_the_job_is_a_napari_warning(make_napari_viewer, qtbot, notifications):
+    make_napari_viewer()
+
+    def job(report, stop):
+        warnings.warn("'unet' has no trained segmentation weights", UserWarning, stacklevel=1)
+        return 42
+
+    job = _finish(qtbot, Job(job, description="Segmenting"))
+    assert job.result == 42 and job.error is None
+    assert notifications["warning"] == ["'unet' has no trained segmentation weights"]
+    assert notifications["error"] == []
+
+
+def test_progress_reaches_the_gui_thread(make_napari_viewer, qtbot):
+    make_napari_viewer()
+    seen = []
+
+    def job(report, stop):
+        for done in range(1, 4):
+            report({"done": done, "total": 3})
+        return "done"
+
+    def on_event(event):
+        seen.append((event["done"], threading.current_thread() is threading.main_thread()))
+
+    job = _finish(qtbot, Job(job, description="Working", on_event=on_event))
+    qtbot.waitUntil(lambda: len(seen) == 3, timeout=5_000)
+    assert seen == [(1, True), (2, True), (3, True)]
+    assert job.result == "done"
+
+
+def test_cancel_stops_the_engine_and_informs(make_napari_viewer, qtbot, notifications):
+    make_napari_viewer()
+    started = threading.Event()
+
+    def job(report, stop):
+        started.set()
+        for step in range(3000):  # ~30 s unless the flag is polled
+            raise_if_cancelled(stop, f"after {step} steps")
+            time.sleep(0.01)
+        return "not cancelled"
+
+    finished = []
+    job = Job(job, description="Fine-tuning", on_finished=lambda: finished.append(True))
+    assert started.wait(10)
+    job.cancel()
+    _finish(qtbot, job)
+    assert job.result is None and finished == [True]
+    assert len(notifications["info"]) == 1 and "cancelled" in notifications["info"][0]
+    assert notifications["error"] == [] and notifications["traceback"] == []
+
+
+def test_napari_quit_is_a_cancel_too(make_napari_viewer, qtbot, notifications):
+    make_napari_viewer()
+    started = threading.Event()
+
+    def job(report, stop):
+        started.set()
+        while not stop():
+            time.sleep(0.01)
+        return "stopped early"  # dropped by superqt after quit(): reported as a cancel
+
+    job = Job(job, description="Few-shot")
+    assert started.wait(10)
+    job.worker.quit()
+    _finish(qtbot, job)
+    assert job.error is not None and "cancelled" in notifications["info"][0]
