@@ -46,10 +46,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     try:
         chosen = torch.device(device)
-    except RuntimeError as error:
-        raise InputError(
-            f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps."
-        ) from error
+    except (RuntimeError, TypeError, ValueError):
+        chosen = None
+    if chosen is None or chosen.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps.")
     if chosen.type == "cuda" and not torch.cuda.is_available():
         raise InputError(
             "device 'cuda' was asked for but no CUDA GPU is available; use --device cpu."

@@ -114,14 +114,17 @@ def load_resnet50_imagenet(encoder: nn.Module, source: str = RESNET50_IMAGENET_R
         else:
             from huggingface_hub import hf_hub_download
 
-            weights_file = Path(hf_hub_download(source, "model.safetensors"))
+            from ..hub import quiet_hub
+
+            with quiet_hub():
+                weights_file = Path(hf_hub_download(source, "model.safetensors"))
         weights = load_file(str(weights_file))
     except Exception as error:
         raise InputError(
             f"the ResNet50 ImageNet weights '{source}' are not in the local Hugging Face cache "
             "and could not be downloaded; run once with a network, pass pretrained=False, or "
             f"give a local folder holding model.safetensors ({error.__class__.__name__})."
-        ) from error
+        ) from None
     target = encoder.state_dict()
     wanted = {k for k in target if not k.endswith("num_batches_tracked")}
     missing = sorted(wanted - weights.keys())

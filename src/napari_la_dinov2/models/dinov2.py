@@ -60,22 +60,42 @@ def _model_class(model_type: str):
 
 
 def load_pretrained_backbone(source: str, registers: bool) -> nn.Module:
-    """Load DINOv2 weights from a hub repo id, the HF cache, or a local folder (offline-safe)."""
+    """Load DINOv2 weights from a hub repo id, the HF cache, or a local folder (offline-safe).
+    Only safetensors weights are read: a folder or repo holding only pickled weights
+    (``pytorch_model.bin``) is refused, since unpickling it could run any code."""
     from transformers import AutoConfig
 
+    from ..hub import quiet_hub
+
+    _refuse_pickled_only(source)
     try:
-        config = AutoConfig.from_pretrained(source)
-        model = _model_class(config.model_type).from_pretrained(source)
+        with quiet_hub():
+            config = AutoConfig.from_pretrained(source)
+            model = _model_class(config.model_type).from_pretrained(source, use_safetensors=True)
     except OSError as error:
         raise InputError(
-            f"the DINOv2 weights '{source}' are not in the local Hugging Face cache and could not "
-            "be downloaded; run once with a network (or `hf download "
-            f"{source}`), or give a local folder with --backbone-source ({error.__class__.__name__})."
-        ) from error
+            f"the DINOv2 weights '{source}' are not in the local Hugging Face cache as "
+            "model.safetensors and could not be downloaded; run once with a network (or `hf "
+            f"download {source}`), or give a local folder with --backbone-source "
+            f"({error.__class__.__name__})."
+        ) from None
     expected = "dinov2_with_registers" if registers else "dinov2"
     if config.model_type != expected:
         raise InputError(f"'{source}' holds a {config.model_type} model, not {expected}.")
     return model
+
+
+def _refuse_pickled_only(source: str) -> None:
+    from pathlib import Path
+
+    folder = Path(source).expanduser()
+    if folder.is_dir() and not any(folder.glob("*.safetensors")):
+        pickled = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth"))
+        if pickled:
+            raise InputError(
+                f"{folder} holds only pickled weights ({pickled[0]}), which can run any code "
+                "when loaded; convert them to model.safetensors."
+            )
 
 
 class LinearClassifierToken(nn.Module):
