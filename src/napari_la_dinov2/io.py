@@ -21,14 +21,13 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .io_checks import check_content, check_geometry, check_nifti_header, check_nrrd_header
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES
 # What a mask may be written as; ".dcm" (a DICOM SEG) only for an image read from DICOM.
 MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".dcm")
-# Smaller than this in-plane cannot hold an atrium at any MRI resolution we know of.
-MIN_INPLANE_VOXELS = 8
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -126,6 +125,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     image = nib.load(str(path))
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
         raise InputError(f"{path} is not a NIfTI image.")
+    check_nifti_header(path, image)  # before the voxels are read: the claim must be possible
     header = image.header
     qform, qcode = header.get_qform(coded=True)
     sform, scode = header.get_sform(coded=True)
@@ -143,6 +143,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
 def _read_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     import nrrd
 
+    check_nrrd_header(path, nrrd.read_header(str(path)))  # the data file, the claimed size
     data, header = nrrd.read(str(path))
     ndim_space = int(header.get("space dimension", 3) or 3)
     directions = header.get("space directions")
@@ -210,7 +211,8 @@ def read_volume(
     if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         raise InputError(f"{path} holds {data.dtype} voxels; a real-valued image is needed.")
     volume = data.astype(np.float32, copy=False)
-    _check_content(volume, path)
+    check_content(volume, path)
+    check_geometry(affine, path)
     meta = VolumeMeta(affine=affine, shape=volume.shape, source=str(path), format=fmt, extra=extra)
     return volume, meta
 
@@ -230,23 +232,6 @@ def _as_3d(data: np.ndarray, path: Path) -> np.ndarray:
     if data.ndim > 4:
         raise InputError(f"{path} has {data.ndim} dimensions; a 3D volume is needed.")
     return data
-
-
-def _check_content(volume: np.ndarray, path: Path) -> None:
-    if sorted(volume.shape)[-2] < MIN_INPLANE_VOXELS:
-        raise InputError(
-            f"{path} has shape {volume.shape}, too small to hold a left atrium; "
-            "give the full 3D volume."
-        )
-    finite = np.isfinite(volume)
-    if not finite.any():
-        raise InputError(f"{path} holds no finite values (all NaN or inf).")
-    if not finite.all():
-        volume[~finite] = volume[finite].min()
-    if volume.min() == volume.max():
-        raise InputError(
-            f"{path} has the same value ({volume.flat[0]:g}) in every voxel; it holds no image."
-        )
 
 
 def default_permissions(path: str | os.PathLike) -> None:
