@@ -148,6 +148,18 @@ HOSTILE_CONFIGS = {
         lambda c: c["model_kwargs"].update(channels=[10**5, 10**5], strides=[2]),
         "parameters",
     ),
+    "10^6 backbone layers": (
+        lambda c: c.update(
+            model="dinov2_vits14",
+            model_kwargs={"backbone_config": {"hidden_size": 64, "num_hidden_layers": 10**6}},
+            preprocessing=None,
+        ),
+        "num_hidden_layers",
+    ),
+    "200 UNet levels": (
+        lambda c: c["model_kwargs"].update(channels=[8] * 200, strides=[1] * 199),
+        "channels must list",
+    ),
     "a width as text": (_set(("model_kwargs", "num_res_units"), "x"), "model_kwargs"),
     "preprocessing a list": (_set(("preprocessing",), [1]), "preprocessing"),
     "giant without its weights": (
@@ -352,6 +364,7 @@ def test_impossible_input_is_refused(case, tmp_path, capfd, no_model_load):
         (["--device", "xpu"], "unknown device"),
         (["--device", "cuda:x"], "unknown device"),
         (["--device", ""], "unknown device"),
+        (["--device", "cuda:7"], "CUDA GPU"),  # none here, or not 8 of them
     ],
 )
 def test_bad_device_refused_before_loading(argv, message, image, tmp_path, capfd, no_model_load):

@@ -54,6 +54,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise InputError(
             "device 'cuda' was asked for but no CUDA GPU is available; use --device cpu."
         )
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise InputError(
+            f"device {device!r} does not exist: this machine has "
+            f"{torch.cuda.device_count()} CUDA GPU(s), numbered from 0."
+        )
     if chosen.type == "mps" and not torch.backends.mps.is_available():
         raise InputError("device 'mps' was asked for but is not available; use --device cpu.")
     return chosen

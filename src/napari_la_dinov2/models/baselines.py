@@ -17,9 +17,12 @@ from ..errors import InputError
 RESNET50_IMAGENET_REPO = "timm/resnet50.tv_in1k"
 
 
+MAX_LEVELS = 8  # 2^8 downsampling already turns a 2048 slice into 8x8
+
+
 def _check_channels(channels, strides) -> None:
-    if len(channels) < 2 or any(int(c) < 1 for c in channels):
-        raise ValueError(f"channels must list at least two positive widths, got {channels}")
+    if not 2 <= len(channels) <= MAX_LEVELS or any(int(c) < 1 for c in channels):
+        raise ValueError(f"channels must list 2 to {MAX_LEVELS} positive widths, not {channels}")
     if len(strides) != len(channels) - 1 or any(int(s) < 1 for s in strides):
         raise ValueError(f"strides must have one positive entry fewer than channels, got {strides}")
 
@@ -42,6 +45,8 @@ class UNet2D(nn.Module):
         _check_channels(channels, strides)
         if in_channels < 1 or not 0.0 <= dropout < 1.0:
             raise ValueError("in_channels must be >= 1 and dropout in [0, 1)")
+        if not isinstance(num_res_units, int) or not 0 <= num_res_units <= MAX_LEVELS:
+            raise ValueError(f"num_res_units must be an integer in 0..{MAX_LEVELS}")
         self._kwargs = dict(
             in_channels=in_channels,
             channels=list(channels),

@@ -31,6 +31,24 @@ DINOV2_ARCHITECTURES: dict[str, dict] = {
 }
 
 
+# A checkpoint's backbone_config cannot ask for more than this (the giant has 40 layers, 1536
+# features, 24 heads): building 10^6 layers would hang before any memory bound is reached.
+BACKBONE_LIMITS = dict(num_hidden_layers=64, hidden_size=4096, num_attention_heads=64,
+                       intermediate_size=4 * 4096, num_register_tokens=64, image_size=4096)  # fmt: skip
+MAX_DECODER_BLOCKS = 8
+
+
+def _check_backbone_config(config) -> None:
+    if not isinstance(config, dict):
+        raise ValueError("backbone_config must be a mapping of DINOv2 settings")
+    for key, limit in BACKBONE_LIMITS.items():
+        value = config.get(key)
+        if value is not None and (not isinstance(value, int) or not 0 <= value <= limit):
+            raise ValueError(
+                f"backbone_config.{key} must be an integer in 0..{limit}, not {value!r}"
+            )
+
+
 def hub_repo_id(size: str, registers: bool) -> str:
     return f"facebook/dinov2-{'with-registers-' if registers else ''}{size}"
 
@@ -166,9 +184,12 @@ class DinoV2Segmenter(nn.Module):
             raise ValueError(f"size must be one of {sorted(DINOV2_ARCHITECTURES)}, not {size!r}")
         if head_channels < 1 or not decoder_channels or min(decoder_channels) < 1:
             raise ValueError("head_channels and decoder_channels must be positive")
+        if len(decoder_channels) > MAX_DECODER_BLOCKS:
+            raise ValueError(f"decoder_channels lists at most {MAX_DECODER_BLOCKS} widths")
         self.size, self.registers = size, registers
         if backbone_config is not None:
             # Rebuilding a saved checkpoint (weights follow) or a tiny test model.
+            _check_backbone_config(backbone_config)
             config = _config_class(registers)(**backbone_config)
             self.backbone = _model_class(config.model_type)(config)
         elif pretrained:
