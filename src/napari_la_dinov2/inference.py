@@ -46,13 +46,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     try:
         chosen = torch.device(device)
-    except RuntimeError as error:
-        raise InputError(
-            f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps."
-        ) from error
+    except (RuntimeError, TypeError, ValueError):
+        chosen = None
+    if chosen is None or chosen.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps.")
     if chosen.type == "cuda" and not torch.cuda.is_available():
         raise InputError(
             "device 'cuda' was asked for but no CUDA GPU is available; use --device cpu."
+        )
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise InputError(
+            f"device {device!r} does not exist: this machine has "
+            f"{torch.cuda.device_count()} CUDA GPU(s), numbered from 0."
         )
     if chosen.type == "mps" and not torch.backends.mps.is_available():
         raise InputError("device 'mps' was asked for but is not available; use --device cpu.")

@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import InputError
 from .files import atomic_write, default_permissions  # noqa: F401 (re-exported)
+from .io_checks import check_geometry, check_nifti_header, check_nrrd_header
 from .volume import MIN_INPLANE_VOXELS, VolumeMeta, check_content  # noqa: F401 (re-exported)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -79,6 +80,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     image = nib.load(str(path))
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
         raise InputError(f"{path} is not a NIfTI image.")
+    check_nifti_header(path, image)  # before the voxels are read: the claim must be possible
     header = image.header
     qform, qcode = header.get_qform(coded=True)
     sform, scode = header.get_sform(coded=True)
@@ -96,6 +98,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
 def _read_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     import nrrd
 
+    check_nrrd_header(path, nrrd.read_header(str(path)))  # the data file, the claimed size
     data, header = nrrd.read(str(path))
     ndim_space = int(header.get("space dimension", 3) or 3)
     directions = header.get("space directions")
@@ -164,6 +167,7 @@ def read_volume(
         raise InputError(f"{path} holds {data.dtype} voxels; a real-valued image is needed.")
     volume = data.astype(np.float32, copy=False)
     check_content(volume, path)
+    check_geometry(affine, path)
     meta = VolumeMeta(affine=affine, shape=volume.shape, source=str(path), format=fmt, extra=extra)
     return volume, meta
 

@@ -69,6 +69,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="a checkpoint folder (model.safetensors + config.json) or a hub repo id",
     )
     parser.add_argument(
+        "--backbone-source",
+        metavar="DIR_OR_REPO",
+        help="a backbone you trust that is not an official DINOv2 repo: a local folder "
+        "(safetensors) or a repo; a checkpoint naming one is refused without it",
+    )
+    parser.add_argument(
         "--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda[:N], mps"
     )
     parser.add_argument("--batch-size", type=_positive_int, default=8, help="slices per batch")
@@ -131,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     slice_axis = args.slice_axis if args.slice_axis is not None else meta.through_plane_axis()
     (roi or RegionOfInterest()).clamp(volume.shape, slice_axis)  # checks the ROI before loading
 
-    model = load_model(args.model if args.checkpoint is None else args.checkpoint)
+    name = args.model if args.checkpoint is None else args.checkpoint
+    model = load_model(name, backbone_source=args.backbone_source)
     if model.untrained_warning():
         print(f"warning: {model.untrained_warning()}", file=sys.stderr)
     predictor = Predictor(

@@ -46,6 +46,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--resume", action="store_true", help="continue from RUN_DIR/last (same settings)"
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing run in RUN_DIR"
+    )
+    parser.add_argument(
+        "--backbone-source",
+        metavar="DIR_OR_REPO",
+        help="a pretrained backbone you trust (local folder with safetensors, or a repo)",
+    )
     parser.add_argument("--device", help="auto, cpu, cuda[:N], mps (default: auto)")
     add_config_arguments(parser)
     return parser
@@ -55,7 +63,9 @@ def resolve_train_config(args: argparse.Namespace):
     from ..training.configfile import apply_overrides, load_config_file, train_config_from
 
     settings = load_config_file(args.config)
-    for key, value in (("model", args.model), ("output_dir", args.out), ("device", args.device)):
+    given = (("model", args.model), ("output_dir", args.out), ("device", args.device),
+             ("backbone_source", getattr(args, "backbone_source", None)))  # fmt: skip
+    for key, value in given:
         if value is not None:
             settings[key] = value
     if args.resume:
@@ -113,9 +123,13 @@ def weights_digest(model) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..inference import resolve_device
     from ..training import distributed, finetune, load_case_folder
+    from ..training.state import check_run_dir
 
     config = resolve_train_config(args)  # bad settings fail before any process group or read
+    check_run_dir(config.output_dir, resume=config.resume, overwrite=args.overwrite)
+    resolve_device(config.device)
     distributed_run = distributed.init_from_env()
     try:
         rank, world = distributed.rank_and_world()

@@ -18,9 +18,12 @@ from ._monai_nets import monai_classes
 RESNET50_IMAGENET_REPO = "timm/resnet50.tv_in1k"
 
 
+MAX_LEVELS = 8  # 2^8 downsampling already turns a 2048 slice into 8x8
+
+
 def _check_channels(channels, strides) -> None:
-    if len(channels) < 2 or any(int(c) < 1 for c in channels):
-        raise ValueError(f"channels must list at least two positive widths, got {channels}")
+    if not 2 <= len(channels) <= MAX_LEVELS or any(int(c) < 1 for c in channels):
+        raise ValueError(f"channels must list 2 to {MAX_LEVELS} positive widths, not {channels}")
     if len(strides) != len(channels) - 1 or any(int(s) < 1 for s in strides):
         raise ValueError(f"strides must have one positive entry fewer than channels, got {strides}")
 
@@ -41,6 +44,8 @@ class UNet2D(nn.Module):
         _check_channels(channels, strides)
         if in_channels < 1 or not 0.0 <= dropout < 1.0:
             raise ValueError("in_channels must be >= 1 and dropout in [0, 1)")
+        if not isinstance(num_res_units, int) or not 0 <= num_res_units <= MAX_LEVELS:
+            raise ValueError(f"num_res_units must be an integer in 0..{MAX_LEVELS}")
         self._kwargs = dict(
             in_channels=in_channels,
             channels=list(channels),
@@ -111,14 +116,17 @@ def load_resnet50_imagenet(encoder: nn.Module, source: str = RESNET50_IMAGENET_R
         else:
             from huggingface_hub import hf_hub_download
 
-            weights_file = Path(hf_hub_download(source, "model.safetensors"))
+            from ..hub import quiet_hub
+
+            with quiet_hub():
+                weights_file = Path(hf_hub_download(source, "model.safetensors"))
         weights = load_file(str(weights_file))
     except Exception as error:
         raise InputError(
             f"the ResNet50 ImageNet weights '{source}' are not in the local Hugging Face cache "
             "and could not be downloaded; run once with a network, pass pretrained=False, or "
             f"give a local folder holding model.safetensors ({error.__class__.__name__})."
-        ) from error
+        ) from None
     target = encoder.state_dict()
     wanted = {k for k in target if not k.endswith("num_batches_tracked")}
     missing = sorted(wanted - weights.keys())

@@ -24,7 +24,10 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from ..hub import is_official_backbone, quiet_hub
 from ..io import default_permissions
+from .baselines import RESNET50_IMAGENET_REPO
+from .limits import check_weights_fit
 from .registry import ALIASES, MODEL_SPECS, get_spec
 from .segmenter import LASegmenter, build_model
 
@@ -97,8 +100,12 @@ def push_to_hub(model: LASegmenter, repo_id: str, *, token: str | None = None, p
         return api.upload_folder(repo_id=repo_id, folder_path=str(Path(folder) / "checkpoint"))
 
 
-def model_from_config(config) -> LASegmenter:
-    """The model a ``config.json`` mapping describes, with fresh weights (checked)."""
+def model_from_config(config, backbone_source: str | None = None) -> LASegmenter:
+    """The model a ``config.json`` mapping describes, with fresh weights (checked).
+
+    A checkpoint carries all its weights, so it never downloads or reads another file; the
+    backbone it names (``backbone_source``, ``weights_source``) must be an official repo,
+    unless the user vouches for another one by passing it as ``backbone_source``."""
     if not isinstance(config, dict):
         raise InputError("a checkpoint's config.json must hold a JSON object.")
     if config.get("format") not in READABLE_FORMATS or config.get("model") not in MODEL_SPECS:
@@ -109,10 +116,30 @@ def model_from_config(config) -> LASegmenter:
     kwargs, provenance = config.get("model_kwargs", {}), config.get("provenance", {})
     if not isinstance(kwargs, dict) or not isinstance(provenance, dict):
         raise InputError("config.json: model_kwargs and provenance must be JSON objects.")
+    if not isinstance(config.get("preprocessing"), dict | None):
+        raise InputError("config.json: preprocessing must be a JSON object.")
+    kwargs = _trusted_sources(kwargs, backbone_source)
     spec = get_spec(config["model"])
     if spec.accepts("pretrained"):  # the checkpoint's own weights replace any pretrained ones
         kwargs = {**kwargs, "pretrained": False}
     return LASegmenter(config["model"], kwargs, config.get("preprocessing"), provenance)
+
+
+def _trusted_sources(kwargs: dict, backbone_source: str | None) -> dict:
+    """``kwargs`` with each weights source checked: an official repo, or the user's own."""
+    kwargs = dict(kwargs)
+    for key, official in (("backbone_source", is_official_backbone),
+                          ("weights_source", lambda s: s == RESNET50_IMAGENET_REPO)):  # fmt: skip
+        named = kwargs.get(key)
+        if named is None or official(named) or named == backbone_source:
+            continue
+        if not isinstance(named, str):
+            raise InputError(f"config.json: model_kwargs.{key} must be a repo id, not {named!r}.")
+        raise InputError(
+            f"the checkpoint names its backbone weights as {named!r}, which is not an official "
+            "repo; pass --backbone-source with that name if you trust it."
+        )
+    return kwargs
 
 
 def _checkpoint_files(source: str) -> tuple[Path, Path]:
@@ -143,7 +170,8 @@ def _checkpoint_files(source: str) -> tuple[Path, Path]:
     from huggingface_hub import hf_hub_download
 
     try:
-        return tuple(Path(hf_hub_download(source, name)) for name in (CONFIG_NAME, WEIGHTS_NAME))
+        with quiet_hub():
+            return tuple(Path(hf_hub_download(source, n)) for n in (CONFIG_NAME, WEIGHTS_NAME))
     except Exception as error:
         raise InputError(
             f"the checkpoint {source!r} could not be loaded ({error.__class__.__name__}); "
@@ -162,17 +190,35 @@ def _is_repo_id(text: str) -> bool:
     return "/" in text  # a bare name is no one's repo: it is a typo of a model name
 
 
-def load_checkpoint(source: str | os.PathLike, map_location: str = "cpu") -> LASegmenter:
+MAX_CONFIG_BYTES = 16 * 2**20  # a config.json is a few kB; provenance lists case names
+
+
+def _read_config(config_file: Path) -> dict:
+    if config_file.stat().st_size > MAX_CONFIG_BYTES:
+        raise InputError(f"{config_file} is over {MAX_CONFIG_BYTES >> 20} MB; not a config.json.")
+    try:
+        return json.loads(config_file.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{config_file} is not valid JSON ({error}).") from None
+
+
+def load_checkpoint(
+    source: str | os.PathLike, map_location: str = "cpu", *, backbone_source: str | None = None
+) -> LASegmenter:
     """Load a checkpoint from a local folder or a hub repo id (cache and HF_HUB_OFFLINE
-    honoured); strict: every tensor of the model must be in the file and nothing else."""
+    honoured); strict: every tensor of the model must be in the file and nothing else.
+    ``backbone_source``: a backbone repo or folder the user trusts although the checkpoint
+    is not official (see :func:`model_from_config`). The model is first built on the meta
+    device and checked against the file's header, so a file that cannot fit, or a config
+    that would need absurd memory, is refused before any real allocation."""
     from safetensors.torch import load_model as load_weights
 
     config_file, weights_file = _checkpoint_files(str(source))
-    try:
-        config = json.loads(config_file.read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(f"{config_file} is not valid JSON ({error}).") from None
-    model = model_from_config(config)
+    config = _read_config(config_file)
+    with torch.device("meta"):
+        skeleton = model_from_config(config, backbone_source)
+    check_weights_fit(skeleton, weights_file)
+    model = model_from_config(config, backbone_source)
     try:
         load_weights(model, str(weights_file), strict=True, device=map_location)
     except Exception as error:
@@ -188,10 +234,13 @@ def load_model(
     *,
     pretrained: bool = True,
     map_location: str = "cpu",
+    backbone_source: str | None = None,
     **model_kwargs,
 ) -> LASegmenter:
     """One entry point for every kind of model a user can name: an alias of shipped weights
-    (``'default'``), a registry name (untrained head), a checkpoint folder or a hub repo id."""
+    (``'default'``), a registry name (untrained head), a checkpoint folder or a hub repo id.
+    ``backbone_source``: where a registry model's pretrained backbone comes from (a local
+    folder or repo the user chose), or the non-official source a checkpoint names, vouched for."""
     text = str(source)
     if text in ALIASES:
         directory = ALIASES[text]()
@@ -200,11 +249,15 @@ def load_model(
                 f"the shipped model {text!r} is missing from this installation; reinstall the "
                 "package or name a model with --model/--checkpoint."
             )
-        return load_checkpoint(directory, map_location)
+        return load_checkpoint(directory, map_location, backbone_source=backbone_source)
     if text in MODEL_SPECS:
-        if get_spec(text).accepts("pretrained"):
+        spec = get_spec(text)
+        if spec.accepts("pretrained"):
             model_kwargs.setdefault("pretrained", pretrained)
+        for key in ("backbone_source", "weights_source"):
+            if backbone_source is not None and spec.accepts(key):
+                model_kwargs[key] = backbone_source
         return build_model(text, **model_kwargs)
     if not text.strip():
         raise InputError("the model name is empty; name a model, a checkpoint folder or a repo.")
-    return load_checkpoint(source, map_location)
+    return load_checkpoint(source, map_location, backbone_source=backbone_source)

@@ -31,6 +31,24 @@ DINOV2_ARCHITECTURES: dict[str, dict] = {
 }
 
 
+# A checkpoint's backbone_config cannot ask for more than this (the giant has 40 layers, 1536
+# features, 24 heads): building 10^6 layers would hang before any memory bound is reached.
+BACKBONE_LIMITS = dict(num_hidden_layers=64, hidden_size=4096, num_attention_heads=64,
+                       intermediate_size=4 * 4096, num_register_tokens=64, image_size=4096)  # fmt: skip
+MAX_DECODER_BLOCKS = 8
+
+
+def _check_backbone_config(config) -> None:
+    if not isinstance(config, dict):
+        raise ValueError("backbone_config must be a mapping of DINOv2 settings")
+    for key, limit in BACKBONE_LIMITS.items():
+        value = config.get(key)
+        if value is not None and (not isinstance(value, int) or not 0 <= value <= limit):
+            raise ValueError(
+                f"backbone_config.{key} must be an integer in 0..{limit}, not {value!r}"
+            )
+
+
 def hub_repo_id(size: str, registers: bool) -> str:
     return f"facebook/dinov2-{'with-registers-' if registers else ''}{size}"
 
@@ -60,22 +78,42 @@ def _model_class(model_type: str):
 
 
 def load_pretrained_backbone(source: str, registers: bool) -> nn.Module:
-    """Load DINOv2 weights from a hub repo id, the HF cache, or a local folder (offline-safe)."""
+    """Load DINOv2 weights from a hub repo id, the HF cache, or a local folder (offline-safe).
+    Only safetensors weights are read: a folder or repo holding only pickled weights
+    (``pytorch_model.bin``) is refused, since unpickling it could run any code."""
     from transformers import AutoConfig
 
+    from ..hub import quiet_hub
+
+    _refuse_pickled_only(source)
     try:
-        config = AutoConfig.from_pretrained(source)
-        model = _model_class(config.model_type).from_pretrained(source)
+        with quiet_hub():
+            config = AutoConfig.from_pretrained(source)
+            model = _model_class(config.model_type).from_pretrained(source, use_safetensors=True)
     except OSError as error:
         raise InputError(
-            f"the DINOv2 weights '{source}' are not in the local Hugging Face cache and could not "
-            "be downloaded; run once with a network (or `hf download "
-            f"{source}`), or give a local folder with --backbone-source ({error.__class__.__name__})."
-        ) from error
+            f"the DINOv2 weights '{source}' are not in the local Hugging Face cache as "
+            "model.safetensors and could not be downloaded; run once with a network (or `hf "
+            f"download {source}`), or give a local folder with --backbone-source "
+            f"({error.__class__.__name__})."
+        ) from None
     expected = "dinov2_with_registers" if registers else "dinov2"
     if config.model_type != expected:
         raise InputError(f"'{source}' holds a {config.model_type} model, not {expected}.")
     return model
+
+
+def _refuse_pickled_only(source: str) -> None:
+    from pathlib import Path
+
+    folder = Path(source).expanduser()
+    if folder.is_dir() and not any(folder.glob("*.safetensors")):
+        pickled = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth"))
+        if pickled:
+            raise InputError(
+                f"{folder} holds only pickled weights ({pickled[0]}), which can run any code "
+                "when loaded; convert them to model.safetensors."
+            )
 
 
 class LinearClassifierToken(nn.Module):
@@ -146,9 +184,12 @@ class DinoV2Segmenter(nn.Module):
             raise ValueError(f"size must be one of {sorted(DINOV2_ARCHITECTURES)}, not {size!r}")
         if head_channels < 1 or not decoder_channels or min(decoder_channels) < 1:
             raise ValueError("head_channels and decoder_channels must be positive")
+        if len(decoder_channels) > MAX_DECODER_BLOCKS:
+            raise ValueError(f"decoder_channels lists at most {MAX_DECODER_BLOCKS} widths")
         self.size, self.registers = size, registers
         if backbone_config is not None:
             # Rebuilding a saved checkpoint (weights follow) or a tiny test model.
+            _check_backbone_config(backbone_config)
             config = _config_class(registers)(**backbone_config)
             self.backbone = _model_class(config.model_type)(config)
         elif pretrained:

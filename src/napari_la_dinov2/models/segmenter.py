@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..preprocess import Preprocessing, SliceTransform
+from .limits import check_footprint, meta_network
 from .registry import get_spec
 
 
@@ -71,8 +72,11 @@ class LASegmenter(nn.Module):
                 f"the {self.model_name!r} network takes 3 input channels, but context "
                 f"{self.preprocessing.context} gives {channels}; use context 0 or 1."
             )
-        try:
-            return self.spec.builder(**{**self.spec.defaults, **kwargs})
+        kwargs = {**self.spec.defaults, **kwargs}
+        try:  # first on the meta device: a hostile width costs no memory
+            skeleton = meta_network(self.spec.builder, kwargs)
+            check_footprint(skeleton, self.model_name, channels, self.preprocessing.input_size)
+            return self.spec.builder(**kwargs)
         except InputError:
             raise
         except (TypeError, ValueError) as error:  # a setting of another model, a bad width

@@ -82,11 +82,18 @@ def _stem(path: Path) -> str:
 
 
 def _volumes_in(folder: Path) -> dict[str, Path]:
-    return {
-        _stem(p): p
-        for p in sorted(folder.iterdir())
-        if p.is_file() and any(p.name.lower().endswith(s) for s in SUPPORTED_SUFFIXES)
-    }
+    """Volumes of ``folder`` by case name; two files of one name (a.nii and a.nii.gz) are
+    refused, since which one is the case is the user's call."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and any(path.name.lower().endswith(s) for s in SUPPORTED_SUFFIXES):
+            if _stem(path) in found:
+                raise InputError(
+                    f"{folder} holds two files for case {_stem(path)!r} "
+                    f"({found[_stem(path)].name} and {path.name}); keep one."
+                )
+            found[_stem(path)] = path
+    return found
 
 
 def find_case_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:

@@ -47,6 +47,9 @@ class TrainConfig:
     val_batch_size: int = 16
     resume: bool = False
     pretrained: bool = True
+    # Where a pretrained backbone comes from when it is not the official repo (a local folder,
+    # another repo): the user's explicit choice, never taken from a checkpoint's config.
+    backbone_source: str | None = None
     # Frozen DINOv2 backbone: token maps computed once and reused (feature_cache.py). "auto"
     # uses the cache whenever the backbone is frozen; in cache mode the only augmentation is an
     # exact left-right flip.

@@ -45,7 +45,13 @@ from .cases import Case, split_cases, write_split
 from .config import TrainConfig
 from .events import EpochDone, StepDone
 from .feature_cache import FeatureCache, shared_cache
-from .state import atomic_write_text, load_optimizer, read_history, save_run_epoch
+from .state import (
+    atomic_write_text,
+    load_optimizer,
+    read_history,
+    recover_after_kill,
+    save_run_epoch,
+)
 from .token_batches import TokenBatches
 
 log = logging.getLogger(__name__)
@@ -115,13 +121,15 @@ def _initial_model(config: TrainConfig, resume_dir: Path) -> LASegmenter:
                 f"--resume: {resume_dir} holds no checkpoint to resume from; start without "
                 "--resume (or with --overwrite)."
             )
-        return load_model(resume_dir)
+        return load_model(resume_dir, backbone_source=config.backbone_source)
     torch.manual_seed(config.seed)  # before building: the seed also fixes a new head's weights
     if config.model in MODEL_SPECS:  # a new network, built for the asked input
         model = load_model(config.model, pretrained=config.pretrained,
+                           backbone_source=config.backbone_source,
                            preprocessing=config.preprocessing or None, **config.model_kwargs)  # fmt: skip
     else:
-        model = _with_preprocessing(load_model(config.model), config.preprocessing)
+        model = load_model(config.model, backbone_source=config.backbone_source)
+        model = _with_preprocessing(model, config.preprocessing)
     if hasattr(model.net, "set_backbone_trainable"):
         model.net.set_backbone_trainable(not config.freeze_backbone)
     return model
@@ -216,6 +224,8 @@ def _setup(cases, config: TrainConfig, val_cases, replay, progress, stop, cache)
     if replay:  # earlier cases, drawn at their share of each batch; not validated on
         train_cases = train_cases + [dataclasses.replace(c, replay=True) for c in replay]
         split = {**split, "replay": [c.name for c in replay]}
+    if config.resume and rank == 0:
+        recover_after_kill(run_dir)
     model = _initial_model(config, run_dir / "last")
     config = config.resolved(model.spec.training)
     device = resolve_device(config.device)

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..errors import InputError
 from ..io import atomic_write
 from ..models import save_checkpoint
 
@@ -104,3 +108,55 @@ def save_run_epoch(run_dir: Path, model, optimizer, history: list[dict], provena
         f"{model.display_name} fine-tuned on {len(provenance['this_run']['trained_on'])} case(s)"
     )
     plot_curves(history, run_dir / "curves.png", title)
+
+
+RUN_FILES = ("best", "last", "config.json", "history.csv", "split.json", "curves.png")
+
+
+def check_run_dir(run_dir: str | os.PathLike, *, resume: bool, overwrite: bool) -> Path:
+    """Check a run folder before any work: it can be written, and an existing run is only
+    continued (``resume``) or replaced (``overwrite``) when asked, never silently."""
+    run_dir = Path(run_dir).expanduser()
+    if resume and overwrite:
+        raise InputError("--resume continues a run and --overwrite replaces it; give one.")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"{run_dir} is a file; the run folder must be a folder.")
+    existing = sorted(n for n in RUN_FILES if (run_dir / n).exists()) if run_dir.is_dir() else []
+    if existing and not (resume or overwrite):
+        raise InputError(
+            f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to continue "
+            "it, --overwrite to replace it, or choose another folder."
+        )
+    ancestor = run_dir
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{ancestor} is a file, so {run_dir} cannot be created in it.")
+    try:  # the only sure test of writability (root ignores permissions; /proc refuses all)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=ancestor)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise InputError(
+            f"{run_dir} cannot be written ({error.strerror or error.__class__.__name__} in "
+            f"{ancestor}); choose another folder."
+        ) from None
+    return run_dir
+
+
+def recover_after_kill(run_dir: Path) -> None:
+    """Tidy what a killed run's atomic writes left: the hidden staging copies are removed,
+    and a checkpoint folder caught between its two renames (``.last.old-PID`` with no
+    ``last/``) is put back."""
+    if not run_dir.is_dir():
+        return
+    for path in sorted(run_dir.glob(".*")):
+        name = next((n for n in RUN_FILES if path.name.startswith(f".{n}.")), None)
+        if name is None:
+            continue
+        if path.name.startswith(f".{name}.old-") and not (run_dir / name).exists():
+            os.replace(path, run_dir / name)
+        elif path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
