@@ -21,10 +21,11 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from napari.layers import Image, Shapes
+from napari.layers import Image, Points, Shapes
 from napari.utils.notifications import show_error
 
 from ..errors import InputError
+from ..grid import field_of_view_mm
 from ..inference import Predictor, RegionOfInterest
 from ..metrics import la_volume_ml
 from ..models import load_model
@@ -66,6 +67,36 @@ def roi_from_shapes(shapes: Shapes, image: Image, slice_axis: int) -> RegionOfIn
     )
 
 
+def center_from_points(points: Points, image: Image) -> tuple[int, int, int]:
+    """The image's file-order voxel under the last point of ``points`` (a click on the atrium):
+    data -> world -> image data -> file index, so any scale, translation or display order holds."""
+    if len(points.data) == 0:
+        raise InputError(f"the Points layer '{points.name}' has no point; click the atrium first.")
+    world = np.asarray(points.data_to_world(points.data[-1]), dtype=float)[-image.ndim :]
+    index = layer_to_file_index(image, np.asarray(image.world_to_data(world), dtype=float)[None])
+    center = np.round(index[0]).astype(int)
+    shape = layer_volume(image)[0].shape
+    if np.any(center < 0) or np.any(center >= shape):
+        raise InputError(
+            f"the last point of '{points.name}' is outside the image '{image.name}'; "
+            "click inside the volume."
+        )
+    return tuple(int(c) for c in center)
+
+
+def region_for_model(model, center, meta) -> RegionOfInterest:
+    """The model's training field of view around ``center`` (as ``la-dinov2 segment --center``)."""
+    extent, recorded = field_of_view_mm(model.provenance)
+    if not recorded:  # a worker's warnings become notifications
+        warnings.warn(
+            f"{model.display_name} does not record its training field of view; using "
+            f"{' x '.join(f'{v:g}' for v in extent)} mm (the LA 2018 crops).",
+            UserWarning,
+            stacklevel=2,
+        )
+    return RegionOfInterest.around(center, meta, extent)
+
+
 FLIP_CHOICES = {"as the model recommends": None, "on": True, "off": False}
 
 
@@ -78,13 +109,15 @@ def start_segmentation(
     device: str = "auto",
     batch_size: int = 8,
     roi: RegionOfInterest | None = None,
+    center: tuple[int, int, int] | None = None,
     morphology: bool = True,
     largest_cc: bool = True,
     flip_tta: bool | None = None,
     on_done=None,
     on_finished=None,
 ) -> Job:
-    """Segment ``image_layer`` with ``source`` in a worker; add the mask as a Labels layer."""
+    """Segment ``image_layer`` with ``source`` in a worker; add the mask as a Labels layer.
+    ``center`` (file voxel indices) replaces ``roi`` by the model's field of view around it."""
     volume, meta = layer_volume(image_layer)
     label = label or KNOWN_MODELS.label_of(source)
 
@@ -103,7 +136,7 @@ def start_segmentation(
         return predictor.predict(
             volume,
             meta,
-            roi=roi,
+            roi=roi if center is None else region_for_model(model, center, meta),
             progress=lambda done, total: report({"done": done, "total": total}),
             cancel=stop,
         )
@@ -137,6 +170,8 @@ class SegmentWidget(Container):
         self.device = ComboBox(label="Device", choices=device_choices(), value="auto")
         self.batch_size = SpinBox(label="Batch size", value=8, min=1, max=512)
         self.roi = ComboBox(label="ROI rectangle", choices=self._shapes_layers, nullable=True)
+        # One click on the atrium of a full field-of-view scan: the model's field of view there.
+        self.centre = ComboBox(label="Centre (Points)", choices=self._points_layers, nullable=True)
         self.morphology = CheckBox(text="Opening + closing", value=True)
         self.largest_cc = CheckBox(text="Keep the largest component", value=True)
         # The checkpoint says whether flip averaging helped on its validation cases (the
@@ -157,6 +192,7 @@ class SegmentWidget(Container):
                 self.device,
                 self.batch_size,
                 self.roi,
+                self.centre,
                 self.morphology,
                 self.largest_cc,
                 self.flip_tta,
@@ -166,6 +202,7 @@ class SegmentWidget(Container):
             ]
         )
         self.roi.value = None
+        self.centre.value = None
         self.job: Job | None = None
         self.last_layer = None
         self.folder.changed.connect(self._add_folder)
@@ -179,12 +216,16 @@ class SegmentWidget(Container):
     def _layers_changed(self, _event=None):
         self.image.reset_choices()
         self.roi.reset_choices()
+        self.centre.reset_choices()
 
     def _image_layers(self, _widget=None):
         return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
 
     def _shapes_layers(self, _widget=None):
         return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Shapes)]
+
+    def _points_layers(self, _widget=None):
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Points)]
 
     def _add_folder(self, value):
         if value and str(value) not in ("", ".") and Path(value).is_dir():
@@ -211,9 +252,13 @@ class SegmentWidget(Container):
             from ._layers import layer_volume
 
             _, meta = layer_volume(image_layer)
-            roi = None
+            roi = center = None
+            if self.roi.value is not None and self.centre.value is not None:
+                raise InputError("choose an ROI rectangle or a centre, not both.")
             if self.roi.value is not None:
                 roi = roi_from_shapes(self.roi.value, image_layer, meta.through_plane_axis())
+            if self.centre.value is not None:
+                center = center_from_points(self.centre.value, image_layer)
             self.job = start_segmentation(
                 self.viewer,
                 image_layer,
@@ -221,6 +266,7 @@ class SegmentWidget(Container):
                 device=self.device.value,
                 batch_size=self.batch_size.value,
                 roi=roi,
+                center=center,
                 morphology=self.morphology.value,
                 largest_cc=self.largest_cc.value,
                 flip_tta=FLIP_CHOICES[self.flip_tta.value],
