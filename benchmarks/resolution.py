@@ -28,7 +28,7 @@ import torch
 
 from napari_la_dinov2.grid import acquisition_axes, resample
 from napari_la_dinov2.inference import Predictor
-from napari_la_dinov2.io import read_volume
+from napari_la_dinov2.io import VolumeMeta, read_volume
 from napari_la_dinov2.metrics import dice
 from napari_la_dinov2.models import load_model
 
@@ -69,8 +69,9 @@ def variant(name, image, mask, meta):
         return image, mask, meta
     spacing = np.empty(3)
     spacing[list(acquisition_axes(meta.through_plane_axis()))] = GRIDS[name]
-    new_image, new_meta = resample(image, meta, spacing, order=3)
-    new_mask, _ = resample(mask, meta, spacing, order=1)
+    new_image, affine = resample(image, meta.affine, spacing, order=3)
+    new_mask, _ = resample(mask, meta.affine, spacing, order=1)
+    new_meta = VolumeMeta(affine=affine, shape=new_image.shape)
     return new_image, (new_mask > 0.5).astype(np.uint8), new_meta
 
 

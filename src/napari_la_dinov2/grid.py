@@ -16,10 +16,12 @@ the median voxel size and extent per axis over its training cases.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .io import VolumeMeta
+if TYPE_CHECKING:  # only a type here: grid stays a leaf module that inference can import
+    from .io import VolumeMeta
 
 # A model that does not record its training grid (trained before it was recorded, or built from
 # the registry untrained) is assumed to expect the LA 2018 crops every model here is trained on:
@@ -65,6 +67,15 @@ def field_of_view_mm(provenance: Mapping) -> tuple[tuple[float, float, float], b
     return tuple(float(v) for v in recorded), True
 
 
+def fallback_note(display_name: str) -> str:
+    """What the command line and the widget say when a model's field of view is not recorded."""
+    extent = " x ".join(f"{v:g}" for v in FALLBACK_FIELD_OF_VIEW_MM)
+    return (
+        f"{display_name} does not record its training field of view; using {extent} mm "
+        "(the LA 2018 crops)."
+    )
+
+
 def describe(provenance: Mapping) -> str:
     """'0.625x0.625x1.25 / 119x89x110' (voxel / field of view in mm), '-' if not recorded."""
     grid = provenance.get("training_grid")
@@ -75,19 +86,19 @@ def describe(provenance: Mapping) -> str:
     return f"{spacing} / {extent}"
 
 
-def resample(
-    array: np.ndarray, meta: VolumeMeta, spacing_mm, *, order: int = 1
-) -> tuple[np.ndarray, VolumeMeta]:
-    """``array`` resampled to about ``spacing_mm`` per **array** axis, over the same field of
-    view, with its affine updated (scipy.ndimage.zoom, spline ``order``; 0 = nearest).
+def resample(array: np.ndarray, affine, spacing_mm, *, order: int = 1):
+    """``(array, affine)`` resampled to about ``spacing_mm`` per **array** axis over the same
+    field of view (scipy.ndimage.zoom, spline ``order``; 0 = nearest), its voxel -> RAS affine
+    updated.
 
     The number of voxels along an axis is rounded, so the exact new spacing is the field of view
-    over that number; it is what the returned meta says. ``grid_mode`` makes the outer voxel
+    over that number; it is what the returned affine says. ``grid_mode`` makes the outer voxel
     edges, not the outer voxel centres, line up: the volume covers the same millimetres.
     """
     from scipy import ndimage
 
-    old_spacing = np.asarray(meta.spacing)
+    affine = np.asarray(affine, dtype=float)
+    old_spacing = np.linalg.norm(affine[:3, :3], axis=0)
     extent = old_spacing * np.asarray(array.shape)
     new_shape = np.maximum(1, np.round(extent / np.asarray(spacing_mm, float))).astype(int)
     zoom = new_shape / np.asarray(array.shape)
@@ -97,6 +108,4 @@ def resample(
     # New voxel j sits at old voxel coordinate (j + 0.5) / zoom - 0.5.
     step = np.diag([*(1.0 / zoom), 1.0])
     step[:3, 3] = 0.5 / zoom - 0.5
-    affine = np.asarray(meta.affine, float) @ step
-    new_meta = VolumeMeta(affine=affine, shape=tuple(int(s) for s in out.shape), format="nifti")
-    return out, new_meta
+    return out, affine @ step

@@ -25,7 +25,7 @@ from napari.layers import Image, Points, Shapes
 from napari.utils.notifications import show_error
 
 from ..errors import InputError
-from ..grid import field_of_view_mm
+from ..grid import fallback_note, field_of_view_mm
 from ..inference import Predictor, RegionOfInterest
 from ..metrics import la_volume_ml
 from ..models import load_model
@@ -88,12 +88,7 @@ def region_for_model(model, center, meta) -> RegionOfInterest:
     """The model's training field of view around ``center`` (as ``la-dinov2 segment --center``)."""
     extent, recorded = field_of_view_mm(model.provenance)
     if not recorded:  # a worker's warnings become notifications
-        warnings.warn(
-            f"{model.display_name} does not record its training field of view; using "
-            f"{' x '.join(f'{v:g}' for v in extent)} mm (the LA 2018 crops).",
-            UserWarning,
-            stacklevel=2,
-        )
+        warnings.warn(fallback_note(model.display_name), UserWarning, stacklevel=2)
     return RegionOfInterest.around(center, meta, extent)
 
 

@@ -133,16 +133,12 @@ def parse_center(text: str, shape) -> tuple[int, int, int]:
 def center_region(center, meta, slice_axis: int, model):
     """The region of the model's training field of view around ``center`` (says on stderr
     when the model does not record its field of view and the fallback is used)."""
-    from ..grid import field_of_view_mm
+    from ..grid import fallback_note, field_of_view_mm
     from ..inference import RegionOfInterest
 
     extent, recorded = field_of_view_mm(model.provenance)
     if not recorded:
-        print(
-            f"note: {model.display_name} does not record its training field of view; using "
-            f"{' x '.join(f'{v:g}' for v in extent)} mm (the LA 2018 crops).",
-            file=sys.stderr,
-        )
+        print(f"note: {fallback_note(model.display_name)}", file=sys.stderr)
     return RegionOfInterest.around(center, meta, extent, slice_axis)
 
 
