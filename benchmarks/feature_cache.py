@@ -98,7 +98,7 @@ def main() -> None:
     started = time.perf_counter()
     batches = TokenBatches(
         Predictor(model, device=device), [case], [], cache=FeatureCache(), flips=False,
-        generator=torch.Generator(), foreground_fraction=0.6,
+        generator=torch.Generator(), sampling={},
     )  # fmt: skip
     model.train()
     fill = time.perf_counter() - started

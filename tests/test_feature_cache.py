@@ -123,7 +123,7 @@ def test_finetune_reuses_tokens_across_epochs_and_rounds(tiny_dinov2, tmp_path):
     best = load_model(first.best_checkpoint)
     predictor = Predictor(best, device="cpu", batch_size=16)
     batches = TokenBatches(predictor, train[:1], val, cache=FeatureCache(), flips=False,
-                           generator=torch.Generator(), foreground_fraction=0.6)  # fmt: skip
+                           generator=torch.Generator(), sampling={})  # fmt: skip
     cached = evaluate(predictor, val, batches)
     assert cached == pytest.approx(validate(best, val, "cpu"), abs=0.01)
 

@@ -255,7 +255,7 @@ def test_a_frozen_dinov2_on_another_view_caches_and_validates_that_view(tiny_din
     assert trained.preprocessing.views == ("in-plane-2",)
     predictor = Predictor(trained, device="cpu", batch_size=16)
     batches = TokenBatches(predictor, cases[:1], cases[2:], cache=FeatureCache(), flips=False,
-                           generator=torch.Generator(), foreground_fraction=0.6)  # fmt: skip
+                           generator=torch.Generator(), sampling={})  # fmt: skip
     tokens = batches.val_tokens["c2"]
     assert tokens.shape[0] == 36  # cut across y: one token map per coronal slice
     cached = evaluate(predictor, cases[2:], batches)

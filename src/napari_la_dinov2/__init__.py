@@ -4,14 +4,14 @@ The engine (io, models, inference, training, metrics) runs headless; the napari 
 ``_reader``, ``_writer``, ``_sample_data`` and ``_widgets`` are thin layers over it.
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .errors import CancelledError, InputError
 from .inference import Predictor, RegionOfInterest
 from .io import VolumeMeta, read_labels, read_volume, write_labels
 from .models import build_model, list_models, load_model, save_checkpoint
 
 __all__ = [
+    "__version__",
     "CancelledError",
     "InputError",
     "Predictor",

@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .errors import InputError
-from .io import VolumeMeta, _check_content
+from .volume import VolumeMeta, check_content
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -233,7 +233,7 @@ def _read_series(source: Path, series_uid: str | None, series: dict[str, list[st
         order, affine = _slice_geometry(source, uid, headers)
         headers = [headers[k] for k in order]
         volume = _read_pixels([files[k] for k in order], source)
-    _check_content(volume, source)
+    check_content(volume, source)
     extra = {
         "series_uid": uid,
         "study_uid": str(headers[0].get("StudyInstanceUID", "")),

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .io import VolumeMeta, atomic_write
+from .files import atomic_write
+from .volume import VolumeMeta
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -86,6 +87,6 @@ def _seg_series_number(source) -> int:
 
 
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__

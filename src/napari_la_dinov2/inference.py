@@ -146,6 +146,14 @@ class RegionOfInterest:
         return cls(box=box, slices=parts[2] if len(parts) == 3 else None)
 
 
+def sigmoid_in_place(logits: np.ndarray) -> np.ndarray:
+    """Logits -> probabilities without a second array (float32 throughout)."""
+    with np.errstate(over="ignore"):  # exp overflow -> inf -> probability 0, as it should
+        np.exp(np.negative(logits, out=logits), out=logits)
+    logits += 1.0
+    return np.reciprocal(logits, out=logits)
+
+
 @dataclass(frozen=True, eq=False)
 class PreparedVolume:
     """A volume made ready once for a model (level 1 of the :class:`Predictor`).
@@ -165,6 +173,10 @@ class PreparedVolume:
     def total(self) -> int:
         """Slices over all branches (what progress counts)."""
         return sum(view.shape[0] for view in self.slices)
+
+    @property
+    def region_shape(self) -> tuple[int, ...]:
+        return tuple(len(range(*s.indices(n))) for s, n in zip(self.index, self.shape))
 
 
 class Predictor:
@@ -246,39 +258,56 @@ class Predictor:
         prepared: PreparedVolume,
         *,
         logits_of: LogitsSource | None = None,
+        branches: list[int] | None = None,
         progress: ProgressCallback | None = None,
         cancel=None,
     ) -> np.ndarray:
         """Level 2: foreground probability (float32, the volume's shape; 0 outside the
-        region). ``logits_of`` replaces the networks (e.g. a decoder on cached tokens)."""
+        region), from the mean logits of all branches (or of the ``branches`` given).
+        ``logits_of`` replaces the networks (e.g. a decoder on cached tokens)."""
         if logits_of is None:
             logits_of = lambda b, first, stop: self._network_logits(prepared, b, first, stop)  # noqa: E731
+        chosen = list(range(len(prepared.axes))) if branches is None else list(branches)
+        total = sum(prepared.slices[b].shape[0] for b in chosen)
         full = np.zeros(prepared.shape, dtype=np.float32)
         # Logits are summed in place into ``full`` over the region (a view), then turned into
         # probabilities: the output volume is the only full-size float array held.
         logits_sum = full[prepared.index]
         done = 0
         if progress:
-            progress(0, prepared.total)
+            progress(0, total)
         with torch.inference_mode():
-            for b, axis in enumerate(prepared.axes):
-                out = np.moveaxis(logits_sum, axis, 0)
-                done = self._run_branch(b, prepared, out, logits_of, done, progress, cancel)
-        logits_sum /= len(prepared.axes)
-        with np.errstate(over="ignore"):  # exp overflow -> inf -> probability 0, as it should
-            np.exp(np.negative(logits_sum, out=logits_sum), out=logits_sum)
-        logits_sum += 1.0
-        np.reciprocal(logits_sum, out=logits_sum)
+            for b in chosen:
+                out = np.moveaxis(logits_sum, prepared.axes[b], 0)
+                done = self._run_branch(
+                    b, prepared, out, logits_of, (done, total), progress, cancel
+                )
+        logits_sum /= len(chosen)
+        sigmoid_in_place(logits_sum)
         return full
 
-    def _run_branch(self, b, prepared, out, logits_of, done, progress, cancel) -> int:
-        """Add branch ``b``'s logits for each of its slices into ``out`` (``SxHxW``); returns
-        the slices done so far over all branches."""
-        transform, (count, height, width) = self.branches[b].transform, out.shape
+    def branch_logits(self, prepared: PreparedVolume, b: int, *, logits_of=None,
+                      count=None, progress=None, cancel=None) -> np.ndarray:  # fmt: skip
+        """Branch ``b``'s own logits over the region (float32, ``prepared.region_shape``);
+        ``count``: (slices done before, slices in all) for progress."""
+        if logits_of is None:
+            logits_of = lambda b, first, stop: self._network_logits(prepared, b, first, stop)  # noqa: E731
+        out = np.zeros(prepared.region_shape, dtype=np.float32)
+        count = count or (0, prepared.slices[b].shape[0])
+        with torch.inference_mode():
+            view = np.moveaxis(out, prepared.axes[b], 0)
+            self._run_branch(b, prepared, view, logits_of, count, progress, cancel)
+        return out
+
+    def _run_branch(self, b, prepared, out, logits_of, count, progress, cancel) -> int:
+        """Add branch ``b``'s logits for each of its slices into ``out`` (``SxHxW``); ``count``
+        is (slices done so far, slices in all) over the branches run; returns the new done."""
+        transform, (slices, height, width) = self.branches[b].transform, out.shape
+        done, total = count
         first = 0
-        while first < count:
-            raise_if_cancelled(cancel, f"after {done} of {prepared.total} slices")
-            stop = min(first + self.batch_size, count)
+        while first < slices:
+            raise_if_cancelled(cancel, f"after {done} of {total} slices")
+            stop = min(first + self.batch_size, slices)
             try:
                 logits = transform.restore(logits_of(b, first, stop).float(), height, width)
             except torch.cuda.OutOfMemoryError:
@@ -296,7 +325,7 @@ class Predictor:
             done += stop - first
             first = stop
             if progress:
-                progress(done, prepared.total)
+                progress(done, total)
         return done
 
     def labels(self, probabilities: np.ndarray, prepared: PreparedVolume) -> np.ndarray:

@@ -13,68 +13,21 @@ in the same folder, then rename).
 from __future__ import annotations
 
 import os
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import InputError
+from .files import atomic_write, default_permissions  # noqa: F401 (re-exported)
+from .volume import MIN_INPLANE_VOXELS, VolumeMeta, check_content  # noqa: F401 (re-exported)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES
 # What a mask may be written as; ".dcm" (a DICOM SEG) only for an image read from DICOM.
 MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".dcm")
-# Smaller than this in-plane cannot hold an atrium at any MRI resolution we know of.
-MIN_INPLANE_VOXELS = 8
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-@dataclass
-class VolumeMeta:
-    """Geometry of a 3D volume: what is needed to show it in physical space and to write back.
-
-    ``affine`` is 4x4 voxel-index -> RAS mm; ``spacing`` the voxel size in mm per array axis;
-    ``axcodes`` the anatomical direction each array axis points to (e.g. ``("R", "A", "S")``).
-    ``extra`` keeps format specifics (NIfTI qform/sform codes) so a write is an exact mirror.
-    """
-
-    affine: np.ndarray
-    shape: tuple[int, int, int]
-    source: str | None = None
-    format: str = "nifti"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
-
-    @property
-    def axcodes(self) -> tuple[str, str, str]:
-        import nibabel as nib
-
-        return tuple(nib.aff2axcodes(self.affine))
-
-    @property
-    def is_oblique(self) -> bool:
-        """True when the voxel axes are not aligned with RAS (rotation or shear in the affine)."""
-        direction = self.affine[:3, :3] / np.asarray(self.spacing)
-        return not np.allclose(np.abs(direction), np.abs(np.round(direction)), atol=1e-6)
-
-    def through_plane_axis(self) -> int:
-        """The acquisition's slice axis: the coarsest voxel axis; the last axis if isotropic."""
-        spacing = np.asarray(self.spacing)
-        if spacing.max() > 1.05 * spacing.min():
-            return int(np.argmax(spacing))
-        return 2
-
-    @classmethod
-    def from_spacing(cls, shape, spacing=(1.0, 1.0, 1.0), **kwargs) -> VolumeMeta:
-        """Meta for an array held in memory (no file): axis-aligned RAS with the given spacing."""
-        affine = np.diag([*map(float, spacing), 1.0])
-        return cls(affine=affine, shape=tuple(int(s) for s in shape), **kwargs)
 
 
 def _suffix(path: Path) -> str:
@@ -210,7 +163,7 @@ def read_volume(
     if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         raise InputError(f"{path} holds {data.dtype} voxels; a real-valued image is needed.")
     volume = data.astype(np.float32, copy=False)
-    _check_content(volume, path)
+    check_content(volume, path)
     meta = VolumeMeta(affine=affine, shape=volume.shape, source=str(path), format=fmt, extra=extra)
     return volume, meta
 
@@ -230,48 +183,6 @@ def _as_3d(data: np.ndarray, path: Path) -> np.ndarray:
     if data.ndim > 4:
         raise InputError(f"{path} has {data.ndim} dimensions; a 3D volume is needed.")
     return data
-
-
-def _check_content(volume: np.ndarray, path: Path) -> None:
-    if sorted(volume.shape)[-2] < MIN_INPLANE_VOXELS:
-        raise InputError(
-            f"{path} has shape {volume.shape}, too small to hold a left atrium; "
-            "give the full 3D volume."
-        )
-    finite = np.isfinite(volume)
-    if not finite.any():
-        raise InputError(f"{path} holds no finite values (all NaN or inf).")
-    if not finite.all():
-        volume[~finite] = volume[finite].min()
-    if volume.min() == volume.max():
-        raise InputError(
-            f"{path} has the same value ({volume.flat[0]:g}) in every voxel; it holds no image."
-        )
-
-
-def default_permissions(path: str | os.PathLike) -> None:
-    """Give a file or folder made by tempfile (0600/0700) the modes a plain open() or mkdir()
-    would have given it under the current umask, so a mask or checkpoint written atomically is
-    as readable by colleagues as any other file."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
-
-
-def atomic_write(target: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``target``: readers never see half a file, a
-    failed write leaves no temporary behind, and the file gets the usual permissions."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(target.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        default_permissions(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_output_path(

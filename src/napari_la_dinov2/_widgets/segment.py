@@ -169,8 +169,8 @@ class SegmentWidget(Container):
         self.centre = ComboBox(label="Centre (Points)", choices=self._points_layers, nullable=True)
         self.morphology = CheckBox(text="Opening + closing", value=True)
         self.largest_cc = CheckBox(text="Keep the largest component", value=True)
-        # The checkpoint says whether flip averaging helped on its validation cases (the
-        # embedded model ships with it on); the command line follows it, so does this default.
+        # A checkpoint records whether flip averaging helped on its validation cases; the
+        # command line follows that recommendation, and so does this default.
         self.flip_tta = ComboBox(
             label="Flip averaging", choices=list(FLIP_CHOICES), value="as the model recommends"
         )

@@ -28,10 +28,10 @@ class ViewBranches(torch.nn.Module):
 class SliceBatches:
     """Slices of every branch's view; the same picks' positions in each branch's sampler."""
 
-    def __init__(self, model, train_cases, *, augment: bool, seed: int, foreground_fraction):
+    def __init__(self, model, train_cases, *, augment: bool, seed: int, sampling: dict):
         self.transforms = [branch.transform for branch in model.branches]
         self.prepared = [[PreparedCase.of(c, t) for c in train_cases] for t in self.transforms]
-        self.samplers = [SliceSampler(p, foreground_fraction) for p in self.prepared]
+        self.samplers = [SliceSampler(p, **sampling) for p in self.prepared]
         self.pipelines = [
             Augmentation().transform(seed * 100 + index) if augment else None
             for index in range(len(self.transforms))

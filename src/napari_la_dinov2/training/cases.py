@@ -25,12 +25,18 @@ _LABEL_TAGS = ("_label", "_labels", "_mask", "_seg", "_gt")
 
 @dataclass
 class Case:
-    """One patient: ``image`` float32 and ``labels`` uint8 0/1 on the same grid, and its meta."""
+    """One patient: ``image`` float32 and ``labels`` uint8 0/1 on the same grid, and its meta.
+
+    ``prediction``: the model's own mask before the user corrected it (the slices where
+    ``labels`` differ from it are the corrections, weighted in training); ``replay``: an earlier
+    case mixed into a correction round so that the model does not forget it."""
 
     name: str
     image: np.ndarray
     labels: np.ndarray
     meta: VolumeMeta
+    prediction: np.ndarray | None = None
+    replay: bool = False
 
     def __post_init__(self):
         self.image = np.asarray(self.image, dtype=np.float32)
@@ -51,6 +57,11 @@ class Case:
         if not values.size or values.max() == 0:
             raise InputError(f"case {self.name}: the mask has no labelled voxel; annotate it.")
         self.labels = labels.astype(np.uint8)
+        if self.prediction is not None and np.shape(self.prediction) != self.image.shape:
+            raise InputError(
+                f"case {self.name}: the model's mask has shape {np.shape(self.prediction)}, "
+                f"not the image's {self.image.shape}."
+            )
 
 
 def cases_from_arrays(items) -> list[Case]:

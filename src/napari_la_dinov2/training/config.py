@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 
 from ..errors import InputError
 
+# The quick correction round: 40 steps of 8 slices per branch, then one validation.
+QUICK_ROUND = dict(epochs=1, steps_per_epoch=40, batch_size=8, lr=1e-4, patience=1)
+
 
 @dataclass
 class TrainConfig:
@@ -29,6 +32,10 @@ class TrainConfig:
     patience: int = 10  # epochs without a better validation Dice before stopping
     min_epochs: int = 1
     foreground_fraction: float = 0.6
+    # A slice the user corrected weighs this many untouched slices (the model's own guess).
+    correction_weight: float = 4.0
+    # Share of the slices drawn from replayed earlier cases (finetune's ``replay``).
+    replay_share: float = 0.25
     augment: bool = True
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
     seed: int = 0  # initial weights, sampling and augmentation
@@ -46,6 +53,13 @@ class TrainConfig:
     feature_cache: str = "auto"  # "auto", "on" or "off"
     feature_cache_dir: str | None = None  # also keep token maps on disk, across processes
     feature_cache_gb: float = 4.0  # memory budget of the process-wide cache
+
+    @classmethod
+    def quick_round(cls, **settings) -> TrainConfig:
+        """A correction round that takes about a minute on a laptop CPU with the embedded
+        default model (see benchmarks/correction_loop.py): one short epoch of small batches at
+        a fine-tuning learning rate, the corrected slices weighted."""
+        return cls(**{**QUICK_ROUND, **settings})
 
     def resolved(self, family_defaults: dict) -> TrainConfig:
         updates = {
@@ -68,7 +82,14 @@ class TrainConfig:
             raise InputError(
                 f"feature_cache must be 'auto', 'on' or 'off', not {config.feature_cache!r}."
             )
+        if not config.correction_weight >= 1 or not 0 <= config.replay_share < 1:
+            raise InputError("correction_weight must be >= 1 and replay_share in [0, 1).")
         return config
+
+    def sampling(self) -> dict:
+        """How the slice sampler weighs slices (see ``slices.SliceSampler``)."""
+        return dict(foreground_fraction=self.foreground_fraction,
+                    correction_weight=self.correction_weight, replay_share=self.replay_share)  # fmt: skip
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

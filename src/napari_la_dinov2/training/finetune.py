@@ -24,6 +24,7 @@ previous best checkpoint intact.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -206,13 +207,16 @@ class _Run:
         return self.steps * self.config.batch_size * self.world
 
 
-def _setup(cases, config: TrainConfig, val_cases, progress, stop, cache) -> _Run:
+def _setup(cases, config: TrainConfig, val_cases, replay, progress, stop, cache) -> _Run:
     """Split, model, run files, batches, optimiser and schedule of a run (resumed or new)."""
     rank, world = distributed.rank_and_world()
     report = progress if rank == 0 else None
     run_dir = Path(config.output_dir).expanduser()
     split, train_cases, val_set = _split(cases, val_cases, config)
     val_on_train = not val_set
+    if replay:  # earlier cases, drawn at their share of each batch; not validated on
+        train_cases = train_cases + [dataclasses.replace(c, replay=True) for c in replay]
+        split = {**split, "replay": [c.name for c in replay]}
     model = _initial_model(config, run_dir / "last")
     config = config.resolved(model.spec.training)
     device = resolve_device(config.device)
@@ -233,12 +237,12 @@ def _setup(cases, config: TrainConfig, val_cases, progress, stop, cache) -> _Run
             cache = shared_cache(int(config.feature_cache_gb * 2**30), config.feature_cache_dir)
         batches = TokenBatches(
             predictor, train_cases, val_set or train_cases, cache=cache, flips=config.augment,
-            generator=torch.Generator().manual_seed(seed),
-            foreground_fraction=config.foreground_fraction, progress=report, stop=stop,
+            generator=torch.Generator().manual_seed(seed), sampling=config.sampling(),
+            progress=report, stop=stop,
         )  # fmt: skip
     else:
         batches = SliceBatches(model, train_cases, augment=config.augment, seed=seed,
-                               foreground_fraction=config.foreground_fraction)  # fmt: skip
+                               sampling=config.sampling())  # fmt: skip
     module = distributed.wrap(batches.module, device)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -279,6 +283,7 @@ def finetune(
     config: TrainConfig,
     *,
     val_cases: list[Case] | None = None,
+    replay: list[Case] | None = None,
     progress=None,
     stop=None,
     cache: FeatureCache | None = None,
@@ -287,14 +292,17 @@ def finetune(
 
     With a single case there is nothing to hold out: validation then runs on the training
     case, which says how well the model fits the corrections, not how it generalises (recorded
-    in config.json). ``progress(event)`` receives :mod:`.events` (``StepDone``, ``EpochDone``;
+    in config.json). ``replay``: earlier cases mixed in at ``config.replay_share`` of the slices,
+    so that a correction round does not make the model forget them. A case's ``prediction``
+    (the model's mask before the user corrected it) makes its corrected slices weigh
+    ``config.correction_weight`` times the untouched ones. ``progress(event)`` receives :mod:`.events` (``StepDone``, ``EpochDone``;
     ``FeaturesComputed`` while a frozen backbone's token maps are computed); ``stop`` is a
     threading.Event or callable: when set, the run ends after the current step, keeping the
     best checkpoint so far. ``cache``: the feature cache to use (default: the process-wide one).
     """
     if not cases:
         raise InputError("no annotated cases to train on.")
-    run = _setup(cases, config, val_cases, progress, stop, cache)
+    run = _setup(cases, config, val_cases, replay, progress, stop, cache)
     config = run.config
     history = read_history(run.run_dir / "history.csv") if config.resume else []
     best = max((row["val_dice"] for row in history), default=-1.0)
@@ -349,7 +357,9 @@ def _provenance_base(model, config, split, val_on_train, run_dir, train_cases) -
     base_name = model.provenance.get("base_display_name", model.display_name)
     seen = {k: list(model.provenance.get(k, [])) for k in ("trained_on", "validated_on")}
     return {
-        "trained_on": list(dict.fromkeys(seen["trained_on"] + split["train"])),
+        "trained_on": list(
+            dict.fromkeys(seen["trained_on"] + split["train"] + split.get("replay", []))
+        ),
         "validated_on": list(dict.fromkeys(seen["validated_on"] + split["val"])),
         "this_run": {"trained_on": split["train"], "validated_on": split["val"]},
         "val_on_train": val_on_train,

@@ -21,13 +21,16 @@ from .cases import Case
 
 @dataclass
 class PreparedCase:
-    """A case as model-sized slices of one view: ``Sx1xNxN`` unit images and masks."""
+    """A case as model-sized slices of one view: ``Sx1xNxN`` unit images and masks; which
+    slices hold atrium (``foreground``) and which the user corrected (``corrected``, indices)."""
 
     name: str
     images: torch.Tensor
     masks: torch.Tensor
     stats: IntensityStats
     foreground: np.ndarray
+    corrected: np.ndarray
+    replay: bool = False
 
     @classmethod
     def of(cls, case: Case, transform: SliceTransform) -> PreparedCase:
@@ -43,7 +46,8 @@ class PreparedCase:
             fitted.append(transform.fit_to_input(mask, mode="nearest").to(torch.uint8))
         masks_fitted = torch.cat(fitted)
         foreground = np.flatnonzero(masks_fitted.flatten(1).any(dim=1).numpy())
-        return cls(case.name, torch.cat(images), masks_fitted, stats, foreground)
+        return cls(case.name, torch.cat(images), masks_fitted, stats, foreground,
+                   corrected_slices(case, axis), case.replay)  # fmt: skip
 
     def inputs(self, first: int, stop: int, transform: SliceTransform) -> torch.Tensor:
         """Slices ``first..stop-1`` as float32 ``BxKxNxN`` unit images: one channel each, or
@@ -102,26 +106,62 @@ def augment(unit: torch.Tensor, mask: torch.Tensor, pipeline) -> tuple[torch.Ten
     return image.clamp_(0.0, 1.0).float(), torch.as_tensor(out["label"]).float()
 
 
+def corrected_slices(case: Case, axis: int) -> np.ndarray:
+    """Indices of the slices (along ``axis``) where the user changed the model's mask."""
+    if case.prediction is None:
+        return np.zeros(0, dtype=int)
+    changed = np.asarray(case.prediction).astype(bool) != case.labels.astype(bool)
+    return np.flatnonzero(np.moveaxis(changed, axis, 0).reshape(changed.shape[axis], -1).any(1))
+
+
 class SliceSampler:
     """Draws ``(case index, slice index)`` pairs: a share ``foreground_fraction`` from slices that
-    hold atrium, the rest from all slices, so empty slices are seen but do not dominate."""
+    hold atrium, the rest from all slices, so empty slices are seen but do not dominate.
 
-    def __init__(self, cases: list[PreparedCase], foreground_fraction: float = 0.6):
+    Within each pool a slice the user corrected weighs ``correction_weight`` times an untouched
+    one (the untouched slices are the model's own guess: worth less to learn from), and the
+    slices of replayed cases together weigh ``replay_share`` of the draw."""
+
+    def __init__(self, cases: list[PreparedCase], foreground_fraction: float = 0.6,
+                 correction_weight: float = 1.0, replay_share: float = 0.25):  # fmt: skip
         if not 0.0 <= foreground_fraction <= 1.0:
             raise ValueError("foreground_fraction must be within [0, 1]")
         self.all = [(c, s) for c, case in enumerate(cases) for s in range(case.images.shape[0])]
         self.fg = [(c, int(s)) for c, case in enumerate(cases) for s in case.foreground]
         self.foreground_fraction = foreground_fraction
+        weights = _slice_weights(cases, correction_weight, replay_share)
+        self.p_all = _normalised([weights[c][s] for c, s in self.all])
+        self.p_fg = _normalised([weights[c][s] for c, s in self.fg])
 
     def __len__(self) -> int:
         return len(self.all)
 
     def epoch(self, rng: np.random.Generator, count: int) -> list[tuple[int, int]]:
         n_fg = int(round(count * self.foreground_fraction)) if self.fg else 0
-        picks = [self.fg[i] for i in rng.integers(0, len(self.fg), n_fg)] if n_fg else []
-        picks += [self.all[i] for i in rng.integers(0, len(self.all), count - n_fg)]
+        picks = [self.fg[i] for i in rng.choice(len(self.fg), n_fg, p=self.p_fg)] if n_fg else []
+        picks += [self.all[i] for i in rng.choice(len(self.all), count - n_fg, p=self.p_all)]
         rng.shuffle(picks)
         return picks
+
+
+def _slice_weights(cases: list[PreparedCase], correction_weight, replay_share) -> list:
+    weights = []
+    for case in cases:
+        w = np.ones(case.images.shape[0])
+        w[case.corrected] = correction_weight
+        weights.append(w)
+    replayed = [case.replay for case in cases]
+    if any(replayed) and not all(replayed):  # scale the replayed cases to their share
+        new = sum(w.sum() for w, r in zip(weights, replayed) if not r)
+        old = sum(w.sum() for w, r in zip(weights, replayed) if r)
+        scale = replay_share / (1 - replay_share) * new / old
+        weights = [w * scale if r else w for w, r in zip(weights, replayed)]
+    return weights
+
+
+def _normalised(values) -> np.ndarray | None:
+    values = np.asarray(values, dtype=float)
+    return values / values.sum() if values.size else None
 
 
 def make_batch(

@@ -90,11 +90,11 @@ class TokenBatches:
     on the validation volumes' cached tokens through the Predictor."""
 
     def __init__(self, predictor, train_cases, val_cases, *, cache, flips, generator,
-                 foreground_fraction, progress=None, stop=None):  # fmt: skip
+                 sampling: dict, progress=None, stop=None):  # fmt: skip
         store = TokenStore(predictor, cache, stop)
         transform = store.transform
         self.prepared = [PreparedCase.of(c, transform) for c in train_cases]
-        self.sampler = SliceSampler(self.prepared, foreground_fraction)
+        self.sampler = SliceSampler(self.prepared, **sampling)
         work = [lambda p=p: store.training_tokens(p) for p in self.prepared]
         if flips:
             work += [lambda p=p: store.training_tokens(p, flipped=True) for p in self.prepared]
