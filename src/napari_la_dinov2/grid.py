@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # only a type here: grid stays a leaf module that inference can import
-    from .io import VolumeMeta
+    from .volume import VolumeMeta
 
 # A model that does not record its training grid (trained before it was recorded, or built from
 # the registry untrained) is assumed to expect the LA 2018 crops every model here is trained on:
