@@ -266,7 +266,8 @@ def test_ctrl_c_exits_130_and_writes_nothing(
 def test_models_lists_every_registry_model(capsys):
     code, stdout, _ = _run(["models"], capsys)
     assert code == 0
-    names = {line.split()[0] for line in stdout.splitlines()[1:]}
+    rows = stdout.splitlines()[1:-1]  # between the header and the footnote on the grid
+    names = {line.split()[0] for line in rows}
     assert names == {"default", *list_models()}
     vitb = next(line for line in stdout.splitlines() if line.startswith("dinov2_vitb14 "))
     size = f"{count_parameters('dinov2_vitb14') / 1e6:.1f}M"  # ~87M: the ViT-B/14 backbone

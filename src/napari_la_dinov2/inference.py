@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .errors import InputError, raise_if_cancelled
+from .grid import acquisition_axes
 from .io import VolumeMeta
 from .postprocess import postprocess
 from .preprocess import IntensityStats, view_axis
@@ -101,6 +102,39 @@ class RegionOfInterest:
         index = [slice(r0, r1), slice(c0, c1)]
         index.insert(slice_axis, slice(z0, z1))
         return tuple(index)
+
+    @classmethod
+    def around(
+        cls, center_voxel, meta: VolumeMeta, field_of_view_mm, slice_axis: int | None = None
+    ) -> RegionOfInterest:
+        """The region of ``field_of_view_mm`` (in-plane 1, in-plane 2, through-plane: see
+        :mod:`.grid`) centred on ``center_voxel`` (array indices, e.g. one click on the atrium).
+
+        Millimetres become voxels with the volume's own spacing, so a model trained on 120 mm
+        wide crops sees 120 mm whatever the scan's voxel size. Near an edge the region slides
+        inside the volume, keeping its size (the model's field of view); along an axis shorter
+        than it, the region is the whole axis. A centre outside the volume is an InputError.
+        """
+        slice_axis = meta.through_plane_axis() if slice_axis is None else slice_axis
+        shape = np.asarray(meta.shape)
+        center = np.asarray(center_voxel, dtype=float)
+        if center.shape != (3,) or np.any(center < 0) or np.any(center > shape - 1):
+            raise InputError(
+                f"the centre {tuple(np.round(center, 1).tolist())} is outside the volume of "
+                f"shape {tuple(shape.tolist())}; give array indices from 0 to shape - 1."
+            )
+        axes = acquisition_axes(slice_axis)
+        size = np.empty(3, dtype=int)
+        spacing = np.asarray(meta.spacing)[list(axes)]
+        size[list(axes)] = np.round(np.asarray(field_of_view_mm, dtype=float) / spacing)
+        size = np.clip(size, 1, shape)
+        # The centre has floor((n - 1) / 2) voxels of the region before it: the middle one for an
+        # odd size, the one before the midpoint for an even one.
+        start = np.clip(np.floor(center - (size - 1) / 2 + 0.5).astype(int), 0, shape - size)
+        stop = start + size
+        rows, cols = axes[0], axes[1]
+        box = (int(start[rows]), int(stop[rows]), int(start[cols]), int(stop[cols]))
+        return cls(box=box, slices=(int(start[slice_axis]), int(stop[slice_axis])))
 
     @classmethod
     def parse(cls, text: str) -> RegionOfInterest:

@@ -238,9 +238,42 @@ def resampling_text(model, views) -> str:
     else:
         text = "Slices are fed at their voxel size, not resampled."
     text += (
-        " Scans with a very different resolution from 0.625 x 0.625 x 1.25 mm have not been tested."
+        " Other voxel sizes (0.5-1.25 mm in-plane, 1.0-2.5 mm slices) and raw int16 intensities:"
+        " see the training grid section above; sizes outside those have not been tested."
     )
     return textwrap.fill(text, width=98, subsequent_indent="  ")
+
+
+GRID_SECTION = """## Training grid and other voxel sizes
+
+Trained at **{spacing} mm** voxels with a field of view of **{extent} mm** (medians over its
+{cases} training cases, in the order in-plane 1, in-plane 2, through-plane; `provenance.training_grid`
+of config.json, shown by `la-dinov2 models`). On the test patients resampled to other grids
+(`python benchmarks/resolution.py`, images cubic, the expert masks linear then > 0.5, Dice against
+the resampled expert mask; [results](../../../../benchmarks/results/resolution-cpu.txt)):
+
+{table}
+
+Every grid, and raw-looking int16 intensities, stays within 0.01 Dice of the native grid, so
+volumes are segmented on their own grid, not resampled to the training grid (resampling would cost
+time and move the mask off the image's voxels for no measured gain). The s/volume column was
+measured with 1 thread on a 2-core CPU that other jobs shared (see the results file): compare its
+rows with each other, not with the inference time above.
+"""
+
+
+def grid_section(model) -> str:
+    """The card's training grid and the measured table of benchmarks/resolution.py, if run."""
+    grid = model.provenance.get("training_grid")
+    if not grid:
+        return ""
+    results = REPO / "benchmarks" / "results" / "resolution-cpu.txt"
+    table = [line for line in results.read_text().splitlines() if line.startswith("|")] \
+        if results.is_file() else []  # fmt: skip
+    spacing = " x ".join(f"{v:g}" for v in grid["spacing_mm"])
+    extent = " x ".join(f"{v:g}" for v in grid["field_of_view_mm"])
+    return GRID_SECTION.format(spacing=spacing, extent=extent, cases=grid["cases"],
+                               table="\n".join(table) or "(not measured)")  # fmt: skip
 
 
 def model_card(model, runs, split, results, seconds, train_seconds, use_tta, member_dice) -> str:
@@ -326,12 +359,16 @@ slices holding atrium, flips / rotations (±15°) / scalings (0.85-1.15) / contr
 and noise; the epoch with the best validation Dice kept. Training took {"; ".join(trained_where)}{" (one run per member, in this order)" if n > 1 else ""}
 (torch {torch.__version__}, {platform.system()}; 2-core machines that other jobs may share).{copies_text(model, views)} Re-run: see `training/default_model/README.md` in the repository.
 
+{grid_section(model)}
 ## Intended use and limits
 
-- It expects **atrium-centred crops like the training data** (about 110-145 mm in-plane around
-  the atrium). On a full field-of-view scan (e.g. 576x576 or 640x640 voxels) give a region of
-  interest around the atrium: `la-dinov2 segment scan.nii.gz --roi r0:r1,c0:c1[,z0:z1] ...`, or a
-  Shapes rectangle in the napari Segment widget. Outside the region the mask is 0.
+- It expects **atrium-centred crops like the training data** (a median 119 x 89 mm in-plane, 110
+  mm through-plane). On a full field-of-view scan (e.g. 576x576 or 640x640 voxels) click the
+  atrium: `la-dinov2 segment scan.nii.gz --center i,j,k ...` (array indices), or a Points layer
+  as "Centre (Points)" in the napari Segment widget, segments a region of that field of view (mm,
+  converted with the scan's voxel size) around the click; or give a box, `--roi
+  r0:r1,c0:c1[,z0:z1]` or a Shapes rectangle. Outside the region the mask is 0. Finding the
+  atrium without a click would need full field-of-view training data, which we do not have.
 - {resampling_text(model, views)}
 - Trained on one centre's data (the 2018 challenge release): other
   sequences, contrast timings and pathologies have not been tested. Check every mask; correct

@@ -25,10 +25,11 @@ from magicgui.widgets import (
     SpinBox,
     create_widget,
 )
-from napari.layers import Image, Shapes
+from napari.layers import Image, Points, Shapes
 from napari.utils.notifications import show_error, show_warning
 
 from ..errors import InputError
+from ..grid import fallback_note, field_of_view_mm
 from ..inference import Predictor, RegionOfInterest
 from ..measures import LAMeasures, la_measures, plausibility_warnings
 from ..models import load_model
@@ -70,6 +71,31 @@ def roi_from_shapes(shapes: Shapes, image: Image, slice_axis: int) -> RegionOfIn
     )
 
 
+def center_from_points(points: Points, image: Image) -> tuple[int, int, int]:
+    """The image's file-order voxel under the last point of ``points`` (a click on the atrium):
+    data -> world -> image data -> file index, so any scale, translation or display order holds."""
+    if len(points.data) == 0:
+        raise InputError(f"the Points layer '{points.name}' has no point; click the atrium first.")
+    world = np.asarray(points.data_to_world(points.data[-1]), dtype=float)[-image.ndim :]
+    index = layer_to_file_index(image, np.asarray(image.world_to_data(world), dtype=float)[None])
+    center = np.round(index[0]).astype(int)
+    shape = layer_volume(image)[0].shape
+    if np.any(center < 0) or np.any(center >= shape):
+        raise InputError(
+            f"the last point of '{points.name}' is outside the image '{image.name}'; "
+            "click inside the volume."
+        )
+    return tuple(int(c) for c in center)
+
+
+def region_for_model(model, center, meta) -> RegionOfInterest:
+    """The model's training field of view around ``center`` (as ``la-dinov2 segment --center``)."""
+    extent, recorded = field_of_view_mm(model.provenance)
+    if not recorded:  # a worker's warnings become notifications
+        warnings.warn(fallback_note(model.display_name), UserWarning, stacklevel=2)
+    return RegionOfInterest.around(center, meta, extent)
+
+
 FLIP_CHOICES = {"as the model recommends": None, "on": True, "off": False}
 
 
@@ -109,6 +135,7 @@ def start_segmentation(
     device: str = "auto",
     batch_size: int = 8,
     roi: RegionOfInterest | None = None,
+    center: tuple[int, int, int] | None = None,
     morphology: bool = True,
     largest_cc: bool = True,
     flip_tta: bool | None = None,
@@ -116,7 +143,8 @@ def start_segmentation(
     on_finished=None,
 ) -> Job:
     """Segment ``image_layer`` with ``source`` in a worker; add the mask as a Labels layer and
-    show each plausibility warning. ``on_done(layer, measures)`` runs after that."""
+    show each plausibility warning. ``center`` (file voxel indices) replaces ``roi`` by the
+    model's field of view around it. ``on_done(layer, measures)`` runs after that."""
     volume, meta = layer_volume(image_layer)
     label = label or KNOWN_MODELS.label_of(source)
 
@@ -135,7 +163,7 @@ def start_segmentation(
         labels = predictor.predict(
             volume,
             meta,
-            roi=roi,
+            roi=roi if center is None else region_for_model(model, center, meta),
             progress=lambda done, total: report({"done": done, "total": total}),
             cancel=stop,
         )
@@ -177,6 +205,10 @@ class SegmentWidget(Container):
         self.roi = create_widget(
             annotation=Shapes, label="ROI rectangle", options={"nullable": True}
         )
+        # One click on the atrium of a full field-of-view scan: the model's field of view there.
+        self.centre = create_widget(
+            annotation=Points, label="Centre (Points)", options={"nullable": True}
+        )
         self.morphology = CheckBox(text="Opening + closing", value=True)
         self.largest_cc = CheckBox(text="Keep the largest component", value=True)
         # A checkpoint records whether flip averaging helped on its validation cases; the
@@ -197,6 +229,7 @@ class SegmentWidget(Container):
                 self.device,
                 self.batch_size,
                 self.roi,
+                self.centre,
                 self.morphology,
                 self.largest_cc,
                 self.flip_tta,
@@ -206,6 +239,7 @@ class SegmentWidget(Container):
             ]
         )
         self.roi.value = None
+        self.centre.value = None
         self.job: Job | None = None
         self.last_layer = None
         self.last_measures: LAMeasures | None = None
@@ -240,9 +274,13 @@ class SegmentWidget(Container):
             from ._layers import layer_volume
 
             _, meta = layer_volume(image_layer)
-            roi = None
+            roi = center = None
+            if self.roi.value is not None and self.centre.value is not None:
+                raise InputError("choose an ROI rectangle or a centre, not both.")
             if self.roi.value is not None:
                 roi = roi_from_shapes(self.roi.value, image_layer, meta.through_plane_axis())
+            if self.centre.value is not None:
+                center = center_from_points(self.centre.value, image_layer)
             self.job = start_segmentation(
                 self.viewer,
                 image_layer,
@@ -250,6 +288,7 @@ class SegmentWidget(Container):
                 device=self.device.value,
                 batch_size=self.batch_size.value,
                 roi=roi,
+                center=center,
                 morphology=self.morphology.value,
                 largest_cc=self.largest_cc.value,
                 flip_tta=FLIP_CHOICES[self.flip_tta.value],

@@ -81,10 +81,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision", default="auto", choices=PRECISIONS, help="autocast on CUDA (auto: bf16)"
     )
-    parser.add_argument(
+    region = parser.add_mutually_exclusive_group()
+    region.add_argument(
         "--roi",
         metavar="r0:r1,c0:c1[,z0:z1]",
         help="in-plane box (and slice range) in array indices, stops exclusive; mask 0 outside",
+    )
+    region.add_argument(
+        "--center",
+        metavar="i,j,k",
+        help="a voxel in the atrium (array indices): segment a region of the model's training "
+        "field of view (mm) around it, for a full field-of-view scan; mask 0 outside",
     )
     parser.add_argument(
         "--slice-axis",
@@ -113,6 +120,34 @@ def check_png_path(path: str, overwrite: bool) -> Path:
     return check_output_path(path, overwrite, suffixes=(".png",), role="overlay", noun="overlay")
 
 
+def parse_center(text: str, shape) -> tuple[int, int, int]:
+    """--center 'i,j,k' as array indices inside a volume of ``shape``."""
+    try:
+        center = tuple(int(v) for v in text.split(","))
+        if len(center) != 3:
+            raise ValueError
+    except ValueError:
+        raise InputError(f"--center {text!r} is not of the form i,j,k (three integers).") from None
+    if any(not 0 <= c < n for c, n in zip(center, shape)):
+        raise InputError(
+            f"--center {text} is outside the volume of shape {tuple(shape)}; "
+            "give array indices from 0 to shape - 1."
+        )
+    return center
+
+
+def center_region(center, meta, slice_axis: int, model):
+    """The region of the model's training field of view around ``center`` (says on stderr
+    when the model does not record its field of view and the fallback is used)."""
+    from ..grid import fallback_note, field_of_view_mm
+    from ..inference import RegionOfInterest
+
+    extent, recorded = field_of_view_mm(model.provenance)
+    if not recorded:
+        print(f"note: {fallback_note(model.display_name)}", file=sys.stderr)
+    return RegionOfInterest.around(center, meta, extent, slice_axis)
+
+
 def _same_file(a: Path, b: Path) -> bool:
     return a.expanduser().resolve() == b.expanduser().resolve()
 
@@ -136,9 +171,12 @@ def run(args: argparse.Namespace) -> int:
     check_mask_output(out, meta)  # a .dcm (DICOM SEG) output needs a DICOM input
     slice_axis = args.slice_axis if args.slice_axis is not None else meta.through_plane_axis()
     (roi or RegionOfInterest()).clamp(volume.shape, slice_axis)  # checks the ROI before loading
+    center = parse_center(args.center, volume.shape) if args.center else None
 
     name = args.model if args.checkpoint is None else args.checkpoint
     model = load_model(name, backbone_source=args.backbone_source)
+    if center is not None:
+        roi = center_region(center, meta, slice_axis, model)
     if model.untrained_warning():
         print(f"warning: {model.untrained_warning()}", file=sys.stderr)
     predictor = Predictor(

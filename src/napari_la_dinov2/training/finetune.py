@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import CancelledError, InputError, is_cancelled
+from ..grid import training_grid
 from ..inference import Predictor, resolve_device
 from ..metrics import dice
 from ..models import MODEL_SPECS, LASegmenter, load_model
@@ -264,7 +265,7 @@ def _setup(cases, config: TrainConfig, val_cases, replay, progress, stop, cache)
     return _Run(
         config, run_dir, model, predictor, batches, module, optimizer,
         _schedule(optimizer, config, steps * config.epochs), _make_loss(config.loss),
-        val_set or train_cases, _provenance_base(model, config, split, val_on_train, run_dir),
+        val_set or train_cases, _provenance_base(model, config, split, val_on_train, run_dir, train_cases),
         steps, rank, world, report, stop,
     )  # fmt: skip
 
@@ -358,9 +359,11 @@ def finetune(
     return RunResult(run.run_dir, best_dir, last_dir, history, best, stopped, run.model)
 
 
-def _provenance_base(model, config, split, val_on_train, run_dir) -> dict:
+def _provenance_base(model, config, split, val_on_train, run_dir, train_cases) -> dict:
     """What every checkpoint of the run records. The cases the starting model already learnt
-    from (e.g. the embedded model's 64) stay listed: ``unseen`` must not offer them."""
+    from (e.g. the embedded model's 64) stay listed: ``unseen`` must not offer them. The
+    training grid is this run's (what the model was last fitted to): a region picked from one
+    click spans its field of view."""
     base_name = model.provenance.get("base_display_name", model.display_name)
     seen = {k: list(model.provenance.get(k, [])) for k in ("trained_on", "validated_on")}
     return {
@@ -370,6 +373,7 @@ def _provenance_base(model, config, split, val_on_train, run_dir) -> dict:
         "validated_on": list(dict.fromkeys(seen["validated_on"] + split["val"])),
         "this_run": {"trained_on": split["train"], "validated_on": split["val"]},
         "val_on_train": val_on_train,
+        "training_grid": training_grid(case.meta for case in train_cases),
         "base_model": config.model,
         "base_display_name": base_name,
         "train_config": config.to_dict(),
