@@ -28,7 +28,7 @@ def available_memory() -> int | None:
         import psutil
 
         return int(psutil.virtual_memory().available)
-    except ImportError:  # pragma: no cover - psutil comes with our dependencies in practice
+    except ImportError:  # pragma: no cover - psutil is a dependency; a broken install still runs
         try:
             return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError, AttributeError):

@@ -1,0 +1,237 @@
+"""The correction loop, measured: a simulated user corrects a weak model's masks case after case.
+
+Starts from a weak model (the embedded default's architecture, trained on 4 LA 2018 patients)
+and takes the default model's 8 test patients in sequence. For each case: predict, count what
+the user must correct against the expert mask (1 - Dice, and the slices whose error is over
+5%), "correct" it, run a quick round (``TrainConfig.quick_round``, earlier corrected cases
+replayed), then go on. Three arms on the same sequence:
+
+- ``none``: no fine-tuning (the weak model throughout);
+- ``whole``: the user corrects whole cases (the expert mask), and each round trains on them;
+- ``doubt``: the user fixes only the k most doubtful slices (``doubt.rank_slices``; k = 10% of
+  the slices), the rest keeps the model's guess, and the round weighs the fixed slices.
+
+It also reports whether the doubt ranking finds the errors: the share of the error voxels that
+lie in the 10% most doubtful slices (a random choice of slices holds 10% on average), and the
+time of one quick round of the embedded default model on one corrected case.
+
+    python benchmarks/correction_loop.py --threads 2 --out benchmarks/results/correction-loop-cpu.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from napari_la_dinov2.doubt import doubt_map, rank_slices  # noqa: E402
+from napari_la_dinov2.inference import Predictor  # noqa: E402
+from napari_la_dinov2.metrics import dice  # noqa: E402
+from napari_la_dinov2.models import load_model  # noqa: E402
+from napari_la_dinov2.training import TrainConfig, finetune, load_case_folder  # noqa: E402
+
+ARMS = ("none", "whole", "doubt")
+SLICE_ERROR = 0.05  # a slice "needs correcting" when its 1 - Dice is above this
+WEAK = dict(  # the embedded default's architecture and input, trained briefly on 4 patients
+    model="unet_ensemble",
+    model_kwargs=dict(members=3, channels=[16, 32, 64, 128, 256], strides=[2, 2, 2, 2]),
+    preprocessing=dict(input_size=192, intensity="zscore", context=1, branches=[
+        dict(view="through-plane", fit="pad"), dict(view="in-plane-1", fit="stretch"),
+        dict(view="in-plane-2", fit="stretch")]),
+    loss="bce_dice", lr=1e-3, schedule="cosine", pretrained=False,
+)  # fmt: skip
+
+
+def effort(mask: np.ndarray, truth: np.ndarray, slice_axis: int) -> tuple[float, int]:
+    """(1 - Dice, slices whose own 1 - Dice is above SLICE_ERROR) of a mask against the truth."""
+    bad = 0
+    for z in range(mask.shape[slice_axis]):
+        m, t = np.take(mask, z, slice_axis) > 0, np.take(truth, z, slice_axis) > 0
+        if (m.any() or t.any()) and 1 - dice(m, t) > SLICE_ERROR:
+            bad += 1
+    return 1 - dice(mask > 0, truth > 0), bad
+
+
+def doubt_capture(mask, truth, doubt, slice_axis: int) -> float:
+    """Share of the error voxels in the 10% most doubtful slices."""
+    errors = np.moveaxis((mask > 0) != (truth > 0), slice_axis, 0).reshape(
+        mask.shape[slice_axis], -1
+    )
+    per_slice = errors.sum(1)
+    if not per_slice.sum():
+        return float("nan")
+    top = rank_slices(doubt, slice_axis, count=max(1, mask.shape[slice_axis] // 10))
+    return float(per_slice[top].sum() / per_slice.sum())
+
+
+def fixed_slices(mask, truth, doubt, slice_axis: int, k: int) -> np.ndarray:
+    """The user's correction in the doubt arm: the k most doubtful slices take the expert's."""
+    corrected = mask.copy()
+    for z in rank_slices(doubt, slice_axis, count=k):
+        index = [slice(None)] * 3
+        index[slice_axis] = z
+        corrected[tuple(index)] = truth[tuple(index)]
+    return corrected
+
+
+def run_arm(arm, weak_dir, sequence, args, log) -> list[dict]:
+    model, replay, rows = load_model(weak_dir), [], []
+    for index, case in enumerate(sequence):
+        predictor = Predictor(model, device="cpu", batch_size=8)
+        prepared = predictor.prepare(case.image, case.meta)
+        probability, doubt = doubt_map(predictor, prepared)
+        mask = predictor.labels(probability, prepared)
+        axis = prepared.slice_axis
+        loss, bad = effort(mask, case.labels, axis)
+        row = dict(arm=arm, case=index + 1, name=case.name, one_minus_dice=loss, bad_slices=bad,
+                   doubt_capture=doubt_capture(mask, case.labels, doubt, axis), round_s=0.0)  # fmt: skip
+        if arm != "none":
+            k = max(1, case.image.shape[axis] // 10)
+            labels = (
+                case.labels if arm == "whole" else fixed_slices(mask, case.labels, doubt, axis, k)
+            )
+            if not labels.any():
+                labels = case.labels
+            corrected = replace(case, labels=labels, prediction=mask)
+            config = TrainConfig.quick_round(
+                model=str(weak_dir) if index == 0 and not replay else str(args.work / arm / "last"),
+                device="cpu", output_dir=str(args.work / arm / f"round{index + 1}"), seed=index,
+                **_round_steps(args),
+            )  # fmt: skip
+            started = time.perf_counter()
+            result = finetune([corrected], config, replay=replay[-args.replay :] or None)
+            row["round_s"] = time.perf_counter() - started
+            model = result.model.eval()
+            args.work.joinpath(arm).mkdir(parents=True, exist_ok=True)
+            _link_last(args.work / arm / "last", result.last_checkpoint)
+            replay.append(corrected)
+        rows.append(row)
+        log(f"{arm:6s} case {index + 1} {case.name}: 1-Dice {loss:.3f}, {bad} slices to fix, "
+            f"doubt capture {row['doubt_capture']:.2f}, round {row['round_s']:.0f} s")  # fmt: skip
+    return rows
+
+
+def _round_steps(args) -> dict:
+    return {"steps_per_epoch": args.round_steps} if args.round_steps else {}
+
+
+def _link_last(link: Path, target: Path) -> None:
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target.resolve(), target_is_directory=True)
+
+
+def train_weak(cases, args, log) -> Path:
+    out = args.work / "weak"
+    if (out / "best" / "model.safetensors").is_file():
+        log(f"weak model: reusing {out / 'best'}")
+        return out / "best"
+    config = TrainConfig(**WEAK, epochs=args.weak_epochs, steps_per_epoch=args.weak_steps,
+                         batch_size=8, device="cpu", output_dir=str(out), seed=0)  # fmt: skip
+    started = time.perf_counter()
+    result = finetune(cases[:4], config, val_cases=cases[4:6])
+    log(f"weak model: 4 patients, {args.weak_epochs} x {args.weak_steps} steps, "
+        f"val Dice {result.best_val_dice:.3f}, {time.perf_counter() - started:.0f} s")  # fmt: skip
+    return out / "best"
+
+
+def default_round_seconds(case, args) -> float:
+    """One quick round of the embedded default model on one corrected case."""
+    config = TrainConfig.quick_round(model="default", device="cpu",
+                                     output_dir=str(args.work / "default-round"),
+                                     **_round_steps(args))  # fmt: skip
+    started = time.perf_counter()
+    finetune([case], config)
+    return time.perf_counter() - started
+
+
+def summary(rows: list[dict]) -> list[str]:
+    lines = ["| arm | 1 - Dice (cases 2-8) | slices to fix (cases 2-8) | s / round |",
+             "|---|---|---|---|"]  # fmt: skip
+    for arm in ARMS:
+        later = [r for r in rows if r["arm"] == arm and r["case"] > 1]
+        rounds = [r["round_s"] for r in rows if r["arm"] == arm and r["round_s"]]
+        lines.append(
+            f"| {arm} | {np.mean([r['one_minus_dice'] for r in later]):.3f} | "
+            f"{np.mean([r['bad_slices'] for r in later]):.1f} | "
+            f"{np.mean(rounds) if rounds else 0:.0f} |"
+        )
+    capture = [r["doubt_capture"] for r in rows if r["arm"] == "none"]
+    lines.append(f"\nDoubt ranking (weak model, no fine-tuning): the 10% most doubtful slices hold "
+                 f"{np.nanmean(capture):.0%} of the error voxels (random: 10%).")  # fmt: skip
+    return lines
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 3.4), dpi=110)
+    axes = figure.subplots(1, 2)
+    for arm in ARMS:
+        mine = [r for r in rows if r["arm"] == arm]
+        axes[0].plot(
+            [r["case"] for r in mine], [r["one_minus_dice"] for r in mine], marker="o", label=arm
+        )
+        axes[1].plot(
+            [r["case"] for r in mine], [r["bad_slices"] for r in mine], marker="o", label=arm
+        )
+    axes[0].set(xlabel="case in sequence", ylabel="1 - Dice before correction")
+    axes[1].set(xlabel="case in sequence", ylabel="slices with error > 5%")
+    axes[0].legend()
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "la2018")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "correction-loop")
+    parser.add_argument("--weak-epochs", type=int, default=6)
+    parser.add_argument("--weak-steps", type=int, default=50)
+    parser.add_argument("--replay", type=int, default=2, help="earlier cases replayed per round")
+    parser.add_argument("--cases", type=int, default=8, help="fewer only to smoke-test")
+    parser.add_argument("--round-steps", type=int, help="the quick round's steps (its preset)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, help="also write the log and table here")
+    parser.add_argument("--plot", type=Path, default=REPO / "docs" / "correction_loop.png")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    lines = [f"# benchmarks/correction_loop.py {' '.join(argv or sys.argv[1:])}",
+             f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
+             f"torch {torch.__version__}"]  # fmt: skip
+
+    def log(text: str) -> None:
+        lines.append(text)
+        print(text, flush=True)
+
+    print("\n".join(lines))
+    split = json.loads((REPO / "training/default_model/results/split.json").read_text())
+    weak_dir = train_weak(load_case_folder(args.data, names=split["train"][:4] + split["val"][:2]),
+                          args, log)  # fmt: skip
+    sequence = load_case_folder(args.data, names=split["test"][: args.cases])
+    rows = [row for arm in ARMS for row in run_arm(arm, weak_dir, sequence, args, log)]
+    log(f"quick round of the embedded default model on one corrected case: "
+        f"{default_round_seconds(sequence[0], args):.0f} s")  # fmt: skip
+    for line in summary(rows):
+        log(line)
+    plot(rows, args.plot)
+    if args.out:
+        args.out.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
