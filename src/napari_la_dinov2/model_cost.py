@@ -4,8 +4,8 @@
 - ``gflops_per_slice``: ``torch.utils.flop_counter.FlopCounterMode`` over one forward pass of
   one slice of the model's own input (``1xCxSxS``: its input size and channels) through the
   network of every branch, summed (a three-view ensemble runs three networks per position). A
-  multiply-add counts 2 FLOPs (convolutions, matrix products and attention; element-wise
-  operations are not counted). Flip averaging, where a checkpoint asks for it, doubles the
+  multiply-add counts 2 FLOPs (convolutions, matrix products and attention, whose CPU kernel
+  torch's counter misses and this module adds; element-wise operations are not counted). Flip averaging, where a checkpoint asks for it, doubles the
   inference cost and is not included.
 - ``seconds_per_volume``: either measured here, the wall time of
   :meth:`~napari_la_dinov2.inference.Predictor.predict` on one image (the whole path:
@@ -32,18 +32,30 @@ TIMING_FILE = "timing.csv"
 def count_flops(model) -> int:
     """FLOPs of one input slice through every branch's network (see the module docstring)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     size, channels = model.preprocessing.input_size, model.preprocessing.channels
     parameter = next(model.parameters())
     x = torch.zeros(1, channels, size, size, dtype=parameter.dtype, device=parameter.device)
-    total = 0
-    with torch.inference_mode():
-        for branch in model.branches:
-            with FlopCounterMode(display=False) as counter:
-                branch.net(x)
-            total += counter.get_total_flops()
-    return int(total)
+    return sum(forward_flops(branch.net, x) for branch in model.branches)
+
+
+def forward_flops(forward, *inputs) -> int:
+    """FLOPs that ``forward(*inputs)`` runs, by ``FlopCounterMode``, attention included."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # torch counts the CUDA attention kernels but not the CPU one: count it the same way, so a
+    # ViT's GFLOPs do not depend on the device.
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops}
+    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        forward(*inputs)
+    return int(counter.get_total_flops())
+
+
+def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
 def count_parameters(model) -> int:
