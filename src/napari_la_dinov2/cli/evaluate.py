@@ -176,7 +176,8 @@ def _evaluate(preds, gt, files, label) -> dict[str, list[dict]]:
 
     from ..evaluation import evaluate_files, evaluate_models
 
-    with tqdm(desc="evaluate", unit="case", file=sys.stderr, leave=False) as bar:
+    # disable=None: no bar when stderr is not a terminal (logs, pipes), so an error stays one line
+    with tqdm(desc="evaluate", unit="case", file=sys.stderr, leave=False, disable=None) as bar:
 
         def progress(done: int, total: int) -> None:
             bar.total = total
