@@ -186,3 +186,23 @@ def test_model_cost_of_a_multi_view_model_sums_its_branches():
         **kwargs,
     )
     assert count_flops(three) == 3 * count_flops(one) > 0
+
+
+def test_fewshot_summary_has_the_ci_over_cases_and_the_paired_tests(tmp_path):
+    from napari_la_dinov2.training.fewshot import write_summary
+
+    rows = []
+    for seed in (0, 1):
+        for model, results in _constructed(10).items():
+            rows += [
+                {"model": model, "budget_kind": "patients", "budget": 4, "n_train": 4,
+                 "seed": seed, **row}
+                for row in results
+            ]  # fmt: skip
+    write_summary(tmp_path / "summary.md", rows)
+    text = (tmp_path / "summary.md").read_text()
+    assert "| B | 4 patients | 4 | 2 | 80.0 ± 0.0 | 80.0 to 80.0 | 66.7 ± 0.0 |" in text
+    a_dice = np.mean([2 * (90 - i) / (180 - i) for i in range(10)]) * 100
+    assert f"| A | 4 patients | 4 | 2 | {a_dice:.1f} ± 0.0 |" in text
+    # per case, averaged over the two seeds, every A - B difference is positive: p = 2/2^10
+    assert "| A | B | 10 | 0.00195 (0.00195) |" in text

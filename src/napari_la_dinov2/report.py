@@ -85,6 +85,19 @@ def compare(
     return Comparison(aligned, dropped, summary, pairs, dict(costs or {}), **options)
 
 
+def case_means(rows: Sequence[Mapping]) -> list[dict]:
+    """Rows of the same ``case`` (e.g. one per seed) -> one row per case (first-seen order)
+    holding the mean of each metric of ``evaluate_case`` (``inf`` if any value is)."""
+    keys = ("dice", "iou", "hd95_mm", "assd_mm", "volume_ml_pred", "volume_ml_truth")
+    grouped: dict[str, list[Mapping]] = {}
+    for row in rows:
+        grouped.setdefault(str(row["case"]), []).append(row)
+    return [
+        {"case": case, **{k: float(sum(float(r[k]) for r in group)) / len(group) for k in keys}}
+        for case, group in grouped.items()
+    ]
+
+
 def summary_rows(comparison: Comparison) -> list[dict]:
     """One flat row per model (the summary CSV, see the module docstring)."""
     table = []
