@@ -140,6 +140,7 @@ def test_existing_output_refused_before_any_work(folders, capsys, option):
         (["--csv", "x.txt"], "must end in .csv"),
         (["--csv", "same.csv", "--summary-csv", "same.csv"], "same file"),
         (["--model", "C=default"], "no --pred of that name"),
+        (["--model", "A=unet_typo"], "neither a model name"),
         (["--time-image", "image.nii.gz"], "--model"),
         (["--pred", "A=elsewhere"], "given twice"),
         (["--resamples", "10"], "at least 100"),

@@ -234,7 +234,7 @@ def mean_sd_ci(stats: Mapping[str, float], scale: float = 1.0, decimals: int = 1
     if math.isnan(stats["mean"]):
         return "–"
     if math.isinf(stats["mean"]):
-        return f"inf ({stats['n_inf']} missed)"
+        return f"inf ({stats['n_inf']} with one mask empty)"
     text = f"{stats['mean'] * scale:.{decimals}f} ± {stats['sd'] * scale:.{decimals}f}"
     if not math.isnan(stats["ci_low"]):
         text += (

@@ -137,6 +137,22 @@ def _check_outputs(args) -> None:
         raise InputError(f"--resamples {args.resamples}: give at least 100 bootstrap resamples.")
 
 
+def _check_models(models: dict[str, str]) -> None:
+    """Refuse a model source that cannot load before the evaluation, not after it."""
+    from ..models import ALIASES, MODEL_SPECS
+
+    for name, source in models.items():
+        path = Path(source).expanduser()
+        if source in ALIASES or source in MODEL_SPECS or path.is_dir():
+            continue
+        if "/" in source and not path.exists():  # a hub repo id, checked when it loads
+            continue
+        raise InputError(
+            f"--model {name}={source}: neither a model name ({', '.join([*ALIASES, *MODEL_SPECS])}"
+            "), a checkpoint folder nor a hub repo id (owner/name)."
+        )
+
+
 def _costs(args, preds: dict[str, Path], models: dict[str, str], cases: list[str]) -> dict:
     from ..model_cost import model_cost, read_timing
 
@@ -198,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise InputError(f"--model {unknown[0]}=...: no --pred of that name; name each model "
                          "like its predictions.")  # fmt: skip
+    _check_models(models)
     if args.time_image and not models:
         raise InputError("--time-image times the models named by --model NAME=SOURCE; give one.")
     if args.time_image and not Path(args.time_image).expanduser().exists():

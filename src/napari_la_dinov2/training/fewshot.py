@@ -23,7 +23,8 @@ Results (``output_dir``)::
                           LA volumes, plus the run's number of training patients and best
                           validation Dice
     summary.md            per model and budget: mean +- SD over seeds of the per-run mean Dice
-                          (and IoU)
+                          (and IoU), a bootstrap 95% CI over the test cases, and paired
+                          Wilcoxon tests between models (see :func:`write_summary`)
     fewshot.png           Dice against the number of training patients (and against the
                           fraction), one line per model, mean over seeds with a +-SD band
                           (the paper's Fig. 2)
