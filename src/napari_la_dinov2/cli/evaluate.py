@@ -223,6 +223,9 @@ def run(args: argparse.Namespace) -> int:
 
     results = _evaluate(preds, gt, files, args.label)
     comparison = compare(results, n_resamples=args.resamples, seed=args.seed)
+    if comparison.n_cases == 0:
+        raise InputError("no case has a prediction from every model; name each model's masks "
+                         "like the references, so that the same cases can be compared.")  # fmt: skip
     cases = [str(row["case"]) for row in next(iter(comparison.aligned.values()))]
     comparison.costs = _costs(args, preds, models, cases)
     _print_cases(results)
