@@ -9,7 +9,8 @@ Definitions (the README's evaluate section repeats them):
   resamples of the cases with replacement, drawn by ``numpy.random.default_rng(seed)`` (default
   seed 0, so a report is reproducible), the 2.5th and 97.5th percentiles of their means
   (``scipy.stats.bootstrap(method='percentile')``). With one case, or an infinite value (a
-  distance to an empty mask), the interval is not computed (NaN).
+  distance to an empty mask), the interval is not computed (NaN). With few cases (under about
+  20) a percentile interval is somewhat too narrow: it is approximate there.
 - **Paired Wilcoxon signed-rank test** between two models, on the per-case differences
   (``scipy.stats.wilcoxon``, two-sided). Zero differences are dropped (Wilcoxon's original
   ``zero_method='wilcox'``); ``n_nonzero`` says how many remained. The p-value is exact (the
