@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io import SUPPORTED_SUFFIXES, VolumeMeta, atomic_write, read_labels, read_volume
+from ..io import (
+    SUPPORTED_SUFFIXES,
+    VolumeMeta,
+    atomic_write,
+    case_name,
+    read_labels,
+    read_volume,
+)
 
 LABEL_FOLDER_NAMES = ("labels", "masks", "labelsTr", "label")
 IMAGE_FOLDER_NAMES = ("images", "imagesTr", "image")
@@ -62,17 +69,9 @@ def cases_from_arrays(items) -> list[Case]:
     return cases
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def _volumes_in(folder: Path) -> dict[str, Path]:
     return {
-        _stem(p): p
+        case_name(p): p
         for p in sorted(folder.iterdir())
         if p.is_file() and any(p.name.lower().endswith(s) for s in SUPPORTED_SUFFIXES)
     }
