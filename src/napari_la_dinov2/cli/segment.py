@@ -152,8 +152,10 @@ def run(args: argparse.Namespace) -> int:
         from .batch import run_folder
 
         return run_folder(args)
+    from ..batch import measure_mask
     from ..inference import RegionOfInterest, autocast_dtype, resolve_device
     from ..io import check_mask_output, read_volume
+    from ..metrics import la_volume_ml
     from .batch import build_predictor
 
     out, png, mesh_out = check_outputs(args)
@@ -168,12 +170,16 @@ def run(args: argparse.Namespace) -> int:
     predictor = build_predictor(args, device)
     labels, seconds = _predict(predictor, volume, meta, slice_axis, roi)
     mesh = _mesh(labels, meta, args) if mesh_out is not None else None
-    measures, warnings = _measure(labels, meta, mesh, region if roi is not None else None)
-    _write(args, out, png, mesh_out, volume, labels, meta, mesh, slice_axis, predictor)
+    # The warnings speak of the region segmented when there was one, else of the volume.
+    measures, warnings = measure_mask(
+        labels, meta, region=region if roi is not None else None, mesh=mesh
+    )
+    title = f"{Path(args.input).name}: {predictor.model.display_name}"
+    _write(args, (out, png, mesh_out), volume, labels, meta, mesh, slice_axis, title)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(
-        f"{out}: LA volume {la_volume(labels, meta):.1f} mL ({int(labels.sum())} voxels) in "
+        f"{out}: LA volume {la_volume_ml(labels, meta.spacing):.1f} mL ({int(labels.sum())} voxels) in "
         f"{seconds:.1f} s; model {predictor.model.display_name} on {predictor.device}"
         + (f"; overlay {png}" if png is not None else "")
         + (f"; mesh {mesh_out}" if mesh_out is not None else "")
@@ -183,12 +189,6 @@ def run(args: argparse.Namespace) -> int:
 
         print("\n".join(measure_lines(measures)))
     return 0
-
-
-def la_volume(labels, meta) -> float:
-    from ..metrics import la_volume_ml
-
-    return la_volume_ml(labels, meta.spacing)
 
 
 def _predict(predictor, volume, meta, slice_axis, roi):
@@ -219,23 +219,17 @@ def _mesh(labels, meta, args):
     return mesh_from_mask(labels, meta, ras=args.ras)
 
 
-def _measure(labels, meta, mesh, region):
-    from ..batch import measure_mask
-
-    return measure_mask(labels, meta, region=region, mesh=mesh)
-
-
-def _write(args, out, png, mesh_out, volume, labels, meta, mesh, slice_axis, predictor) -> None:
+def _write(args, paths, volume, labels, meta, mesh, slice_axis, title) -> None:
     """The mask, its overlay and its mesh as one unit: all are written, or none."""
     from ..io import write_labels
     from ..mesh import write_mesh
     from ..outputs import OutputGroup
     from ..overlay import save_overlay
 
+    out, png, mesh_out = paths
     with OutputGroup(overwrite=args.overwrite) as group:
         write_labels(out, labels, meta, overwrite=args.overwrite, group=group)
         if png is not None:
-            title = f"{Path(args.input).name}: {predictor.model.display_name}"
             save_overlay(png, volume, labels, spacing=meta.spacing, slice_axis=slice_axis,
                          title=title, axcodes=meta.axcodes, overwrite=args.overwrite,
                          group=group)  # fmt: skip
