@@ -103,6 +103,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--threshold", type=_probability, default=0.5, help="probability threshold (0.5)"
     )
+    _add_output_options(parser)
+    return parser
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--png", metavar="OUT.png", help="also write a PNG overlay of the mask")
     parser.add_argument(
         "--mesh-out",
@@ -113,7 +118,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--ras", action="store_true", help="the mesh in RAS instead of LPS (Slicer's export)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    return parser
 
 
 def is_folder_run(args: argparse.Namespace) -> bool:
