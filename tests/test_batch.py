@@ -73,7 +73,7 @@ def test_case_name_strips_every_input_suffix(tmp_path):
 
 
 def test_batch_reports_a_bad_case_and_skips_finished_ones(tmp_path, tiny_checkpoint, capsys):
-    source, out = tmp_path / "in", tmp_path / "out" / "deeper"  # OUT_DIR and its parent are made
+    source, out = tmp_path / "in", tmp_path / "out"  # OUT_DIR is made
     _write_cases(source, ["a", "b"])
     (source / "broken.nii.gz").write_text("not an image\n")
     (source / "notes.txt").write_text("not a scan: ignored\n")
@@ -127,6 +127,7 @@ def test_batch_refuses_before_loading_the_model(tmp_path, tiny_checkpoint, monke
         "unrecorded mask": ([source, "--out", out], "does not record it"),
         "out is the input": ([source, "--out", source], "input folder"),
         "out under a file": ([source, "--out", tmp_path / "a_file" / "o"], "is a file"),
+        "out's parent missing": ([source, "--out", tmp_path / "no" / "o"], "does not exist"),
         "no scans": ([empty, "--out", tmp_path / "o2"], "holds no volume file"),
         "same name twice": ([twice, "--out", tmp_path / "o3"], "several scans named c"),
         "png in a batch": (

@@ -130,12 +130,13 @@ def write_stats(path: Path, rows: dict[str, dict[str, str]]) -> None:
 
 def plan_batch(in_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> BatchPlan:
     """Every check of a batch run, before any work: the cases, the output folder (it may be
-    missing: it is made when the run starts), ``stats.csv`` and the masks already there."""
+    missing, and is made when the run starts, but not its parent: a missing parent is more
+    likely a typo than a wish for a new tree), ``stats.csv`` and the masks already there."""
     cases = find_cases(in_dir)
     out_dir = Path(out_dir).expanduser()
     if out_dir.resolve() == Path(in_dir).expanduser().resolve():
         raise InputError(f"{out_dir} is the input folder; write the masks to another folder.")
-    check_output_folder(out_dir, allow_missing=True)
+    check_output_folder(out_dir if out_dir.exists() else out_dir.parent)
     plan = BatchPlan(out_dir=out_dir, todo=[], skipped=[])
     plan.rows = {} if overwrite else read_stats(plan.stats_path)
     for name, source in cases:
@@ -204,7 +205,7 @@ def _one_line(error: Exception) -> str:
 def run_batch(plan: BatchPlan, predictor, model_name: str) -> Iterator[CaseResult]:
     """Segment the plan's cases one by one, yielding each result as it is recorded. A case that
     fails gets its row (status: the error's sentence) and the run goes on; Ctrl-C stops it."""
-    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    plan.out_dir.mkdir(exist_ok=True)
     _remove_stale_temporaries(plan)
     for name, source in plan.todo:
         plan.rows[name] = {"case": name, "status": UNFINISHED, "model": model_name}
