@@ -24,8 +24,6 @@ from .errors import InputError
 from .io import VolumeMeta, case_name, is_supported_path, read_labels_with_meta
 from .metrics import evaluate_case
 
-__all__ = ["case_name"]  # the command line's evaluate names cases with it
-
 
 def _binary(labels: np.ndarray, path: Path) -> np.ndarray:
     values = np.unique(labels)

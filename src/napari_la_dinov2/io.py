@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .outputs import OutputGroup, atomic_write, check_output_path, default_permissions
 
-__all__ = ["atomic_write", "check_output_path", "default_permissions"]  # their home was here
+# Output helpers lived here before outputs.py; importers of io.default_permissions still work.
+from .outputs import OutputGroup, atomic_write, check_output_path
+from .outputs import default_permissions as default_permissions
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
