@@ -21,19 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
 from .errors import InputError
-from .io import VolumeMeta, is_supported_path, read_labels_with_meta
+from .io import VolumeMeta, case_name, is_supported_path, read_labels_with_meta
 from .metrics import evaluate_case
-
-
-def case_name(path: str | os.PathLike) -> str:
-    """The file name without its image suffix: ``/a/case01.nii.gz`` -> ``case01``."""
-    name = Path(path).name
-    for suffix in sorted(io.SUPPORTED_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(path).stem
 
 
 def select_label(labels: np.ndarray, path: str | os.PathLike, label: int | None = None):
