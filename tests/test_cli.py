@@ -36,31 +36,6 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny-unet")
 
 
-def _constant_checkpoint(folder: Path, logit: float) -> Path:
-    model = build_model("unet", preprocessing=TINY_UNET_PREPROCESSING, **TINY_UNET_KWARGS)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.zero_()
-        for module in model.modules():
-            if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
-                if module.out_channels == 1 and module.bias is not None:
-                    module.bias.fill_(logit)
-    return save_checkpoint(model, folder)
-
-
-@pytest.fixture(scope="module")
-def foreground_checkpoint(tmp_path_factory) -> Path:
-    """A tiny UNet that calls every pixel atrium (all weights 0, output biases +5): its mask is
-    known in advance, so the region of interest and the reported volume can be checked."""
-    return _constant_checkpoint(tmp_path_factory.mktemp("ckpt") / "all-foreground", 5.0)
-
-
-@pytest.fixture(scope="module")
-def background_checkpoint(tmp_path_factory) -> Path:
-    """A tiny UNet that finds no atrium anywhere (output biases -5): an empty mask."""
-    return _constant_checkpoint(tmp_path_factory.mktemp("ckpt") / "all-background", -5.0)
-
-
 @pytest.fixture
 def synthetic_nifti(tmp_path) -> Path:
     image, _ = synthetic_case()

@@ -34,8 +34,6 @@ def _probability(text: str) -> float:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..models import ALIASES, DEFAULT_MODEL_NAME, list_models
-
     parser = subparsers.add_parser(
         "segment",
         help="segment the left atrium of a volume (or a folder of them), print its measures",
@@ -61,6 +59,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--series", metavar="UID", help="the SeriesInstanceUID to read from a DICOM folder"
     )
+    _add_model_options(parser)
+    _add_region_options(parser)
+    _add_output_options(parser)
+    return parser
+
+
+def _add_model_options(parser) -> None:
+    """Which model, where it runs, and what it turns into a mask."""
+    from ..models import ALIASES, DEFAULT_MODEL_NAME, list_models
+
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--model",
@@ -88,6 +96,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision", default="auto", choices=PRECISIONS, help="autocast on CUDA (auto: bf16)"
     )
+    parser.add_argument(
+        "--no-morphology", action="store_true", help="skip the in-plane opening + closing"
+    )
+    parser.add_argument(
+        "--no-largest-cc", action="store_true", help="keep every connected component"
+    )
+    parser.add_argument(
+        "--threshold", type=_probability, default=0.5, help="probability threshold (0.5)"
+    )
+
+
+def _add_region_options(parser) -> None:
+    """Where in the volume: a box, or one click on the atrium, and the slicing axis."""
     region = parser.add_mutually_exclusive_group()
     region.add_argument(
         "--roi",
@@ -107,17 +128,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="the acquisition's through-plane axis, which slices are cut along (default: the "
         "coarsest axis of the affine); a multi-view model's other views are taken relative to it",
     )
-    parser.add_argument(
-        "--no-morphology", action="store_true", help="skip the in-plane opening + closing"
-    )
-    parser.add_argument(
-        "--no-largest-cc", action="store_true", help="keep every connected component"
-    )
-    parser.add_argument(
-        "--threshold", type=_probability, default=0.5, help="probability threshold (0.5)"
-    )
-    _add_output_options(parser)
-    return parser
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
