@@ -52,6 +52,7 @@ def test_no_freeze_during_segment_and_finetune(
     segment.batch_size.value = 2
     finetune.picker.image.value, finetune.picker.mask.value = image, mask
     finetune.model.value = checkpoint
+    finetune.quick.value = False
     finetune.epochs.value, finetune.batch_size.value = 4, 2
     finetune.output.value = str(tmp_path / "run")
     qtbot.wait(200)  # let the docks settle before measuring

@@ -30,7 +30,8 @@ class TrainingPlot(FigureCanvasQTAgg):
         self.setMinimumHeight(220)
         self.clear()
 
-    def clear(self) -> None:
+    def clear(self, epochs: int = 1) -> None:
+        """Empty axes of a run of ``epochs`` (loss 0-1 until the first steps), with a note."""
         self.steps: list[float] = []
         self.losses: list[float] = []
         self.epochs: list[float] = []
@@ -42,7 +43,13 @@ class TrainingPlot(FigureCanvasQTAgg):
         self.dice_axes.set_ylabel("validation Dice", color="C2")
         self.dice_axes.yaxis.set_label_position("right")  # clear() moves a twin's axis left
         self.dice_axes.yaxis.tick_right()
-        self.dice_axes.set_ylim(0, 1)
+        self.dice_axes.set_ylim(0, 1.05)  # a Dice of 1 stays off the top frame
+        self.loss_axes.set_xlim(0, max(1, epochs))
+        self.loss_axes.set_ylim(0, 1)
+        self.waiting = self.loss_axes.text(
+            0.5, 0.5, "waiting for the first steps", transform=self.loss_axes.transAxes,
+            ha="center", va="center", color="0.5",
+        )  # fmt: skip
         (self.loss_line,) = self.loss_axes.plot([], [], color="C0", lw=1)
         (self.dice_line,) = self.dice_axes.plot([], [], color="C2", marker="o", ms=4)
         self._schedule_draw()
@@ -63,6 +70,7 @@ class TrainingPlot(FigureCanvasQTAgg):
             self.dice_line.set_data(self.epochs, self.dices)
         else:
             return
+        self.waiting.set_visible(False)
         self.loss_axes.set_xlim(0, max(1, event.epochs))
         if self.losses:
             top = max(self.losses)
