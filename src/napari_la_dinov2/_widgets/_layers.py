@@ -160,6 +160,14 @@ def file_to_layer_index(layer, points) -> np.ndarray:
     )
 
 
+def unique_layer_name(viewer, name: str) -> str:
+    """``name``, or ``name (2)``, ``name (3)``... when a layer has it already."""
+    taken, base, n = {layer.name for layer in viewer.layers}, name, 2
+    while name in taken:
+        name, n = f"{base} ({n})", n + 1
+    return name
+
+
 def file_shape_of(layer) -> tuple[int, ...]:
     """The file-order shape of the volume ``layer`` shows."""
     geometry = layer_display_geometry(layer)

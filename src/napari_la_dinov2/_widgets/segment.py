@@ -42,6 +42,7 @@ from ._layers import (
     layer_to_file_index,
     layer_volume,
     on_layer_grid,
+    unique_layer_name,
 )
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._options import collapsible
@@ -153,14 +154,6 @@ def segment_volume(predictor, volume, meta, region, show_doubt, progress, stop) 
     doubtful = rank_slices(doubt, prepared.slice_axis, DOUBT_SLICES)
     return dict(labels=predictor.labels(probability, prepared), doubt=doubt,
                 doubtful=tuple(doubtful), slice_axis=prepared.slice_axis)  # fmt: skip
-
-
-def unique_layer_name(viewer, name: str) -> str:
-    """``name``, or ``name (2)``, ``name (3)``... when a layer has it already."""
-    taken, base, n = {layer.name for layer in viewer.layers}, name, 2
-    while name in taken:
-        name, n = f"{base} ({n})", n + 1
-    return name
 
 
 def measures_text(measures: LAMeasures | None) -> str:
