@@ -24,7 +24,8 @@ from napari itself (its activity panel) is polled as well, and reported as a can
 Torch threads: the engine runs with one torch thread fewer than the machine's cores (restored
 when the last job ends). Torch's threads otherwise take every core, and Qt's event loop and
 rendering then wait for a time slice: on a 2-core laptop the viewer stalled for over half a
-second at a time during a segmentation or a fine-tuning run.
+second at a time during a segmentation or a fine-tuning run. Garbage collections in the
+worker stop the GUI thread too: a job starts with ``gc.freeze()`` (see ``Job``).
 
 Closing the viewer: :func:`cancel_jobs_on_close` raises every running job's stop flag when the
 viewer's window closes and waits up to 2 s for them to stop, so no engine thread is left
@@ -33,6 +34,7 @@ writing into a run folder (a fine-tuning run keeps its best checkpoint: its writ
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -164,6 +166,10 @@ class Job:
             _start_thread=False,  # _work reads self.worker: start once it is set
         )
         RUNNING.add(self)
+        # A full garbage collection stops every thread, the GUI's too, for as long as it walks
+        # the heap (napari's objects: up to a second): the objects alive now (napari, Qt, the
+        # modules) are moved out of its reach; what the job makes is still collected.
+        gc.freeze()
         self.worker.start()
 
     def _work(self, job):
