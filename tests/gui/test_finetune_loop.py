@@ -106,6 +106,9 @@ def test_refusals_and_cancel_write_their_status(
     assert widget.plot.loss_axes.get_ylim() == (0, 1) and widget.plot.waiting.get_visible()
     assert widget.plot.dice_axes.get_ylim()[1] > 1  # a Dice of 1 is not on the frame
 
+    # Segment and Fine-tune docked together fit a 1000-pixel-high screen.
+    assert viewer.window._qt_window.minimumSizeHint().height() <= 1000
+
     # The freeze box only shows for DINOv2.
     widget.model.value = "unet"
     assert widget.freeze.native.isHidden() and not widget.quick.value  # untrained: full run

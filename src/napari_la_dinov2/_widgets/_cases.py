@@ -60,19 +60,15 @@ class CasePicker(Container):
         self.mask = create_widget(annotation=Labels, label="Corrected mask")
         self.add_case = PushButton(text="Add case")
         self.cases = Select(label="Cases", choices=self._case_choices)
-        self.cases.native.setMaximumHeight(70)
-        self.remove_case = PushButton(text="Remove selected cases")
+        self.cases.native.setMaximumHeight(56)
+        self.remove_case = PushButton(text="Remove selected")
         self.folder = FileEdit(label=folder_label, mode="d", value="")
+        buttons = Container(
+            widgets=[self.add_case, self.remove_case], layout="horizontal", labels=False
+        )
+        buttons.margins = (0, 0, 0, 0)
         super().__init__(
-            widgets=[
-                self.image,
-                self.mask,
-                self.add_case,
-                self.cases,
-                self.remove_case,
-                self.folder,
-            ],
-            labels=True,
+            widgets=[self.image, self.mask, self.cases, buttons, self.folder], labels=True
         )
         self.margins = (0, 0, 0, 0)
         self.add_case.changed.connect(self.add_pair)

@@ -82,18 +82,20 @@ class FinetuneWidget(Container):
         self.output = FileEdit(label="Output folder", mode="d", value=str(default_run_dir()))
         self.run_button = PushButton(text="Fine-tune")
         self.cancel_button = PushButton(text="Cancel (keep best)", enabled=False)
-        self.resegment = PushButton(text="Segment the image with the new model", enabled=False)
+        self.resegment = PushButton(text="Segment with it", enabled=False)
+        self.resegment.tooltip = "segment the image again with the new checkpoint"
         self.status = Label(value="")
         options = Container(
             widgets=[self.epochs, self.batch_size, self.lr, self.freeze, self.device]
         )
         buttons = Container(
-            widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False
+            widgets=[self.run_button, self.cancel_button, self.resegment],
+            layout="horizontal",
+            labels=False,
         )
         buttons.margins = (0, 0, 0, 0)
         super().__init__(widgets=[
-            self.picker, self.model, self.quick, self.output, buttons, self.resegment,
-            self.status,
+            self.picker, self.model, self.quick, self.output, buttons, self.status,
         ])  # fmt: skip
         self.more = collapsible(self, options, "Epochs, batch, learning rate, device", at=3)
         self._folded = options
@@ -240,16 +242,11 @@ class FinetuneWidget(Container):
             if result.stopped
             else "done"
         )
-        note = (
-            " (measured on the training case itself: how well the model fits your corrections, "
-            "not how it generalises)"
-            if self._single
-            else ""
-        )
+        note = " (measured on the training case itself: the fit to your corrections)"
         self.status.value = (
-            f"{kept}: best {self._dice_name()} {result.best_val_dice:.3f}{note}.\n"
-            f"New checkpoint '{label}' is now selected in 'Start from' and in every model list; "
-            f"folder {result.best_checkpoint}"
+            f"{kept}: best {self._dice_name()} {result.best_val_dice:.3f}"
+            f"{note if self._single else ''}. New checkpoint '{label}' is now selected in "
+            f"'Start from' and every model list."
         )
         self.output.value = str(default_run_dir())  # the next run never overwrites this one
 

@@ -381,7 +381,7 @@ class SegmentWidget(Container):
 
     def _done(self, layer, result: Segmentation) -> None:
         self.last_layer, self.last_measures = layer, result.measures
-        self.status.value = f"done: '{layer.name}'\n{measures_text(result.measures)}"
+        self.status.value = f"done: {measures_text(result.measures)}"  # the layer is selected
         if result.doubt is not None:
             self.navigator.set_slices(layer, result.slice_axis, list(result.doubtful))
 
