@@ -115,7 +115,9 @@ class _CloseWatcher(QObject):
 
 def cancel_jobs_on_close(viewer) -> None:
     """Once per viewer: closing its window cancels the running jobs (see the module docstring)."""
+    viewer = getattr(viewer, "__wrapped__", viewer)  # a plugin gets napari's PublicOnlyProxy
     window = getattr(getattr(viewer, "window", None), "_qt_window", None)
+    window = getattr(window, "__wrapped__", window)
     if window is None or getattr(window, "_la_dinov2_close_watcher", None) is not None:
         return
     watcher = _CloseWatcher(window)
