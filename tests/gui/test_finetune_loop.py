@@ -90,7 +90,7 @@ def test_corrections_weighted_and_earlier_cases_replayed(
 
 
 def test_refusals_and_cancel_write_their_status(
-    make_napari_viewer, qtbot, small_case, tiny_checkpoint, add_case, notifications
+    make_napari_viewer, qtbot, small_case, tiny_checkpoint, add_case, notifications, tmp_path
 ):
     viewer = make_napari_viewer()
     image, mask = add_case(viewer, small_case)
@@ -114,6 +114,15 @@ def test_refusals_and_cancel_write_their_status(
     assert widget.freeze.native.isHidden() and not widget.quick.value  # untrained: full run
     widget.model.value = "dinov2_vits14"
     assert not widget.freeze.native.isHidden()
+
+    # Cancelled before the first epoch ended: the status says nothing was written.
+    widget.model.value = str(tiny_checkpoint)
+    widget.output.value = str(tmp_path / "cancelled")
+    job = widget.run()
+    widget.cancel()
+    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    assert widget.status.value.startswith("cancelled:")
+    assert "no checkpoint" in widget.status.value and "unchanged" in widget.status.value
 
 
 def test_closing_the_viewer_stops_a_run_and_keeps_the_best(
