@@ -102,8 +102,10 @@ def test_every_end_state_writes_its_status(
     image, _ = add_case(viewer, small_case)
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment")
+    threads = torch.get_num_threads()
     _segment(viewer, qtbot, widget, image, tiny_checkpoint, doubt="off")
     assert widget.status.value.startswith("done:")
+    assert torch.get_num_threads() == threads  # the job's one-fewer threads are given back
     # A bad input after a success: the old "done" must not stay.
     widget.select_model(str(tmp_path / "missing"))
     job = widget.run()

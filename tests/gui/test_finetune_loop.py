@@ -61,9 +61,9 @@ def test_corrections_weighted_and_earlier_cases_replayed(
     model_mask = mask.metadata[PREDICTION_KEY].copy()
     mask.data[2] = 0  # a brush edit on one slice changes the data, not the snapshot
     mask.data[2, 30:50, 30:50] = 1
-    widget.model.value = str(tiny_checkpoint)
-    assert widget.quick.value  # a trained model: the quick round by default
     widget.picker.image.value, widget.picker.mask.value = image, mask
+    assert widget.model.value == str(tiny_checkpoint)  # the model that made the mask
+    assert widget.quick.value  # a trained model: the quick round by default
     widget.output.value = str(tmp_path / "round1")
     assert _run(qtbot, widget).error is None
     first = short_rounds[-1]

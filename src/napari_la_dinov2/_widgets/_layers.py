@@ -32,6 +32,7 @@ GEOMETRY_KEY = "la_dinov2_display"  # the DisplayGeometry of a layer made by dis
 # A Labels layer made by Segment keeps the model's own mask (file order) here: the user's brush
 # changes layer.data, not this, so fine-tuning can tell the corrected slices from the rest.
 PREDICTION_KEY = "la_dinov2_prediction"
+MODEL_KEY = "la_dinov2_model"  # ... and the model source that made it
 
 
 def layer_geometry(meta: VolumeMeta) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from ..errors import CancelledError, InputError
 from ..models import ALIASES, list_models
 from ..training.events import EpochDone, StepDone
 from ._cases import CasePicker, with_folder_cases
+from ._layers import MODEL_KEY
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._options import collapsible
 from ._plots import TrainingPlot
@@ -113,6 +114,7 @@ class FinetuneWidget(Container):
         self.resegment.changed.connect(self.segment_with_result)
         self.model.changed.connect(self._model_changed)
         self.quick.changed.connect(self._quick_changed)
+        self.picker.mask.changed.connect(self._mask_changed)
         follow_known_models(self.model)
         cancel_jobs_on_close(napari_viewer)
         self._model_changed()
@@ -128,6 +130,13 @@ class FinetuneWidget(Container):
         self.freeze.visible = str(registry_name(source) or "").startswith("dinov2")
         self.quick.value = is_trained(source)
         self._quick_changed()
+
+    def _mask_changed(self, layer=None) -> None:
+        """A mask made by Segment: start from the model that made it (its own mask is what
+        the corrections are measured against)."""
+        source = (getattr(layer, "metadata", None) or {}).get(MODEL_KEY)
+        if source is not None and source in dict(KNOWN_MODELS.choices()).values():
+            self.model.value = source
 
     def _quick_changed(self, _=None) -> None:
         for widget in (self.epochs, self.batch_size, self.lr):

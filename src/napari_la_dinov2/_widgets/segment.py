@@ -37,6 +37,7 @@ from ..measures import LAMeasures, la_measures, plausibility_warnings
 from ..models import load_model
 from ._doubt import DOUBT_SLICES, DoubtNavigator, add_doubt_layer
 from ._layers import (
+    MODEL_KEY,
     PREDICTION_KEY,
     labels_layer_kwargs,
     layer_to_file_index,
@@ -219,6 +220,7 @@ def start_segmentation(
             image_layer, name=unique_layer_name(viewer, f"{image_layer.name} LA ({label})")
         )
         kwargs["metadata"][PREDICTION_KEY] = result.labels.copy()  # the brush edits data only
+        kwargs["metadata"][MODEL_KEY] = source
         layer = viewer.add_labels(shown, **kwargs)
         viewer.layers.selection.active = layer
         for warning in result.warnings:
