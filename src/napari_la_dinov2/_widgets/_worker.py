@@ -170,7 +170,8 @@ class Job:
         RUNNING.add(self)
         # A full garbage collection stops every thread, the GUI's too, for as long as it walks
         # the heap (napari's objects: up to a second): the objects alive now (napari, Qt, the
-        # modules) are moved out of its reach; what the job makes is still collected.
+        # modules) are moved out of its reach; what the job makes is still collected. The cost:
+        # cyclic garbage that already exists at this moment stays in memory for the session.
         gc.freeze()
         self.worker.start()
 
