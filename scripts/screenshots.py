@@ -138,6 +138,36 @@ def show_atrium_slice(viewer, image_layer, labels, meta) -> None:
     viewer.dims.set_current_step(0, int(round(file_to_layer_index(image_layer, point)[0])))
 
 
+def loop_screens(viewer, app, case, base: str, work: Path, out: Path) -> None:
+    """The correction loop with Segment and Fine-tune docked together (both fit 1600 x 1000):
+    segment with the doubt shown, go to the most doubtful slice, then a quick fine-tuning round
+    on the model's mask (standing in for the corrected one)."""
+    from napari_la_dinov2._widgets.finetune import FinetuneWidget
+    from napari_la_dinov2._widgets.segment import SegmentWidget
+
+    image, mask = add_case(viewer, case)
+    mask.visible = False
+    segment, finetune = SegmentWidget(viewer), FinetuneWidget(viewer)
+    dock(viewer, app, segment, "Segment")
+    dock(viewer, app, finetune, "Fine-tune")
+    segment.image.value = image
+    segment.select_model(base)
+    wait(segment.run(), app)
+    colour_labels(segment.last_layer, "#00e5ff", contour=1)
+    segment.navigator.go_next()
+    viewer.layers.selection.active = segment.last_layer
+    snap(viewer, app, "segment_doubt", out)
+    finetune.picker.image.value, finetune.picker.mask.value = image, segment.last_layer
+    finetune.model.value = base
+    finetune.output.value = str(work / "quick")
+    wait(finetune.run(), app)
+    snap(viewer, app, "correction_loop", out)
+    print("window minimum height", viewer.window._qt_window.minimumSizeHint().height())
+    for widget in (segment, finetune):
+        viewer.window.remove_dock_widget(widget.native)
+    viewer.layers.clear()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
@@ -146,6 +176,9 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs")
     parser.add_argument("--fewshot-epochs", type=int, default=6)
+    parser.add_argument(
+        "--only", choices=["all", "loop"], default="all", help="loop: only the correction loop"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,6 +209,9 @@ def main(argv=None) -> None:
     viewer = napari.Viewer(title="LA DINOv2", show=True)
     viewer.window.resize(1580, 960)
     app = QApplication.instance()
+    loop_screens(viewer, app, cases[1], base, work, out)
+    if args.only == "loop":
+        return
 
     # 1. Fine-tune on the expert masks of one case (as if they were corrected predictions).
     # Registered ahead under a name that says what it is (the widget keeps a known label).
@@ -186,6 +222,7 @@ def main(argv=None) -> None:
     finetune.picker.image.value, finetune.picker.mask.value = image, mask
     finetune.picker.add_pair()
     finetune.model.value = base
+    finetune.quick.value = False  # a full run of --epochs for this picture
     finetune.epochs.value, finetune.batch_size.value, finetune.lr.value = args.epochs, 8, lr
     finetune.output.value = str(work / "finetune")
     wait(finetune.run(), app)
