@@ -169,9 +169,9 @@ class Job:
         )
         RUNNING.add(self)
         # A full garbage collection stops every thread, the GUI's too, for as long as it walks
-        # the heap (napari's objects: up to a second): the objects alive now (napari, Qt, the
-        # modules) are moved out of its reach; what the job makes is still collected. The cost:
-        # cyclic garbage that already exists at this moment stays in memory for the session.
+        # the heap (napari's objects: up to a second): while jobs run, the objects alive now
+        # (napari, Qt, the modules) are moved out of its reach; what the job makes is still
+        # collected. They are handed back to the collector when the last job finishes.
         gc.freeze()
         self.worker.start()
 
@@ -235,6 +235,8 @@ class Job:
 
     def _handle_finished(self) -> None:
         self.finished = True
+        if not RUNNING:  # no job left: the frozen objects may be collected again
+            gc.unfreeze()
         self._progress.close()
         if not self._returned and self.error is None:  # napari's quit: superqt drops the value
             self.error = CancelledError("stopped before the end")
