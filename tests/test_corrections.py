@@ -79,7 +79,7 @@ def test_a_round_with_corrections_and_replay_records_both(tmp_path):
 
 def test_the_quick_round_is_a_short_round_and_bad_weights_are_refused(tmp_path):
     quick = TrainConfig.quick_round(model="default")
-    assert (quick.epochs, quick.steps_per_epoch, quick.batch_size) == (1, 40, 8)
+    assert (quick.epochs, quick.steps_per_epoch, quick.batch_size) == (1, 12, 8)
     assert quick.correction_weight > 1 and 0 < quick.replay_share < 1
     with pytest.raises(InputError, match="correction_weight must be >= 1"):
         TrainConfig(correction_weight=0.5, epochs=1, batch_size=1, lr=1e-3).resolved({})

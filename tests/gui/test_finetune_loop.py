@@ -16,6 +16,7 @@ from napari_la_dinov2._widgets._models import KNOWN_MODELS
 from napari_la_dinov2._widgets.finetune import FinetuneWidget
 from napari_la_dinov2._widgets.segment import SegmentWidget
 from napari_la_dinov2.models import load_model
+from napari_la_dinov2.training.config import QUICK_ROUND
 
 pytestmark = pytest.mark.gui
 
@@ -67,7 +68,7 @@ def test_corrections_weighted_and_earlier_cases_replayed(
     widget.output.value = str(tmp_path / "round1")
     assert _run(qtbot, widget).error is None
     first = short_rounds[-1]
-    assert first["config"].steps_per_epoch == 40 and first["config"].epochs == 1  # quick round
+    assert first["config"].steps_per_epoch == QUICK_ROUND["steps_per_epoch"] and first["config"].epochs == 1  # quick round
     assert np.array_equal(first["cases"][0].prediction, model_mask)
     assert first["replay"] is None
     assert "measured on the training case itself" in widget.status.value

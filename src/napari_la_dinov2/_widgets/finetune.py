@@ -31,6 +31,7 @@ from napari.utils.notifications import show_error
 
 from ..errors import CancelledError, InputError
 from ..models import ALIASES, list_models
+from ..training.config import QUICK_ROUND
 from ..training.events import EpochDone, StepDone
 from ._cases import CasePicker, with_folder_cases
 from ._layers import MODEL_KEY
@@ -72,8 +73,9 @@ class FinetuneWidget(Container):
         self.viewer = napari_viewer
         self.picker = CasePicker(napari_viewer)
         self.model = ComboBox(label="Start from", choices=KNOWN_MODELS.choices)
-        self.quick = CheckBox(text="Quick round (1 epoch of 40 steps)", value=True)
-        self.quick.tooltip = "TrainConfig.quick_round: 40 steps of 8 slices at lr 1e-4"
+        steps = QUICK_ROUND["steps_per_epoch"]
+        self.quick = CheckBox(text=f"Quick round (1 epoch of {steps} steps)", value=True)
+        self.quick.tooltip = f"TrainConfig.quick_round: {steps} steps of 8 slices at lr 1e-4"
         self.epochs = SpinBox(label="Epochs", value=5, min=1, max=1000)
         self.batch_size = SpinBox(label="Batch size", value=8, min=1, max=512)
         self.lr = LineEdit(label="Learning rate", value="")
