@@ -146,6 +146,10 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs")
     parser.add_argument("--fewshot-epochs", type=int, default=6)
+    parser.add_argument(
+        "--only", nargs="+", default=None, choices=["finetune", "segment", "compare", "fewshot"],
+        help="write only these screenshots (the others' steps still run where needed)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,7 +193,8 @@ def main(argv=None) -> None:
     finetune.epochs.value, finetune.batch_size.value, finetune.lr.value = args.epochs, 8, lr
     finetune.output.value = str(work / "finetune")
     wait(finetune.run(), app)
-    snap(viewer, app, "finetune", out)
+    if args.only is None or "finetune" in args.only:
+        snap(viewer, app, "finetune", out)
     tuned = finetune.checkpoint
     viewer.window.remove_dock_widget(finetune.native)
     viewer.layers.clear()
@@ -205,11 +210,13 @@ def main(argv=None) -> None:
     segment.last_layer.opacity = 0.5
     colour_labels(segment.last_layer, "#ff7f0e")
     viewer.layers.selection.active = segment.last_layer
-    snap(viewer, app, "segment", out)
+    if args.only is None or "segment" in args.only:
+        snap(viewer, app, "segment", out)
     viewer.window.remove_dock_widget(segment.native)
 
     # 3. Compare the model and its fine-tuned copy against the expert mask (a yellow contour),
-    # on the slice where the atrium is largest; then the same in grid view.
+    # on the slice where the atrium is largest, where they disagree in magenta; then the same
+    # in grid view, one panel per mask, titled.
     compare = CompareWidget(viewer)
     dock(viewer, app, compare, "Compare", width=620)
     viewer.layers.remove(segment.last_layer)
@@ -223,16 +230,21 @@ def main(argv=None) -> None:
     mask.opacity = 1.0
     show_atrium_slice(viewer, image, cases[1][2], cases[1][3])
     viewer.layers.selection.active = compare.model_layers[0]
-    snap(viewer, app, "compare", out)
-    # The canvas is tall and the slices wide: one column of panels (expert, then each model)
-    # uses it better than napari's automatic 2 x 2.
-    viewer.grid.shape = (1 + len(compare.model_layers), 1)
+    if args.only is None or "compare" in args.only:
+        snap(viewer, app, "compare", out)
+    # The canvas is tall and the slices wide: one column of panels (expert, each model, their
+    # disagreement) uses it better than napari's automatic 2 x 2.
+    viewer.grid.shape = (2 + len(compare.model_layers), 1)
     compare.grid.value = True
-    snap(viewer, app, "compare_grid", out)
+    if args.only is None or "compare" in args.only:
+        snap(viewer, app, "compare_grid", out)
     compare.grid.value = False
     viewer.window.remove_dock_widget(compare.native)
     viewer.layers.clear()
 
+    if args.only is not None and "fewshot" not in args.only:
+        viewer.close()
+        return
     # 4. Few-shot: 1 and all (3) training patients, two seeds, on 5 cases written to a folder
     # (the 24 slices around each atrium's centre, to keep the runs short on a CPU).
     folder = work / "cases"
@@ -252,14 +264,8 @@ def main(argv=None) -> None:
     fewshot.patients.value, fewshot.seeds.value = "1, all", "0, 1"
     fewshot.epochs.value = args.fewshot_epochs
     fewshot.output.value = str(work / "fewshot")
+    wait(fewshot.estimate(), app)  # the time estimate stays on the dock
     wait(fewshot.run(), app)
-    # A smaller curve, so the whole results table (4 rows) fits under it on a 1000-pixel screen.
-    from qtpy.QtCore import Qt
-    from qtpy.QtGui import QPixmap
-
-    curve = QPixmap(str(work / "fewshot" / "fewshot.png"))
-    fewshot.curve.setPixmap(curve.scaledToWidth(300, Qt.TransformationMode.SmoothTransformation))
-    fewshot.table.setMinimumHeight(150)
     snap(viewer, app, "fewshot", out)
     print("work folder (checkpoints, runs):", work)
     viewer.close()

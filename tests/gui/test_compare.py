@@ -99,7 +99,9 @@ def test_compare_two_models_against_reference(
     shown = la_measures(layer_volume(widget.model_layers[1])[0], small_case[3])
     assert row["surface_area_cm2"] == pytest.approx(shown.surface_area_cm2)
     assert row["sphericity"] == pytest.approx(shown.sphericity)
-    headers = [widget.table.horizontalHeaderItem(c).text() for c in range(len(COLUMNS))]
+    headers = [
+        widget.table.horizontalHeaderItem(c).text().replace("\n", " ") for c in range(len(COLUMNS))
+    ]
     assert widget.table.item(1, headers.index("Spher.")).text() == f"{shown.sphericity:.3f}"
     # Units in the headers themselves, not only in tooltips.
     assert {"HD95 (mm)", "ASSD (mm)", "Vol. (mL)", "Area (cm²)"} <= set(headers)

@@ -56,19 +56,19 @@ from ._layers import (
 from ._models import KNOWN_MODELS, device_choices, follow_known_models, size_model_list
 from ._worker import Job
 
-COLUMNS = [  # (row key, header with its unit, header tooltip)
+COLUMNS = [  # (row key, header with its unit (two lines keep it narrow), header tooltip)
     ("name", "Model", "the model's mask"),
     ("reference", "Against", "what it is compared with"),
     ("dice", "Dice", "Dice overlap"),
     ("iou", "IoU", "intersection over union"),
-    ("hd95_mm", "HD95 (mm)", "95% Hausdorff distance, mm"),
-    ("assd_mm", "ASSD (mm)", "average symmetric surface distance, mm"),
-    ("volume_ml_pred", "Vol. (mL)", "left-atrium volume of the model's mask, mL"),
-    ("surface_area_cm2", "Area (cm²)", "surface area of the model's mask (smoothed mesh), cm²"),
+    ("hd95_mm", "HD95\n(mm)", "95% Hausdorff distance, mm"),
+    ("assd_mm", "ASSD\n(mm)", "average symmetric surface distance, mm"),
+    ("volume_ml_pred", "Vol.\n(mL)", "left-atrium volume of the model's mask, mL"),
+    ("surface_area_cm2", "Area\n(cm²)", "surface area of the model's mask (smoothed mesh), cm²"),
     ("sphericity", "Spher.", "sphericity of the model's mask: 1 for a sphere"),
     (
         "worst_slice",
-        "Worst slice",
+        "Worst\nslice",
         "the slice where they differ most for the atrium's size "
         "there, ignoring slices with a small atrium (click the row to go there)",
     ),
@@ -301,6 +301,9 @@ class CompareWidget(Container):
             affine=image.affine.affine_matrix,
             colormap=image.colormap,
             contrast_limits=image.contrast_limits,
+            axis_labels=image.axis_labels,
+            units=image.units,  # napari warns when layers' units differ
+            metadata=dict(image.metadata),
         )
 
     def set_grid(self, enabled: bool) -> None:
