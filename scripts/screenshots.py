@@ -160,7 +160,7 @@ def main(argv=None) -> None:
 
     from napari_la_dinov2 import VolumeMeta, build_model, save_checkpoint, write_labels
     from napari_la_dinov2._widgets._models import KNOWN_MODELS
-    from napari_la_dinov2._widgets.compare import CompareWidget
+    from napari_la_dinov2._widgets.compare import CompareWidget, viewer_grid
     from napari_la_dinov2._widgets.fewshot import FewShotWidget
     from napari_la_dinov2._widgets.finetune import FinetuneWidget
     from napari_la_dinov2._widgets.segment import SegmentWidget
@@ -234,7 +234,7 @@ def main(argv=None) -> None:
         snap(viewer, app, "compare", out)
     # The canvas is tall and the slices wide: one column of panels (expert, each model, their
     # disagreement) uses it better than napari's automatic 2 x 2.
-    viewer.grid.shape = (2 + len(compare.model_layers), 1)
+    viewer_grid(viewer).shape = (2 + len(compare.model_layers), 1)
     compare.grid.value = True
     if args.only is None or "compare" in args.only:
         snap(viewer, app, "compare_grid", out)

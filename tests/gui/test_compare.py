@@ -9,7 +9,7 @@ import pytest
 
 from napari_la_dinov2._widgets._layers import layer_volume
 from napari_la_dinov2._widgets._models import KNOWN_MODELS
-from napari_la_dinov2._widgets.compare import COLUMNS, CompareWidget, worst_slice
+from napari_la_dinov2._widgets.compare import COLUMNS, CompareWidget, viewer_grid, worst_slice
 from napari_la_dinov2.measures import la_measures
 
 pytestmark = pytest.mark.gui
@@ -120,10 +120,10 @@ def test_compare_two_models_against_reference(
     viewer.add_points(np.zeros((1, 3)), name="clicks")
     viewer.layers.move(viewer.layers.index(other_mask), 0)
     widget.grid.value = True
-    assert viewer.grid.enabled and len(widget._backdrops) == 3
+    assert viewer_grid(viewer).enabled and len(widget._backdrops) == 3
     panels = {}
     for index, layer in enumerate(viewer.layers):
-        where = viewer.grid.position(index, viewer.layers)
+        where = viewer_grid(viewer).position(index, viewer.layers)
         if where != (-1, -1):
             panels.setdefault(where, []).append(layer)
     expected = [mask, *widget.model_layers, widget.disagreement]
@@ -136,7 +136,7 @@ def test_compare_two_models_against_reference(
         assert shown_mask._overlays["layer_name"].visible  # the panel's title
     assert sorted(map(id, (ls[1] for ls in panels.values()))) == sorted(map(id, expected))
     widget.grid.value = False
-    assert not viewer.grid.enabled and not widget._backdrops
+    assert not viewer_grid(viewer).enabled and not widget._backdrops
     assert other_mask.visible and viewer.layers["clicks"].visible
     assert not any(layer._overlays["layer_name"].visible for layer in viewer.layers)
 

@@ -75,14 +75,21 @@ COLUMNS = [  # (row key, header with its unit (two lines keep it narrow), header
 ]
 # Layer names can be long (a case id plus "expert mask"): the name columns are capped at this
 # width, elided in the middle, with the full name in the tooltip, so the table fits its panel.
-NAME_COLUMN_WIDTH = 110
+NAME_COLUMN_WIDTH = 100
+DECIMALS = {"hd95_mm": 2, "assd_mm": 2, "volume_ml_pred": 1, "surface_area_cm2": 1}  # else 3
 
 
-def _format(value) -> str:
+def viewer_grid(viewer):
+    """napari's grid settings: ``viewer.canvas.grid`` since napari 0.9, ``viewer.grid`` before."""
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
+
+
+def _format(value, decimals: int = 3) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "n/a"
-        return "inf" if math.isinf(value) else f"{value:.3f}"
+        return "inf" if math.isinf(value) else f"{value:.{decimals}f}"
     return str(value)
 
 
@@ -278,7 +285,7 @@ class CompareWidget(Container):
         self.table.setRowCount(len(rows))
         for r, row in enumerate(rows):
             for c, (key, _, _) in enumerate(COLUMNS):
-                item = QTableWidgetItem(_format(row.get(key, "")))
+                item = QTableWidgetItem(_format(row.get(key, ""), DECIMALS.get(key, 3)))
                 item.setToolTip(item.text())
                 self.table.setItem(r, c, item)
         self.table.resizeColumnsToContents()
@@ -334,11 +341,12 @@ class CompareWidget(Container):
             else:
                 layers.insert(position, layer)
             layer.visible = True
-            if isinstance(layer, Labels):
-                layer._overlays["layer_name"].visible = True  # the panel's title
+            title = layer._overlays.get("layer_name")  # napari >= 0.6
+            if isinstance(layer, Labels) and title is not None:
+                title.visible = True  # the panel's title
                 self._titled.append(layer)
-        self.viewer.grid.stride = 2
-        self.viewer.grid.enabled = True
+        grid = viewer_grid(self.viewer)
+        grid.stride, grid.enabled = 2, True
 
     def _leave_grid(self) -> None:
         """Back to one view: backdrops gone, the hidden layers shown, titles off."""
@@ -353,8 +361,8 @@ class CompareWidget(Container):
         for layer in self._titled:
             layer._overlays["layer_name"].visible = False
         self._titled = []
-        self.viewer.grid.enabled = False
-        self.viewer.grid.stride = 1
+        grid = viewer_grid(self.viewer)
+        grid.enabled, grid.stride = False, 1
 
     def export_csv(self, path: str | Path) -> Path:
         if not self.rows:

@@ -129,6 +129,7 @@ class FewShotWidget(Container):
         self.rows: list[dict] = []
         self.summary: list[dict] = []
         self._run_total, self._started = 1, time.perf_counter()
+        self.estimated = None  # the last time estimate (training.estimate.Estimate)
         self.run_button.changed.connect(self.run)
         self.estimate_button.changed.connect(self.estimate)
         self.cancel_button.changed.connect(lambda *_: self.job and self.job.cancel())
