@@ -26,7 +26,8 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.utils.notifications import show_error
-from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QAbstractItemView, QHBoxLayout, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError
 from ..training.events import EpochDone, RunDone, RunStarted, StepDone
@@ -93,7 +94,8 @@ class FewShotWidget(Container):
             label="Output folder", mode="d", value=str(default_run_dir("fewshot"))
         )
         self.plan = Label(value="")
-        self.estimate_button = PushButton(text="Estimate time (times a few steps)")
+        self.estimate_button = PushButton(text="Estimate time")
+        self.estimate_button.tooltip = "times a few training steps of each model on this machine"
         self.run_button = PushButton(text="Run few-shot")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
@@ -109,22 +111,28 @@ class FewShotWidget(Container):
                 self.device,
                 self.output,
                 self.plan,
-                self.estimate_button,
-                self.run_button,
-                self.cancel_button,
+                Container(
+                    layout="horizontal",
+                    labels=False,
+                    widgets=[self.estimate_button, self.run_button, self.cancel_button],
+                ),
                 self.status,
             ],  # fmt: skip
             scrollable=True,  # every button stays reachable on a short screen
         )
         for label in (self.plan, self.status):
             label.native.setWordWrap(True)
+            label.native.setAlignment(Qt.AlignmentFlag.AlignLeft)
         self.curve = FewShotPlot()
         self.table = QTableWidget(0, 5)
         self.table.setHorizontalHeaderLabels(["Model", "Budget", "Patients", "Seeds", "Dice"])
+        self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setMinimumHeight(110)
-        self.inner.layout().addWidget(self.curve)
-        self.inner.layout().addWidget(self.table, stretch=1)
+        results = QHBoxLayout()  # side by side: the dock fits a 1000-pixel screen
+        results.addWidget(self.curve, stretch=3)
+        results.addWidget(self.table, stretch=2)
+        self.inner.layout().addLayout(results, stretch=1)
         self.job: Job | None = None
         self.rows: list[dict] = []
         self.summary: list[dict] = []

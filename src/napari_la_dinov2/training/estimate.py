@@ -1,10 +1,11 @@
 """How long a few-shot experiment takes, said before it starts: its distinct training runs, and
 a few real optimiser steps of each model, timed on the chosen device.
 
-The estimate is training only: runs x epochs x steps x seconds per step, the steps of a run
-being its training patients times the steps one patient's slices make. The timed steps go
-through :func:`~.finetune.finetune` itself (the same batches, feature cache and device), into a
-temporary folder that is removed afterwards.
+The estimate: runs x epochs x (steps x seconds per step + validation), plus each run's test,
+the steps of a run being its training patients times the steps one patient's slices make, and
+validating or testing a case costing one timed segmentation of the first case. The timed steps
+go through :func:`~.finetune.finetune` itself (the same batches, feature cache and device), into
+a temporary folder that is removed afterwards. Loading models and cases is not counted.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class StepTime:
 
     seconds: float  # one optimiser step
     steps_per_patient: int  # the steps of an epoch on one patient's slices
+    predict_seconds: float = 0.0  # segmenting the case once (a validation or test case)
 
 
 def time_steps(model: str, case: Case, train: TrainConfig, stop=None) -> StepTime:
@@ -75,7 +77,13 @@ def time_steps(model: str, case: Case, train: TrainConfig, stop=None) -> StepTim
         seconds = (times[-1] - times[0]) / (len(times) - 1)
     else:  # one step per epoch: its time includes the setup, an overestimate
         seconds = times[0] - started
-    return StepTime(seconds, steps[0])
+    from ..inference import Predictor
+    from ..models import load_model
+
+    predictor = Predictor(load_model(model), device=train.device, batch_size=train.batch_size)
+    started = time.perf_counter()
+    predictor.predict(case.image, case.meta, cancel=stop)
+    return StepTime(seconds, steps[0], time.perf_counter() - started)
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,7 @@ class Estimate:
     def describe(self) -> str:
         return (
             f"{self.runs} runs x {self.epochs} epochs = {self.steps:,} training steps: "
-            f"about {format_duration(self.seconds)} of training, plus validation and testing"
+            f"about {format_duration(self.seconds)} with validation and testing"
         )
 
 
@@ -99,7 +107,10 @@ def estimate(
     timed on the first case (or taken from ``step_times``, model -> StepTime)."""
     if not cases:
         raise InputError("give the cases first.")
-    runs = planned_runs(config, [case.name for case in cases])
+    names = [case.name for case in cases]
+    runs = planned_runs(config, names)
+    split = fixed_split(names, config)
+    n_val, n_test = len(split["val"]) or 1, len(split["test"])  # no validation set: training
     timed = dict(step_times or {})
     for model in config.models:
         if model not in timed:
@@ -110,6 +121,7 @@ def estimate(
         run_steps = config.train.epochs * max(1, per_epoch)
         steps += run_steps
         seconds += run_steps * timed[model].seconds
+        seconds += (config.train.epochs * n_val + n_test) * timed[model].predict_seconds
     return Estimate(len(runs), config.train.epochs, int(steps), seconds)
 
 
