@@ -76,11 +76,11 @@ class FewShotPlot(FigureCanvasQTAgg):
     through each model's mean over seeds."""
 
     def __init__(self):
-        figure = Figure(figsize=(4.0, 2.4), dpi=80)
-        figure.subplots_adjust(left=0.15, right=0.97, bottom=0.2, top=0.95)
+        figure = Figure(figsize=(3.6, 2.2), dpi=80)
+        figure.subplots_adjust(left=0.17, right=0.97, bottom=0.22, top=0.95)
         super().__init__(figure)
         self.axes = figure.add_subplot(1, 1, 1)
-        self.setMinimumHeight(180)
+        self.setMinimumHeight(170)
         self.clear()
 
     def clear(self) -> None:

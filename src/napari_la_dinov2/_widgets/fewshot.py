@@ -27,7 +27,13 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QAbstractItemView, QHBoxLayout, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QSizePolicy,
+    QTableWidget,
+    QTableWidgetItem,
+)
 
 from ..errors import InputError
 from ..training.events import EpochDone, RunDone, RunStarted, StepDone
@@ -123,9 +129,11 @@ class FewShotWidget(Container):
         for label in (self.plan, self.status):
             label.native.setWordWrap(True)
             label.native.setAlignment(Qt.AlignmentFlag.AlignLeft)
+            label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.curve = FewShotPlot()
         self.table = QTableWidget(0, 5)
-        self.table.setHorizontalHeaderLabels(["Model", "Budget", "Patients", "Seeds", "Dice"])
+        # Dice first after the model and budget: the dock is narrow.
+        self.table.setHorizontalHeaderLabels(["Model", "Budget", "Dice", "Seeds", "Patients"])
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setMinimumHeight(110)
@@ -286,9 +294,9 @@ class FewShotWidget(Container):
             values = [
                 row["model"],
                 row["budget"],
-                str(row["patients"]),
-                str(row["seeds"]),
                 f"{row['dice_mean']:.3f} ± {row['dice_sd']:.3f}",
+                str(row["seeds"]),
+                str(row["patients"]),
             ]
             for c, value in enumerate(values):
                 self.table.setItem(r, c, QTableWidgetItem(value))
