@@ -19,6 +19,7 @@ DISAGREE_COLOUR_NAME = "magenta"
 # any two masks differ, is not where a model does worst.
 MIN_SLICE_AREA_MM2 = 100.0
 MIN_SLICE_SHARE = 0.1
+DECIMALS = {"hd95_mm": 2, "assd_mm": 2, "volume_ml_pred": 1, "surface_area_cm2": 1}  # else 3
 
 
 def worst_slice(a: np.ndarray, b: np.ndarray, slice_axis: int, spacing=None) -> int:
@@ -76,3 +77,18 @@ def model_layer_name(case: str, model: str) -> str:
 
 def disagreement_layer_name(case: str) -> str:
     return f"{case}: models disagree ({DISAGREE_COLOUR_NAME})"
+
+
+def viewer_grid(viewer):
+    """napari's grid settings: ``viewer.canvas.grid`` since napari 0.9, ``viewer.grid`` before."""
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
+
+
+def format_value(value, decimals: int = 3) -> str:
+    """A table cell: floats to ``decimals`` places, NaN as n/a."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return "inf" if math.isinf(value) else f"{value:.{decimals}f}"
+    return str(value)

@@ -10,7 +10,6 @@ slice.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +36,15 @@ from ..inference import Predictor
 from ..metrics import write_cases_csv
 from ..models import load_model
 from ._comparison import (
+    DECIMALS,
     DISAGREE_COLOUR,
     MODEL_COLOURS,
     disagreement_layer_name,
+    format_value,
     model_layer_name,
     shape_measures,
     unique_name,
+    viewer_grid,
     worst_slice,
 )
 from ._layers import (
@@ -76,21 +78,6 @@ COLUMNS = [  # (row key, header with its unit (two lines keep it narrow), header
 # Layer names can be long (a case id plus "expert mask"): the name columns are capped at this
 # width, elided in the middle, with the full name in the tooltip, so the table fits its panel.
 NAME_COLUMN_WIDTH = 100
-DECIMALS = {"hd95_mm": 2, "assd_mm": 2, "volume_ml_pred": 1, "surface_area_cm2": 1}  # else 3
-
-
-def viewer_grid(viewer):
-    """napari's grid settings: ``viewer.canvas.grid`` since napari 0.9, ``viewer.grid`` before."""
-    canvas = getattr(viewer, "canvas", None)
-    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
-
-
-def _format(value, decimals: int = 3) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "n/a"
-        return "inf" if math.isinf(value) else f"{value:.{decimals}f}"
-    return str(value)
 
 
 class CompareWidget(Container):
@@ -285,7 +272,7 @@ class CompareWidget(Container):
         self.table.setRowCount(len(rows))
         for r, row in enumerate(rows):
             for c, (key, _, _) in enumerate(COLUMNS):
-                item = QTableWidgetItem(_format(row.get(key, ""), DECIMALS.get(key, 3)))
+                item = QTableWidgetItem(format_value(row.get(key, ""), DECIMALS.get(key, 3)))
                 item.setToolTip(item.text())
                 self.table.setItem(r, c, item)
         self.table.resizeColumnsToContents()
