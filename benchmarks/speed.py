@@ -246,7 +246,7 @@ def measure_model(args) -> dict:
         model=args.worker,
         family=spec.family,
         parameters=sum(p.numel() for p in model.parameters()),
-        input_size=predictor.transform.size,
+        input_size=predictor.branches[0].transform.size,
         volume=list(volume.shape),
         volume_source=description,
         slices=slices,
@@ -264,7 +264,7 @@ def measure_model(args) -> dict:
         torch.from_numpy(np.ascontiguousarray(region[i : i + args.batch_size]))
         for i in range(0, slices if not args.pipeline_only else 0, args.batch_size)
     ]
-    transform = predictor.transform
+    transform = predictor.branches[0].transform
     batches = []
     if not args.pipeline_only:  # (the memory run keeps nothing beside the pipeline's own)
         with torch.inference_mode():
@@ -312,7 +312,8 @@ def measure_model(args) -> dict:
         # The pieces the pipeline adds around the model, to see where its overhead goes.
         height, width = region.shape[1:]
         with torch.inference_mode():
-            logits = [predictor._forward(batch) for batch in batches]
+            with autocast():
+                logits = [predictor.branches[0].net(batch).float() for batch in batches]
             restored = [torch.sigmoid(transform.restore(t, height, width)) for t in logits]
         mask = np.moveaxis(torch.cat(restored).cpu().numpy(), 0, axis) > 0.5
 

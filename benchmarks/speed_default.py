@@ -38,16 +38,16 @@ from napari_la_dinov2 import inference
 from napari_la_dinov2.cli import main
 
 marks = {}
-predict = inference.Predictor.predict_probabilities
+predict = inference.Predictor.probabilities
 
-def timed(self, *args, progress=None, **kwargs):
+def timed(self, prepared, *, progress=None, **kwargs):
     def mark(done, total):
         marks.setdefault("ready" if done == 0 else "first_slice", time.time())
         if progress:
             progress(done, total)
-    return predict(self, *args, progress=mark, **kwargs)
+    return predict(self, prepared, progress=mark, **kwargs)
 
-inference.Predictor.predict_probabilities = timed
+inference.Predictor.probabilities = timed
 status = main(["segment", sys.argv[2], "--out", sys.argv[3], "--overwrite"])
 print(json.dumps({"status": status, "end": time.time(), **marks}))
 """
@@ -103,8 +103,9 @@ def measure_volume(case: Path, batch_size: int, repeats: int) -> dict:
     axis = meta.through_plane_axis()
     stats = IntensityStats.of(volume)
     views = []  # (network, prepared batches) per branch, made once
-    for (view, net), transform in zip(predictor.branches, predictor.transforms, strict=True):
-        region = np.moveaxis(volume, view_axis(axis, view), 0)
+    for branch in predictor.branches:
+        net, transform = branch.net, branch.transform
+        region = np.moveaxis(volume, view_axis(axis, branch.view), 0)
         with torch.inference_mode():
             batches = [
                 transform.prepare(transform.gather(region, i, i + batch_size), stats)

@@ -138,6 +138,36 @@ def show_atrium_slice(viewer, image_layer, labels, meta) -> None:
     viewer.dims.set_current_step(0, int(round(file_to_layer_index(image_layer, point)[0])))
 
 
+def loop_screens(viewer, app, case, base: str, work: Path, out: Path) -> None:
+    """The correction loop with Segment and Fine-tune docked together (both fit 1600 x 1000):
+    segment with the doubt shown, go to the most doubtful slice, then a quick fine-tuning round
+    on the model's mask (standing in for the corrected one)."""
+    from napari_la_dinov2._widgets.finetune import FinetuneWidget
+    from napari_la_dinov2._widgets.segment import SegmentWidget
+
+    image, mask = add_case(viewer, case)
+    mask.visible = False
+    segment, finetune = SegmentWidget(viewer), FinetuneWidget(viewer)
+    dock(viewer, app, segment, "Segment")
+    dock(viewer, app, finetune, "Fine-tune")
+    segment.image.value = image
+    segment.select_model(base)
+    wait(segment.run(), app)
+    colour_labels(segment.last_layer, "#00e5ff", contour=1)
+    segment.navigator.go_next()
+    viewer.layers.selection.active = segment.last_layer
+    snap(viewer, app, "segment_doubt", out)
+    finetune.picker.image.value, finetune.picker.mask.value = image, segment.last_layer
+    finetune.model.value = base
+    finetune.output.value = str(work / "quick")
+    wait(finetune.run(), app)
+    snap(viewer, app, "correction_loop", out)
+    print("window minimum height", viewer.window._qt_window.minimumSizeHint().height())
+    for widget in (segment, finetune):
+        viewer.window.remove_dock_widget(widget.native)
+    viewer.layers.clear()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
@@ -147,8 +177,10 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs")
     parser.add_argument("--fewshot-epochs", type=int, default=6)
     parser.add_argument(
-        "--only", nargs="+", default=None, choices=["finetune", "segment", "compare", "fewshot"],
-        help="write only these screenshots (the others' steps still run where needed)",
+        "--only", nargs="+", default=["all"],
+        choices=["all", "loop", "finetune", "segment", "compare", "fewshot"],
+        help="loop: only the correction loop; finetune, segment, compare, fewshot: only these "
+        "screenshots (the steps they need still run)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -180,6 +212,10 @@ def main(argv=None) -> None:
     viewer = napari.Viewer(title="LA DINOv2", show=True)
     viewer.window.resize(1580, 960)
     app = QApplication.instance()
+    if "all" in args.only or "loop" in args.only:
+        loop_screens(viewer, app, cases[1], base, work, out)
+    if args.only == ["loop"]:
+        return
 
     # 1. Fine-tune on the expert masks of one case (as if they were corrected predictions).
     # Registered ahead under a name that says what it is (the widget keeps a known label).
@@ -190,10 +226,11 @@ def main(argv=None) -> None:
     finetune.picker.image.value, finetune.picker.mask.value = image, mask
     finetune.picker.add_pair()
     finetune.model.value = base
+    finetune.quick.value = False  # a full run of --epochs for this picture
     finetune.epochs.value, finetune.batch_size.value, finetune.lr.value = args.epochs, 8, lr
     finetune.output.value = str(work / "finetune")
     wait(finetune.run(), app)
-    if args.only is None or "finetune" in args.only:
+    if "all" in args.only or "finetune" in args.only:
         snap(viewer, app, "finetune", out)
     tuned = finetune.checkpoint
     viewer.window.remove_dock_widget(finetune.native)
@@ -210,7 +247,7 @@ def main(argv=None) -> None:
     segment.last_layer.opacity = 0.5
     colour_labels(segment.last_layer, "#ff7f0e")
     viewer.layers.selection.active = segment.last_layer
-    if args.only is None or "segment" in args.only:
+    if "all" in args.only or "segment" in args.only:
         snap(viewer, app, "segment", out)
     viewer.window.remove_dock_widget(segment.native)
 
@@ -230,19 +267,19 @@ def main(argv=None) -> None:
     mask.opacity = 1.0
     show_atrium_slice(viewer, image, cases[1][2], cases[1][3])
     viewer.layers.selection.active = compare.model_layers[0]
-    if args.only is None or "compare" in args.only:
+    if "all" in args.only or "compare" in args.only:
         snap(viewer, app, "compare", out)
     # The canvas is tall and the slices wide: one column of panels (expert, each model, their
     # disagreement) uses it better than napari's automatic 2 x 2.
     viewer_grid(viewer).shape = (2 + len(compare.model_layers), 1)
     compare.grid.value = True
-    if args.only is None or "compare" in args.only:
+    if "all" in args.only or "compare" in args.only:
         snap(viewer, app, "compare_grid", out)
     compare.grid.value = False
     viewer.window.remove_dock_widget(compare.native)
     viewer.layers.clear()
 
-    if args.only is not None and "fewshot" not in args.only:
+    if "all" not in args.only and "fewshot" not in args.only:
         viewer.close()
         return
     # 4. Few-shot: 1 and all (3) training patients, two seeds, on 5 cases written to a folder

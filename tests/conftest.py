@@ -74,6 +74,34 @@ def tiny_dinov2(tiny_dinov2_dir):
     )
 
 
+def _constant_checkpoint(folder: Path, logit: float) -> Path:
+    """A tiny UNet whose every pixel gets ``logit`` (all weights 0, output biases set)."""
+    from napari_la_dinov2.models import build_model, save_checkpoint
+
+    model = build_model("unet", preprocessing=TINY_UNET_PREPROCESSING, **TINY_UNET_KWARGS)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+                if module.out_channels == 1 and module.bias is not None:
+                    module.bias.fill_(logit)
+    return save_checkpoint(model, folder)
+
+
+@pytest.fixture(scope="session")
+def foreground_checkpoint(tmp_path_factory) -> Path:
+    """A tiny UNet that calls every pixel atrium (all weights 0, output biases +5): its mask is
+    known in advance, so the region of interest and the reported volume can be checked."""
+    return _constant_checkpoint(tmp_path_factory.mktemp("ckpt") / "all-foreground", 5.0)
+
+
+@pytest.fixture(scope="session")
+def background_checkpoint(tmp_path_factory) -> Path:
+    """A tiny UNet that finds no atrium anywhere (output biases -5): an empty mask."""
+    return _constant_checkpoint(tmp_path_factory.mktemp("ckpt") / "all-background", -5.0)
+
+
 @pytest.fixture
 def tiny_unet():
     from napari_la_dinov2 import build_model

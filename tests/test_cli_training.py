@@ -126,6 +126,6 @@ def test_evaluate_files_and_folders(tmp_path, capsys):
         rows = list(csv.DictReader(handle))
     assert [r["case"] for r in rows] == ["a", "b"]
     assert float(rows[0]["volume_ml_pred"]) == pytest.approx(100 * 0.5 / 1000)  # 0.5 mm^3 voxels
-    assert "| mine | 2 | 66.7 ± 0.0 | 50.0 ± 0.0 |" in md_out.read_text()
+    assert "| mine | 2 | 66.7 ± 0.0 [66.7, 66.7] | 50.0 ± 0.0 [50.0, 50.0] |" in md_out.read_text()
     assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt/a.nii.gz")]) == 2
     assert "one of each" in capsys.readouterr().err

@@ -14,15 +14,12 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-import torch
 from pydicom.uid import generate_uid
 
 import napari_la_dinov2
 from napari_la_dinov2.cli import main
 from napari_la_dinov2.errors import InputError
 from napari_la_dinov2.io import VolumeMeta, is_supported_path, read_volume, write_labels
-from napari_la_dinov2.models import build_model, save_checkpoint
-from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING
 from tests.dicom_series import (
     LPS,
     oblique_affine,
@@ -286,20 +283,6 @@ def test_bad_series_one_sentence_nothing_written(case, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("la-dinov2: error: "), err
     assert not out.parent.exists()
-
-
-@pytest.fixture(scope="module")
-def foreground_checkpoint(tmp_path_factory) -> Path:
-    """A tiny UNet that calls every pixel atrium: with --roi its mask is a known box."""
-    model = build_model("unet", preprocessing=TINY_UNET_PREPROCESSING, **TINY_UNET_KWARGS)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.zero_()
-        for module in model.modules():
-            if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
-                if module.out_channels == 1 and module.bias is not None:
-                    module.bias.fill_(5.0)
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "all-foreground")
 
 
 def test_cli_dicom_folder_to_nifti_and_seg(oblique, tmp_path, foreground_checkpoint):

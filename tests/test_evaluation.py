@@ -14,6 +14,7 @@ from napari_la_dinov2.evaluation import (
     compare_masks,
     evaluate_files,
     evaluate_folders,
+    evaluate_models,
     match_folders,
 )
 from napari_la_dinov2.io import VolumeMeta, read_labels, write_labels
@@ -171,3 +172,38 @@ def test_real_label_against_itself_and_an_eroded_copy(real_data_dir, real_case_i
     assert 0.3 < row["assd_mm"] < 1.25
     assert 0.8 < row["dice"] < 1.0
     assert row["volume_ml_pred"] < row["volume_ml_truth"]
+
+
+def test_multi_label_mask_without_background_is_refused_unless_label_given(tmp_path):
+    # Values {1, 2} and no 0: two distinct values, which were once taken as all foreground
+    # (the whole volume). Now the labels are named and --label picks the atrium.
+    pred, truth = _pair()
+    labelled = truth + 1  # 1 = background structure, 2 = atrium
+    write_labels(tmp_path / "truth.nii.gz", labelled, _meta())
+    write_labels(tmp_path / "pred.nii.gz", pred, _meta())
+    with pytest.raises(InputError, match=r"truth.nii.gz holds several labels \(1, 2\).*--label"):
+        evaluate_files([tmp_path / "pred.nii.gz"], [tmp_path / "truth.nii.gz"])
+    (row,) = evaluate_files([tmp_path / "pred.nii.gz"], [tmp_path / "truth.nii.gz"], label=2)
+    assert row["dice"] == pytest.approx(5 / 6)  # label 2 is exactly the binary truth
+    assert row["volume_ml_truth"] == pytest.approx(144 * 0.625 * 0.625 * 1.25 / 1000)
+
+
+def test_evaluate_models_counts_progress_over_all_models(tmp_path):
+    pred, truth = _pair()
+    meta = _meta()
+    for case in ("a", "b"):
+        write_labels(tmp_path / "truth" / f"{case}.nii.gz", truth, meta)
+        write_labels(tmp_path / "m1" / f"{case}.nii.gz", pred, meta)
+    write_labels(tmp_path / "m2" / "a.nii.gz", truth, meta)
+    calls = []
+    results = evaluate_models(
+        {"one": tmp_path / "m1", "two": tmp_path / "m2"},
+        tmp_path / "truth",
+        progress=lambda d, t: calls.append((d, t)),
+    )
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert [r["case"] for r in results["one"]] == ["a", "b"]
+    assert [r["dice"] for r in results["two"]] == [1.0]
+    write_labels(tmp_path / "m2" / "zz.nii.gz", truth, meta)
+    with pytest.raises(InputError, match="zz.nii.gz"):  # matched before any mask is read
+        evaluate_models({"one": tmp_path / "m1", "two": tmp_path / "m2"}, tmp_path / "truth")

@@ -17,19 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .io import is_supported_path, read_labels_with_meta, read_volume
+from .io import case_name, is_supported_path, read_labels_with_meta, read_volume
 
 # More distinct values than this is an image: a label map has a handful (LA 2018: 0 and 1;
 # whole-heart sets: 8); an 8-bit LGE image has a hundred or more.
 MAX_LABEL_VALUES = 16
-
-
-def _layer_name(path: str) -> str:
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def label_values(volume: np.ndarray) -> np.ndarray | None:
@@ -77,7 +69,7 @@ def _read_layer(path: str):
     layer_type = "image" if values is None else "labels"
     if values is not None:
         volume = _as_labels(volume, values)
-    data, kwargs = display_layer(volume, meta, name=_layer_name(str(path)))
+    data, kwargs = display_layer(volume, meta, name=case_name(path))
     if layer_type == "image":
         kwargs["colormap"] = "gray"
     else:

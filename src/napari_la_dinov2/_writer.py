@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import write_labels
+from .io import MASK_SUFFIXES, write_labels
 
 
 def write_labels_layer(path: str, data, attributes: dict) -> list[str]:
@@ -23,7 +23,7 @@ def write_labels_layer(path: str, data, attributes: dict) -> list[str]:
 
     labels = np.asarray(data)
     target = str(path)
-    if not target.lower().endswith((".nii", ".nii.gz", ".nrrd")):
+    if not target.lower().endswith(MASK_SUFFIXES[:-1]):  # a .dcm SEG needs a DICOM source
         target += ".nii.gz"
     metadata = attributes.get("metadata") or {}
     geometry = metadata.get(GEOMETRY_KEY)

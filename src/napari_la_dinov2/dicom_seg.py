@@ -7,20 +7,29 @@ keeps in ``meta.extra["dicom_headers"]`` (in slice order). highdicom is imported
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
-from .files import atomic_write
+from .outputs import OutputGroup, atomic_write
 from .volume import VolumeMeta
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def write_seg(path: Path, labels: np.ndarray, meta: VolumeMeta) -> Path:
+def write_seg(
+    path: Path,
+    labels: np.ndarray,
+    meta: VolumeMeta,
+    *,
+    overwrite: bool = True,
+    group: OutputGroup | None = None,
+) -> Path:
     """Write ``labels`` (non-zero = left atrium) as a BINARY DICOM SEG of ``meta``'s series,
-    atomically; ``path`` is already checked by :func:`~napari_la_dinov2.io.write_labels`."""
+    atomically (or staged in ``group``); ``path`` is already checked by
+    :func:`~napari_la_dinov2.io.write_labels`."""
     import highdicom as hd
 
     headers = meta.extra.get("dicom_headers")
@@ -56,7 +65,8 @@ def write_seg(path: Path, labels: np.ndarray, meta: VolumeMeta) -> Path:
         omit_empty_frames=bool(np.any(labels)),
     )
     seg.SeriesDescription = "Left atrium (napari-la-dinov2)"
-    atomic_write(path, lambda tmp: seg.save_as(tmp, enforce_file_format=True))
+    save = partial(seg.save_as, enforce_file_format=True)
+    atomic_write(path, save, overwrite=overwrite, group=group)
     return path
 
 

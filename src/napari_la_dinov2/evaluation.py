@@ -3,8 +3,9 @@
 Files are read with :func:`~napari_la_dinov2.io.read_labels_with_meta`; a prediction must lie
 on its reference's grid (same shape and affine) or it is refused with an InputError naming the
 file, because a metric between misaligned masks is meaningless. Distances use the reference's
-voxel spacing. Any non-zero voxel is foreground; a file with more than two distinct values is
-refused (this tool evaluates one structure, the left atrium).
+voxel spacing. A mask with one non-zero value is binary: that value is the left atrium. A mask
+with several non-zero values (e.g. 1 and 2) is refused unless ``label`` says which one is the
+atrium (this tool evaluates one structure); a binary mask is taken as is whatever ``label`` is.
 
 Rows are plain dicts (``case`` plus :data:`~napari_la_dinov2.metrics.METRIC_KEYS`) so the command
 line, the napari widgets and the training engine can tabulate them with
@@ -20,44 +21,46 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
 from .errors import InputError
-from .io import VolumeMeta, is_supported_path, read_labels_with_meta
+from .io import VolumeMeta, case_name, is_supported_path, read_labels_with_meta
 from .metrics import evaluate_case
 
 
-def case_name(path: str | os.PathLike) -> str:
-    """The file name without its image suffix: ``/a/case01.nii.gz`` -> ``case01``."""
-    name = Path(path).name
-    for suffix in sorted(io.SUPPORTED_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(path).stem
-
-
-def _binary(labels: np.ndarray, path: Path) -> np.ndarray:
+def select_label(labels: np.ndarray, path: str | os.PathLike, label: int | None = None):
+    """The left-atrium mask of a label file: its non-zero voxels when it holds one non-zero
+    value (or none); with several, those equal to ``label``, refused without one."""
     values = np.unique(labels)
-    if values.size > 2:
+    if not np.all(np.equal(np.mod(values, 1), 0)):
+        raise InputError(f"{path} holds non-integer values; give a label mask.")
+    present = [int(v) for v in values if v != 0]
+    if len(present) <= 1:
+        return labels != 0
+    listing = ", ".join(map(str, present[:8])) + (", ..." if len(present) > 8 else "")
+    if label is None:
         raise InputError(
-            f"{path} holds {values.size} different labels ({', '.join(map(str, values[:5]))}"
-            f"{', ...' if values.size > 5 else ''}); give a binary left-atrium mask."
+            f"{path} holds several labels ({listing}); pass --label N to say which one is the "
+            "left atrium, or give a binary left-atrium mask."
         )
-    return labels != 0
+    if label not in present:
+        raise InputError(f"{path} has no label {label} (it holds {listing}).")
+    return labels == label
 
 
 def read_mask(
-    path: str | os.PathLike, like: VolumeMeta | None = None
+    path: str | os.PathLike, like: VolumeMeta | None = None, label: int | None = None
 ) -> tuple[np.ndarray, VolumeMeta]:
-    """A binary mask and its geometry; with ``like``, the mask must lie on that grid."""
+    """A binary mask and its geometry; with ``like``, the mask must lie on that grid;
+    ``label``: the atrium's value in a multi-label file (:func:`select_label`)."""
     path = Path(path).expanduser()
     labels, own_meta = read_labels_with_meta(path, image_meta=like)
-    return _binary(labels, path), like if like is not None else own_meta
+    return select_label(labels, path, label), like if like is not None else own_meta
 
 
 def evaluate_files(
     pred_paths: Sequence[str | os.PathLike],
     truth_paths: Sequence[str | os.PathLike],
     progress: Callable[[int, int], None] | None = None,
+    label: int | None = None,
 ) -> list[dict]:
     """One row per (prediction, reference) pair, in order: ``case`` (the prediction's name)
     and the metrics of :func:`~napari_la_dinov2.metrics.evaluate_case`."""
@@ -70,8 +73,8 @@ def evaluate_files(
         raise InputError("no masks to evaluate; give at least one prediction and reference.")
     rows = []
     for done, (pred_path, truth_path) in enumerate(zip(pred_paths, truth_paths)):
-        truth, meta = read_mask(truth_path)
-        pred, _ = read_mask(pred_path, like=meta)
+        truth, meta = read_mask(truth_path, label=label)
+        pred, _ = read_mask(pred_path, like=meta, label=label)
         rows.append({"case": case_name(pred_path), **evaluate_case(pred, truth, meta.spacing)})
         if progress:
             progress(done + 1, len(pred_paths))
@@ -113,10 +116,36 @@ def evaluate_folders(
     pred_dir: str | os.PathLike,
     truth_dir: str | os.PathLike,
     progress: Callable[[int, int], None] | None = None,
+    label: int | None = None,
 ) -> list[dict]:
     """Evaluate every prediction in ``pred_dir`` against the same-named mask in ``truth_dir``."""
     pairs = match_folders(pred_dir, truth_dir)
-    return evaluate_files([p for _, p, _ in pairs], [t for _, _, t in pairs], progress)
+    return evaluate_files([p for _, p, _ in pairs], [t for _, _, t in pairs], progress, label)
+
+
+def evaluate_models(
+    pred_dirs: Mapping[str, str | os.PathLike],
+    truth_dir: str | os.PathLike,
+    progress: Callable[[int, int], None] | None = None,
+    label: int | None = None,
+) -> dict[str, list[dict]]:
+    """``{model: folder of its predictions}`` against one folder of references: ``{model:
+    rows}`` as :func:`evaluate_folders` gives them. Every folder is matched before any mask is
+    read, so a naming mistake in the last folder is reported at once."""
+    matched = {name: match_folders(folder, truth_dir) for name, folder in pred_dirs.items()}
+    total = sum(len(pairs) for pairs in matched.values())
+    results, done = {}, 0
+    for name, pairs in matched.items():
+
+        def step(count: int, _total: int, offset: int = done) -> None:
+            if progress:
+                progress(offset + count, total)
+
+        results[name] = evaluate_files(
+            [p for _, p, _ in pairs], [t for _, _, t in pairs], step, label
+        )
+        done += len(pairs)
+    return results
 
 
 def compare_masks(

@@ -19,13 +19,18 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .files import atomic_write, default_permissions  # noqa: F401 (re-exported)
 from .io_checks import check_geometry, check_nifti_header, check_nrrd_header
+
+# Output helpers lived here before outputs.py; importers of io.default_permissions still work.
+from .outputs import OutputGroup, atomic_write, check_output_path
+from .outputs import default_permissions as default_permissions
 from .volume import MIN_INPLANE_VOXELS, VolumeMeta, check_content  # noqa: F401 (re-exported)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES
+# What case_name strips: every volume suffix, and the zip or file of a DICOM series.
+_CASE_SUFFIXES = (*SUPPORTED_SUFFIXES, ".zip", ".dcm")
 # What a mask may be written as; ".dcm" (a DICOM SEG) only for an image read from DICOM.
 MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".dcm")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -37,6 +42,16 @@ def _suffix(path: Path) -> str:
         if name.endswith(suffix):
             return suffix
     return path.suffix.lower()
+
+
+def case_name(path: str | os.PathLike) -> str:
+    """The case a path names: the file name without its suffix (``/a/case01.nii.gz`` ->
+    ``case01``, ``study.zip`` -> ``study``) or a DICOM folder's own name."""
+    name = Path(path).name
+    for suffix in sorted(_CASE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def is_supported_path(path: str | os.PathLike) -> bool:
@@ -189,33 +204,18 @@ def _as_3d(data: np.ndarray, path: Path) -> np.ndarray:
     return data
 
 
-def check_output_path(
+def write_labels(
     path: str | os.PathLike,
+    labels: np.ndarray,
+    meta: VolumeMeta,
     overwrite: bool = False,
     *,
-    suffixes: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd"),
-    role: str = "output",
-    noun: str = "mask",
-) -> Path:
-    """Validate an output path before any work is done, so a long job never ends in a refusal.
-    ``suffixes``/``role``/``noun`` let other outputs (the PNG overlay) share the same checks."""
-    path = Path(path).expanduser()
-    if not path.name.lower().endswith(tuple(suffixes)):
-        listing = ", ".join(suffixes[:-1]) + (" or " if len(suffixes) > 1 else "") + suffixes[-1]
-        raise InputError(f"{path}: the {role} must end in {listing}.")
-    if path.is_dir():
-        raise InputError(f"{path} is a folder; give a file name for the {noun}.")
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} already exists; choose another name or pass --overwrite.")
-    return path
-
-
-def write_labels(
-    path: str | os.PathLike, labels: np.ndarray, meta: VolumeMeta, overwrite: bool = False
+    group: OutputGroup | None = None,
 ) -> Path:
     """Write a label volume (uint8) on the grid of ``meta``: same shape, same affine.
 
-    A ``.dcm`` path writes a DICOM SEG of the source series (``meta`` from a DICOM read)."""
+    A ``.dcm`` path writes a DICOM SEG of the source series (``meta`` from a DICOM read). With
+    a ``group`` the file is staged there and appears when the group is committed."""
     check_mask_output(path, meta)
     suffixes = MASK_SUFFIXES if meta.format == "dicom" else MASK_SUFFIXES[:-1]
     path = check_output_path(path, overwrite, suffixes=suffixes)
@@ -231,11 +231,15 @@ def write_labels(
     if path.name.lower().endswith(".dcm"):
         from .dicom_seg import write_seg
 
-        write_seg(path, labels, meta)
+        write_seg(path, labels, meta, overwrite=overwrite, group=group)
     elif _suffix(path) in NRRD_SUFFIXES:
-        atomic_write(path, lambda tmp: _write_nrrd(tmp, labels, meta))
+        atomic_write(
+            path, lambda tmp: _write_nrrd(tmp, labels, meta), overwrite=overwrite, group=group
+        )
     else:
-        atomic_write(path, lambda tmp: _write_nifti(tmp, labels, meta))
+        atomic_write(
+            path, lambda tmp: _write_nifti(tmp, labels, meta), overwrite=overwrite, group=group
+        )
     return path
 
 

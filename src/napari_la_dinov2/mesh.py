@@ -24,12 +24,14 @@ atomically, and never replaces a file unless ``overwrite=True``.
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
-from .io import VolumeMeta, atomic_write, check_output_path
+from .io import VolumeMeta
+from .outputs import OutputGroup, atomic_write, check_output_path
 
 MESH_SUFFIXES = (".stl", ".obj", ".ply", ".vtk")
 # Taubin (1995) low-pass filter: 1/lamb - 1/nu = 0.077 lies in the (0, 0.1) pass band that
@@ -108,21 +110,27 @@ def _largest_piece(mesh):
     return max(pieces, key=lambda piece: abs(piece.volume))
 
 
-def check_mesh_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Refuse, before any work, a mesh path with an unknown suffix, a folder or an existing file
-    (unless ``overwrite``); returns the path."""
-    return check_output_path(path, overwrite, suffixes=MESH_SUFFIXES, role="mesh", noun="mesh")
+def check_mesh_path(path: str | os.PathLike, overwrite: bool = False, **checks) -> Path:
+    """Refuse, before any work, a mesh path with an unknown suffix, a folder, an existing file
+    (unless ``overwrite``) or a folder that takes no files (``checks``: see
+    :func:`~napari_la_dinov2.outputs.check_output_path`); returns the path."""
+    return check_output_path(
+        path, overwrite, suffixes=MESH_SUFFIXES, role="mesh", noun="mesh", **checks
+    )
 
 
-def write_mesh(mesh, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def write_mesh(
+    mesh, path: str | os.PathLike, *, overwrite: bool = False, group: OutputGroup | None = None
+) -> Path:
     """Write ``mesh`` as .stl (binary), .obj, .ply (binary) or legacy .vtk (by the suffix),
-    atomically (temporary file in the same folder, then rename); returns the path."""
+    atomically (temporary file in the same folder, then rename; or staged in ``group``)."""
     path = check_mesh_path(path, overwrite)
     suffix = path.suffix.lower()
     if suffix == ".vtk":
-        atomic_write(path, lambda tmp: _write_vtk(mesh, tmp))
+        write = partial(_write_vtk, mesh)
     else:
-        atomic_write(path, lambda tmp: mesh.export(tmp, file_type=suffix[1:]))
+        write = partial(mesh.export, file_type=suffix[1:])
+    atomic_write(path, write, overwrite=overwrite, group=group)
     return path
 
 

@@ -11,13 +11,15 @@ through ``Figure`` directly (no pyplot state, no display needed).
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from .display import display_view, to_display
-from .io import VolumeMeta, atomic_write
+from .io import VolumeMeta
 from .metrics import la_volume_ml
+from .outputs import OutputGroup, atomic_write
 
 CONTOUR_COLOUR = "#ff3b30"
 # The plane of a cut across the rows of each kind of stack (rows: A->P axial, S->I otherwise).
@@ -168,8 +170,10 @@ def save_overlay(
     affine: np.ndarray | None = None,
     overwrite: bool = False,
     dpi: int = 110,
+    group: OutputGroup | None = None,
 ) -> Path:
-    """Render the overlay and write it as a PNG atomically (never half a file)."""
+    """Render the overlay and write it as a PNG atomically (never half a file), or stage it in
+    ``group`` to appear with the other files of the group."""
     path = Path(path).expanduser()
     if path.exists() and not overwrite:
         from .errors import InputError
@@ -185,5 +189,6 @@ def save_overlay(
         axcodes=axcodes,
         affine=affine,
     )
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=dpi))
+    save = partial(figure.savefig, format="png", dpi=dpi)
+    atomic_write(path, save, overwrite=overwrite, group=group)
     return path

@@ -28,6 +28,7 @@ def test_finetune_from_layers_then_resegment(
     assert widget.picker.cases.choices == (0,)
     KNOWN_MODELS.add(str(tiny_checkpoint))
     widget.model.value = str(tiny_checkpoint)
+    widget.quick.value = False  # the epochs below, not the quick round
     widget.epochs.value, widget.batch_size.value = 2, 4
     widget.output.value = str(tmp_path / "run")
     job = widget.run()
@@ -62,6 +63,7 @@ def test_finetune_cancel_keeps_best_checkpoint(
     widget.picker.image.value, widget.picker.mask.value = image, mask
     KNOWN_MODELS.add(str(tiny_checkpoint))
     widget.model.value = str(tiny_checkpoint)
+    widget.quick.value = False  # the epochs below, not the quick round
     widget.epochs.value, widget.batch_size.value = 50, 2
     widget.output.value = str(tmp_path / "run")
     job = widget.run()
@@ -72,4 +74,6 @@ def test_finetune_cancel_keeps_best_checkpoint(
     assert job.error is None
     assert widget.result.stopped
     assert len(widget.result.history) < 50
+    # The status says what was kept, not the last step's progress.
+    assert widget.status.value.startswith("stopped at epoch") and "kept" in widget.status.value
     assert (tmp_path / "run" / "best" / "model.safetensors").is_file()

@@ -31,7 +31,7 @@ def test_segment_adds_aligned_labels_layer(
     qtbot.waitUntil(lambda: job.finished, timeout=60_000)
     assert job.error is None
     layer = widget.last_layer
-    assert layer.name == "ckpt0/tiny-unet" or layer.name.endswith("tiny-unet")
+    assert layer.name.startswith("synthetic LA (") and layer.name.endswith("tiny-unet)")
     assert layer.data.shape == image.data.shape and layer.data.dtype == np.uint8
     assert np.allclose(layer.scale, image.scale)
     assert np.allclose(layer.translate, image.translate)

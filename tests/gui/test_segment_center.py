@@ -27,7 +27,7 @@ def framed_checkpoint(foreground_checkpoint, tmp_path):
     return save_checkpoint(model, tmp_path / "framed")
 
 
-@pytest.mark.parametrize("center", [(60, 50, 3), (2, 120, 0)])  # inside; at two edges
+@pytest.mark.parametrize("center", [(40, 30, 6), (2, 55, 0)])  # inside; at two edges
 def test_a_click_gives_the_region_of_center(
     center, make_napari_viewer, qtbot, small_case, framed_checkpoint, add_case, tmp_path
 ):

@@ -113,3 +113,9 @@ def test_napari_quit_is_a_cancel_too(make_napari_viewer, qtbot, notifications):
     job.worker.quit()
     _finish(qtbot, job)
     assert job.error is not None and "cancelled" in notifications["info"][0]
+
+
+def test_engine_leaves_qt_a_core():
+    from napari_la_dinov2._widgets._worker import engine_threads
+
+    assert engine_threads(2) == 1 and engine_threads(16) == 15 and engine_threads(1) == 1

@@ -14,11 +14,21 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
 
 from ..errors import InputError
-from ._layers import layer_volume, mask_of
+from ._layers import PREDICTION_KEY, layer_volume, mask_of
 
 
-def cases_from_layers(pairs) -> list:
-    """Training cases from (image layer, labels layer) pairs; any non-zero label is atrium."""
+def model_mask_of(labels_layer, shape) -> np.ndarray | None:
+    """The model's own mask a Segment layer keeps (before the brush), when it fits ``shape``."""
+    kept = (getattr(labels_layer, "metadata", None) or {}).get(PREDICTION_KEY)
+    if isinstance(kept, np.ndarray) and kept.shape == tuple(shape):
+        return (kept != 0).astype(np.uint8)
+    return None
+
+
+def cases_from_layers(pairs, *, predictions: bool = False) -> list:
+    """Training cases from (image layer, labels layer) pairs; any non-zero label is atrium.
+    With ``predictions``, a mask made by Segment brings the model's own mask as the case's
+    ``prediction``, so the slices the user corrected weigh more in training."""
     from ..training import Case
 
     cases, names = [], set()
@@ -34,7 +44,8 @@ def cases_from_layers(pairs) -> list:
         while name in names:
             name, n = f"{image_layer.name}-{n}", n + 1
         names.add(name)
-        cases.append(Case(name, image.copy(), (labels != 0).astype(np.uint8), meta))
+        prediction = model_mask_of(labels_layer, image.shape) if predictions else None
+        cases.append(Case(name, image.copy(), (labels != 0).astype(np.uint8), meta, prediction))
     return cases
 
 
@@ -49,19 +60,15 @@ class CasePicker(Container):
         self.mask = create_widget(annotation=Labels, label="Corrected mask")
         self.add_case = PushButton(text="Add case")
         self.cases = Select(label="Cases", choices=self._case_choices)
-        self.cases.native.setMaximumHeight(70)
-        self.remove_case = PushButton(text="Remove selected cases")
+        self.cases.native.setMaximumHeight(56)
+        self.remove_case = PushButton(text="Remove selected")
         self.folder = FileEdit(label=folder_label, mode="d", value="")
+        buttons = Container(
+            widgets=[self.add_case, self.remove_case], layout="horizontal", labels=False
+        )
+        buttons.margins = (0, 0, 0, 0)
         super().__init__(
-            widgets=[
-                self.image,
-                self.mask,
-                self.add_case,
-                self.cases,
-                self.remove_case,
-                self.folder,
-            ],
-            labels=True,
+            widgets=[self.image, self.mask, self.cases, buttons, self.folder], labels=True
         )
         self.margins = (0, 0, 0, 0)
         self.add_case.changed.connect(self.add_pair)
@@ -102,10 +109,10 @@ class CasePicker(Container):
         folder = str(self.folder.value)
         return folder if folder not in ("", ".") and Path(folder).is_dir() else None
 
-    def collect(self):
+    def collect(self, *, predictions: bool = False):
         """``(cases from layers, folder or None)``; InputError when nothing is chosen. The
         folder is read by the caller's worker (reading volumes is slow)."""
-        cases = cases_from_layers(self.chosen_pairs())
+        cases = cases_from_layers(self.chosen_pairs(), predictions=predictions)
         folder = self.chosen_folder()
         if not cases and folder is None:
             raise InputError("add a case (image + corrected mask) or choose a case folder.")

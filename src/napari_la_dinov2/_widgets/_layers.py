@@ -29,6 +29,10 @@ from ..io import VolumeMeta
 META_KEY = "la_dinov2_meta"
 SOURCE_KEY = "la_dinov2_source"
 GEOMETRY_KEY = "la_dinov2_display"  # the DisplayGeometry of a layer made by display_layer
+# A Labels layer made by Segment keeps the model's own mask (file order) here: the user's brush
+# changes layer.data, not this, so fine-tuning can tell the corrected slices from the rest.
+PREDICTION_KEY = "la_dinov2_prediction"
+MODEL_KEY = "la_dinov2_model"  # ... and the model source that made it
 
 
 def layer_geometry(meta: VolumeMeta) -> dict[str, Any]:
@@ -155,6 +159,35 @@ def file_to_layer_index(layer, points) -> np.ndarray:
     return (
         np.asarray(points, float) if geometry is None else file_to_display_index(points, geometry)
     )
+
+
+def unique_layer_name(viewer, name: str) -> str:
+    """``name``, or ``name (2)``, ``name (3)``... when a layer has it already."""
+    taken, base, n = {layer.name for layer in viewer.layers}, name, 2
+    while name in taken:
+        name, n = f"{base} ({n})", n + 1
+    return name
+
+
+def file_shape_of(layer) -> tuple[int, ...]:
+    """The file-order shape of the volume ``layer`` shows."""
+    geometry = layer_display_geometry(layer)
+    return tuple(np.shape(layer.data)) if geometry is None else tuple(geometry.file_shape)
+
+
+def show_file_slice(viewer, layer, slice_axis: int, index: int) -> int:
+    """Move the viewer's sliders to file slice ``index`` along file axis ``slice_axis`` of the
+    volume ``layer`` shows (file index -> layer data -> world); returns the slider position."""
+    point = (np.asarray(file_shape_of(layer), float) - 1) / 2
+    point[slice_axis] = index
+    data = file_to_layer_index(layer, point[None])[0]
+    world = np.asarray(layer.data_to_world(data), dtype=float)
+    offset = viewer.dims.ndim - world.size
+    for axis in viewer.dims.not_displayed:
+        if axis >= offset:
+            viewer.dims.set_point(axis, world[axis - offset])
+    sliders = [a for a in viewer.dims.not_displayed if a >= offset]
+    return int(viewer.dims.current_step[sliders[-1]]) if sliders else int(index)
 
 
 def labels_layer_kwargs(image_layer, name: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ class TrainingPlot(FigureCanvasQTAgg):
 
     def __init__(self):
         figure = Figure(figsize=(4.0, 2.6), dpi=80)
-        figure.subplots_adjust(left=0.15, right=0.85, bottom=0.18, top=0.95)
+        figure.subplots_adjust(left=0.15, right=0.85, bottom=0.24, top=0.95)
         super().__init__(figure)
         self._redraw = QTimer(self)
         self._redraw.setSingleShot(True)
@@ -28,10 +28,11 @@ class TrainingPlot(FigureCanvasQTAgg):
         self._redraw.timeout.connect(self.draw_idle)
         self.loss_axes = figure.add_subplot(1, 1, 1)
         self.dice_axes = self.loss_axes.twinx()
-        self.setMinimumHeight(220)
+        self.setMinimumHeight(150)
         self.clear()
 
-    def clear(self) -> None:
+    def clear(self, epochs: int = 1) -> None:
+        """Empty axes of a run of ``epochs`` (loss 0-1 until the first steps), with a note."""
         self.steps: list[float] = []
         self.losses: list[float] = []
         self.epochs: list[float] = []
@@ -43,7 +44,13 @@ class TrainingPlot(FigureCanvasQTAgg):
         self.dice_axes.set_ylabel("validation Dice", color="C2")
         self.dice_axes.yaxis.set_label_position("right")  # clear() moves a twin's axis left
         self.dice_axes.yaxis.tick_right()
-        self.dice_axes.set_ylim(0, 1)
+        self.dice_axes.set_ylim(0, 1.05)  # a Dice of 1 stays off the top frame
+        self.loss_axes.set_xlim(0, max(1, epochs) * 1.04)  # the last Dice off the frame
+        self.loss_axes.set_ylim(0, 1)
+        self.waiting = self.loss_axes.text(
+            0.5, 0.5, "waiting for the first steps", transform=self.loss_axes.transAxes,
+            ha="center", va="center", color="0.5",
+        )  # fmt: skip
         (self.loss_line,) = self.loss_axes.plot([], [], color="C0", lw=1)
         (self.dice_line,) = self.dice_axes.plot([], [], color="C2", marker="o", ms=4)
         self._schedule_draw()
@@ -64,7 +71,8 @@ class TrainingPlot(FigureCanvasQTAgg):
             self.dice_line.set_data(self.epochs, self.dices)
         else:
             return
-        self.loss_axes.set_xlim(0, max(1, event.epochs))
+        self.waiting.set_visible(False)
+        self.loss_axes.set_xlim(0, max(1, event.epochs) * 1.04)
         if self.losses:
             top = max(self.losses)
             self.loss_axes.set_ylim(0, top * 1.1 if top > 0 else 1)

@@ -20,19 +20,32 @@ for "worker deleted" and ends without ``errored`` or ``finished``, and torch rai
 Cancel sets a flag the engine polls, not the worker's ``quit()``: superqt drops the return value
 of a worker asked to quit, and a stopped fine-tuning run returns its best checkpoint. A quit
 from napari itself (its activity panel) is polled as well, and reported as a cancel.
+
+Torch threads: the engine runs with one torch thread fewer than the machine's cores (restored
+when the last job ends). Torch's threads otherwise take every core, and Qt's event loop and
+rendering then wait for a time slice: on a 2-core laptop the viewer stalled for over half a
+second at a time during a segmentation or a fine-tuning run. Garbage collections in the
+worker stop the GUI thread too: a job starts with ``gc.freeze()`` (see ``Job``).
+
+Closing the viewer: :func:`cancel_jobs_on_close` raises every running job's stop flag when the
+viewer's window closes and waits up to 2 s for them to stop, so no engine thread is left
+writing into a run folder (a fine-tuning run keeps its best checkpoint: its writes are atomic).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from napari.qt.threading import FunctionWorker, WorkerBaseSignals, create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import notification_manager, show_error, show_info
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QEvent, QObject, Signal
 
 from ..errors import CancelledError, InputError
 
@@ -49,6 +62,67 @@ class EngineWorker(FunctionWorker):
     def __init__(self, func, *args, **kwargs):
         super().__init__(func, *args, **kwargs)
         self.signals = EngineSignals()  # superqt's FunctionWorker takes no signals class
+
+
+RUNNING: set[Job] = set()  # the jobs whose engine call has not returned yet
+_threads_lock = threading.Lock()
+_threads_state = {"jobs": 0, "saved": None}
+
+
+def engine_threads(cores: int | None = None) -> int:
+    """Torch threads for an engine job: one fewer than the cores, leaving one to Qt."""
+    return max(1, (cores or os.cpu_count() or 1) - 1)
+
+
+def _enter_engine_threads() -> None:
+    import torch
+
+    with _threads_lock:
+        if _threads_state["jobs"] == 0:
+            _threads_state["saved"] = torch.get_num_threads()
+            torch.set_num_threads(min(_threads_state["saved"], engine_threads()))
+        _threads_state["jobs"] += 1
+
+
+def _leave_engine_threads() -> None:
+    import torch
+
+    with _threads_lock:
+        _threads_state["jobs"] -= 1
+        if _threads_state["jobs"] == 0 and _threads_state["saved"]:
+            torch.set_num_threads(_threads_state["saved"])
+
+
+def cancel_running_jobs(wait_s: float = 2.0) -> bool:
+    """Raise every running job's stop flag and wait up to ``wait_s`` for their engine calls to
+    return; True when all did."""
+    jobs = list(RUNNING)
+    for job in jobs:
+        job.cancel()
+    deadline = time.monotonic() + wait_s
+    return all(job.engine_done.wait(max(0.0, deadline - time.monotonic())) for job in jobs)
+
+
+class _CloseWatcher(QObject):
+    """Cancels the running jobs when the window it watches closes."""
+
+    def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.Close and RUNNING:
+            stopped = cancel_running_jobs()
+            log.info("viewer closed: running jobs %s", "stopped" if stopped else "still stopping")
+        return False
+
+
+def cancel_jobs_on_close(viewer) -> None:
+    """Once per viewer: closing its window cancels the running jobs (see the module docstring)."""
+    viewer = getattr(viewer, "__wrapped__", viewer)  # a plugin gets napari's PublicOnlyProxy
+    window = getattr(getattr(viewer, "window", None), "_qt_window", None)
+    window = getattr(window, "__wrapped__", window)
+    if window is None or getattr(window, "_la_dinov2_close_watcher", None) is not None:
+        return
+    watcher = _CloseWatcher(window)
+    window.installEventFilter(watcher)
+    window._la_dinov2_close_watcher = watcher
 
 
 class Job:
@@ -75,6 +149,7 @@ class Job:
         self.error: BaseException | None = None
         self.finished = False
         self._cancel = threading.Event()
+        self.engine_done = threading.Event()  # set in the worker thread when the call returns
         self._returned = False
         self._on_event, self._on_done = on_event, on_done
         self._on_failed, self._on_finished = on_failed, on_finished
@@ -92,11 +167,24 @@ class Job:
             },
             _start_thread=False,  # _work reads self.worker: start once it is set
         )
+        RUNNING.add(self)
+        # A full garbage collection stops every thread, the GUI's too, for as long as it walks
+        # the heap (napari's objects: up to a second): while jobs run, the objects alive now
+        # (napari, Qt, the modules) are moved out of its reach; what the job makes is still
+        # collected. They are handed back to the collector when the last job finishes.
+        gc.freeze()
         self.worker.start()
 
     def _work(self, job):
-        """The worker's function (in its thread): the engine call, reporting on ``progressed``."""
-        return job(self.worker.progressed.emit, self.stop)
+        """The worker's function (in its thread): the engine call, reporting on ``progressed``,
+        with one torch thread fewer than the cores (see the module docstring)."""
+        _enter_engine_threads()
+        try:
+            return job(self.worker.progressed.emit, self.stop)
+        finally:
+            _leave_engine_threads()
+            RUNNING.discard(self)
+            self.engine_done.set()
 
     def stop(self) -> bool:
         """Whether the job should stop: Cancel was pressed, or napari asked the worker to quit."""
@@ -147,6 +235,8 @@ class Job:
 
     def _handle_finished(self) -> None:
         self.finished = True
+        if not RUNNING:  # no job left: the frozen objects may be collected again
+            gc.unfreeze()
         self._progress.close()
         if not self._returned and self.error is None:  # napari's quit: superqt drops the value
             self.error = CancelledError("stopped before the end")

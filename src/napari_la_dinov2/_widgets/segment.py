@@ -1,7 +1,8 @@
 """Segment widget: image layer + model -> a Labels layer on the image's grid.
 
 The widget only gathers choices; ``start_segmentation`` runs ``load_model``,
-``Predictor.predict`` and the LA measures (``measures.la_measures``, its mesh included) in a
+``Predictor.predict`` (or, with "Show doubt", ``doubt.doubt_map``, whose mask is the same bit
+for bit, and ``doubt.rank_slices``) and the LA measures (``measures.la_measures``, its mesh included) in a
 worker, and the result is added as a Labels layer with the image's scale, translate, affine and
 metadata (so the writer saves it on the image's grid); the measures go to the status line and
 each plausibility warning to a napari warning.
@@ -28,14 +29,25 @@ from magicgui.widgets import (
 from napari.layers import Image, Points, Shapes
 from napari.utils.notifications import show_error, show_warning
 
-from ..errors import InputError
+from ..doubt import doubt_map, rank_slices
+from ..errors import CancelledError, InputError
 from ..grid import fallback_note, field_of_view_mm
 from ..inference import Predictor, RegionOfInterest
 from ..measures import LAMeasures, la_measures, plausibility_warnings
 from ..models import load_model
-from ._layers import labels_layer_kwargs, layer_to_file_index, layer_volume, on_layer_grid
+from ._doubt import DOUBT_SLICES, DoubtNavigator, add_doubt_layer
+from ._layers import (
+    MODEL_KEY,
+    PREDICTION_KEY,
+    labels_layer_kwargs,
+    layer_to_file_index,
+    layer_volume,
+    on_layer_grid,
+    unique_layer_name,
+)
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
-from ._worker import Job
+from ._options import collapsible
+from ._worker import Job, cancel_jobs_on_close
 
 
 def roi_from_shapes(shapes: Shapes, image: Image, slice_axis: int) -> RegionOfInterest:
@@ -97,6 +109,19 @@ def region_for_model(model, center, meta) -> RegionOfInterest:
 
 
 FLIP_CHOICES = {"as the model recommends": None, "on": True, "off": False}
+# Doubt costs nothing extra for a model of several branches (each branch's opinion is needed
+# anyway); a single network needs a second, mirrored pass, so it is off by default there.
+DOUBT_CHOICES = {"for models with several branches": None, "on": True, "off": False}
+
+
+def wants_doubt(choice: bool | None, predictor: Predictor) -> bool:
+    """Whether to run ``doubt_map``: its mask is the predictor's only without flip averaging."""
+    if predictor.flip_tta:
+        if choice:
+            warnings.warn("no doubt map with flip averaging on; turn it off to see the doubt",
+                          UserWarning, stacklevel=2)  # fmt: skip
+        return False
+    return len(predictor.branches) > 1 if choice is None else choice
 
 
 @dataclass(frozen=True)
@@ -107,13 +132,29 @@ class Segmentation:
     labels: np.ndarray
     measures: LAMeasures | None
     warnings: list[str]
+    doubt: np.ndarray | None = None  # the doubt map (file order), with "Show doubt"
+    doubtful: tuple[int, ...] = ()  # the most doubtful slices, most doubtful first
+    slice_axis: int = 2
 
 
-def measured(labels: np.ndarray, meta, roi: RegionOfInterest | None) -> Segmentation:
+def measured(labels: np.ndarray, meta, roi: RegionOfInterest | None, **doubt) -> Segmentation:
     """``labels`` with its measures and warnings (in the worker: the mesh takes a while)."""
     measures = la_measures(labels, meta) if labels.any() else None
     region = None if roi is None else roi.clamp(labels.shape, meta.through_plane_axis())
-    return Segmentation(labels, measures, plausibility_warnings(labels, meta, measures, region))
+    found = plausibility_warnings(labels, meta, measures, region)
+    return Segmentation(labels, measures, found, **doubt)
+
+
+def segment_volume(predictor, volume, meta, region, show_doubt, progress, stop) -> dict:
+    """The mask, and with ``show_doubt`` the doubt and the doubtful slices (in the worker)."""
+    if not wants_doubt(show_doubt, predictor):
+        labels = predictor.predict(volume, meta, roi=region, progress=progress, cancel=stop)
+        return dict(labels=labels, slice_axis=meta.through_plane_axis())
+    prepared = predictor.prepare(volume, meta, roi=region)
+    probability, doubt = doubt_map(predictor, prepared, progress=progress, cancel=stop)
+    doubtful = rank_slices(doubt, prepared.slice_axis, DOUBT_SLICES)
+    return dict(labels=predictor.labels(probability, prepared), doubt=doubt,
+                doubtful=tuple(doubtful), slice_axis=prepared.slice_axis)  # fmt: skip
 
 
 def measures_text(measures: LAMeasures | None) -> str:
@@ -139,12 +180,16 @@ def start_segmentation(
     morphology: bool = True,
     largest_cc: bool = True,
     flip_tta: bool | None = None,
+    show_doubt: bool | None = False,
+    on_event=None,
     on_done=None,
     on_finished=None,
 ) -> Job:
-    """Segment ``image_layer`` with ``source`` in a worker; add the mask as a Labels layer and
-    show each plausibility warning. ``center`` (file voxel indices) replaces ``roi`` by the
-    model's field of view around it. ``on_done(layer, measures)`` runs after that."""
+    """Segment ``image_layer`` with ``source`` in a worker; add the mask as a Labels layer
+    "<image> LA (<model>)" (the model's own mask kept in its metadata, PREDICTION_KEY) and show
+    each plausibility warning. ``center`` (file voxel indices) replaces ``roi`` by the model's
+    field of view around it. ``show_doubt`` (None: for models with several branches) adds the
+    doubt as an Image layer. ``on_done(layer, result)`` runs after that."""
     volume, meta = layer_volume(image_layer)
     label = label or KNOWN_MODELS.label_of(source)
 
@@ -160,28 +205,33 @@ def start_segmentation(
             largest_cc=largest_cc,
             flip_tta=flip_tta,
         )
-        labels = predictor.predict(
-            volume,
-            meta,
-            roi=roi if center is None else region_for_model(model, center, meta),
-            progress=lambda done, total: report({"done": done, "total": total}),
-            cancel=stop,
-        )
-        return measured(labels, meta, roi)
+        region = roi if center is None else region_for_model(model, center, meta)
+        progress = lambda done, total: report({"done": done, "total": total})  # noqa: E731
+        found = segment_volume(predictor, volume, meta, region, show_doubt, progress, stop)
+        return measured(meta=meta, roi=roi, **found)
 
     def add_layer(result: Segmentation):
+        if result.doubt is not None:  # under the mask, so the brush stays on the mask
+            name = unique_layer_name(viewer, f"{image_layer.name} doubt ({label})")
+            add_doubt_layer(viewer, image_layer, result.doubt, name)
         # The mask is in the file's voxel order: shown as its image is.
         shown = on_layer_grid(image_layer, result.labels)
-        layer = viewer.add_labels(shown, **labels_layer_kwargs(image_layer, name=label))
+        kwargs = labels_layer_kwargs(
+            image_layer, name=unique_layer_name(viewer, f"{image_layer.name} LA ({label})")
+        )
+        kwargs["metadata"][PREDICTION_KEY] = result.labels.copy()  # the brush edits data only
+        kwargs["metadata"][MODEL_KEY] = source
+        layer = viewer.add_labels(shown, **kwargs)
         viewer.layers.selection.active = layer
         for warning in result.warnings:
             show_warning(f"'{layer.name}': {warning}")
         if on_done is not None:
-            on_done(layer, result.measures)
+            on_done(layer, result)
 
     return Job(
         job,
-        description=f"Segmenting '{image_layer.name}' with {label}",
+        description=f"Segmenting '{image_layer.name}'",
+        on_event=on_event,
         on_done=add_layer,
         on_finished=on_finished,
     )
@@ -197,6 +247,10 @@ class SegmentWidget(Container):
         # the widget is docked.
         self.image = create_widget(annotation=Image, label="Image")
         self.model = ComboBox(label="Model", choices=KNOWN_MODELS.choices)
+        self.show_doubt = ComboBox(
+            label="Show doubt", choices=list(DOUBT_CHOICES), value=next(iter(DOUBT_CHOICES))
+        )
+        self.show_doubt.tooltip = "the model's doubt as a layer, and the slices to check first"
         self.folder = FileEdit(label="Checkpoint folder", mode="d", value="")
         self.hub_id = LineEdit(label="Hub repo id")
         self.add_hub = PushButton(text="Add hub model")
@@ -219,25 +273,22 @@ class SegmentWidget(Container):
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
-        super().__init__(
-            widgets=[
-                self.image,
-                self.model,
-                self.folder,
-                self.hub_id,
-                self.add_hub,
-                self.device,
-                self.batch_size,
-                self.roi,
-                self.centre,
-                self.morphology,
-                self.largest_cc,
-                self.flip_tta,
-                self.run_button,
-                self.cancel_button,
-                self.status,
-            ]
+        self.navigator = DoubtNavigator(napari_viewer)
+        options = Container(widgets=[
+            self.roi, self.centre, self.folder, self.hub_id, self.add_hub, self.device,
+            self.batch_size, self.morphology, self.largest_cc, self.flip_tta,
+        ])  # fmt: skip
+        buttons = Container(
+            widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False
         )
+        buttons.margins = (0, 0, 0, 0)
+        super().__init__(widgets=[
+            self.image, self.model, self.show_doubt, buttons, self.status, self.navigator,
+        ])  # fmt: skip
+        # Rarely changed: folded away so that Segment and Fine-tune fit one screen together.
+        self.more = collapsible(self, options, "Region, device and post-processing", at=3)
+        self._folded = options
+        self.status.native.setWordWrap(True)
         self.roi.value = None
         self.centre.value = None
         self.job: Job | None = None
@@ -248,6 +299,13 @@ class SegmentWidget(Container):
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         follow_known_models(self.model)
+        cancel_jobs_on_close(napari_viewer)
+
+    def reset_choices(self, *_) -> None:
+        """napari refreshes the layer pickers here; the folded ones too."""
+        super().reset_choices()
+        if getattr(self, "_folded", None) is not None:
+            self._folded.reset_choices()
 
     def _add_folder(self, value):
         if value and str(value) not in ("", ".") and Path(value).is_dir():
@@ -265,22 +323,27 @@ class SegmentWidget(Container):
         if label:
             self.status.value = f"model added: {label}"
 
+    def _region(self, image_layer):
+        """``(roi, center)`` from the ROI rectangle or the centre point (InputError)."""
+        _, meta = layer_volume(image_layer)
+        roi = center = None
+        if self.roi.value is not None and self.centre.value is not None:
+            raise InputError("choose an ROI rectangle or a centre, not both.")
+        if self.roi.value is not None:
+            roi = roi_from_shapes(self.roi.value, image_layer, meta.through_plane_axis())
+        if self.centre.value is not None:
+            center = center_from_points(self.centre.value, image_layer)
+        return roi, center
+
     def run(self, _=None) -> Job | None:
         image_layer = self.image.value
         if image_layer is None:
+            self.status.value = "not started: no image"
             show_error("Segment: open an image first (File > Open, or File > Open Sample).")
             return None
+        self._label = KNOWN_MODELS.label_of(self.model.value)
         try:
-            from ._layers import layer_volume
-
-            _, meta = layer_volume(image_layer)
-            roi = center = None
-            if self.roi.value is not None and self.centre.value is not None:
-                raise InputError("choose an ROI rectangle or a centre, not both.")
-            if self.roi.value is not None:
-                roi = roi_from_shapes(self.roi.value, image_layer, meta.through_plane_axis())
-            if self.centre.value is not None:
-                center = center_from_points(self.centre.value, image_layer)
+            roi, center = self._region(image_layer)
             self.job = start_segmentation(
                 self.viewer,
                 image_layer,
@@ -292,26 +355,45 @@ class SegmentWidget(Container):
                 morphology=self.morphology.value,
                 largest_cc=self.largest_cc.value,
                 flip_tta=FLIP_CHOICES[self.flip_tta.value],
+                show_doubt=DOUBT_CHOICES[self.show_doubt.value],
+                on_event=self._on_event,
                 on_done=self._done,
                 on_finished=self._finished,
             )
         except InputError as error:
+            self.status.value = f"not started: {error}"
             show_error(f"Segment: {error}")
             return None
         self.run_button.enabled, self.cancel_button.enabled = False, True
-        self.status.value = f"segmenting with {KNOWN_MODELS.label_of(self.model.value)}..."
+        self.status.value = f"segmenting with {self._label}: loading the model..."
         return self.job
+
+    def _on_event(self, event) -> None:
+        if isinstance(event, dict) and event.get("total"):
+            percent = 100 * event["done"] // event["total"]
+            self.status.value = (
+                f"segmenting with {self._label}: {percent}% "
+                f"({event['done']}/{event['total']} slices)"
+            )
 
     def cancel(self, _=None) -> None:
         if self.job is not None:
             self.job.cancel()
             self.status.value = "cancelling after the current batch..."
 
-    def _done(self, layer, measures: LAMeasures | None) -> None:
-        self.last_layer, self.last_measures = layer, measures
-        self.status.value = f"done: '{layer.name}'\n{measures_text(measures)}"
+    def _done(self, layer, result: Segmentation) -> None:
+        self.last_layer, self.last_measures = layer, result.measures
+        self.status.value = f"done: {measures_text(result.measures)}"  # the layer is selected
+        if result.doubt is not None:
+            self.navigator.set_slices(layer, result.slice_axis, list(result.doubtful))
 
     def _finished(self) -> None:
         self.run_button.enabled, self.cancel_button.enabled = True, False
-        if self.job is not None and self.job.error is not None:
-            self.status.value = "stopped: " + str(self.job.error).split(";")[0][:80]
+        error = None if self.job is None else self.job.error
+        if error is None:
+            return
+        if isinstance(error, CancelledError):
+            self.status.value = "cancelled: no mask added"
+        else:  # the notification has the whole sentence (or the traceback of a bug)
+            first = str(error).split(";")[0].split("\n")[0]
+            self.status.value = f"failed: {first[:120]}"

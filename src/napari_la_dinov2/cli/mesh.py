@@ -59,6 +59,14 @@ def select_label(labels: np.ndarray, label: int | None, name: str) -> np.ndarray
     return labels != 0
 
 
+def measure_lines(measures) -> list[str]:
+    """The LA measures as a header line and a value line, tab-separated (``segment`` too)."""
+    from ..batch import measure_columns
+
+    row = measure_columns(measures)
+    return ["\t".join(row), "\t".join(row.values())]
+
+
 def run(args: argparse.Namespace) -> int:
     from ..io import read_labels_with_meta, read_volume
     from ..measures import la_measures, plausibility_warnings
@@ -76,13 +84,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     write_mesh(mesh, out, overwrite=args.overwrite)
 
-    row = measures.as_row()
-    print("\t".join(row))
-    print(
-        "\t".join(
-            f"{value:.4f}" if key == "sphericity" else f"{value:.2f}" for key, value in row.items()
-        )
-    )
+    print("\n".join(measure_lines(measures)))
     print(
         f"{out}: {len(mesh.faces)} triangles, {len(mesh.vertices)} vertices, "
         f"{measures.coordinate_system} mm",

@@ -1,8 +1,10 @@
-"""`la-dinov2 segment IN --out OUT.nii.gz`: segment the left atrium of one volume.
+"""`la-dinov2 segment IN --out OUT.nii.gz`: segment the left atrium of one volume, print its
+LA measures and plausibility warnings; `segment IN_DIR --out OUT_DIR` does a folder (cli/batch).
 
 Every check that can fail (output paths, input file, region of interest, device) runs before
 the model is loaded, so a bad argument costs a second, not a model load plus a full run, and
-nothing is half-written: the mask and the overlay are written atomically at the end.
+nothing is half-written: the mask, the overlay and the mesh are written as one unit at the end
+(all or none, see :class:`~napari_la_dinov2.outputs.OutputGroup`).
 """
 
 from __future__ import annotations
@@ -32,28 +34,41 @@ def _probability(text: str) -> float:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..models import ALIASES, DEFAULT_MODEL_NAME, list_models
-
     parser = subparsers.add_parser(
         "segment",
-        help="segment the left atrium of a volume and write the mask as NIfTI/NRRD",
+        help="segment the left atrium of a volume (or a folder of them), print its measures",
         description="Segment the left atrium of a 3D LGE-MRI volume (.nii, .nii.gz, .nrrd, or "
         "a DICOM series in a folder or .zip); the mask is written as uint8 with exactly the "
-        "input's affine and shape, or as a DICOM SEG (.dcm) of a DICOM input.",
+        "input's affine and shape, or as a DICOM SEG (.dcm) of a DICOM input. With a folder IN "
+        "and a folder OUT, every scan of IN is segmented into OUT/<case>.nii.gz and "
+        "OUT/stats.csv.",
     )
     parser.add_argument(
-        "input", metavar="IN", help="input volume (.nii, .nii.gz, .nrrd) or DICOM folder/.zip"
+        "input",
+        metavar="IN",
+        help="input volume (.nii, .nii.gz, .nrrd) or DICOM folder/.zip; or a folder of them",
     )
     parser.add_argument(
         "--out",
         "-o",
         required=True,
         metavar="OUT",
-        help="output mask (.nii.gz, .nii or .nrrd; .dcm writes a DICOM SEG for a DICOM input)",
+        help="output mask (.nii.gz, .nii or .nrrd; .dcm writes a DICOM SEG for a DICOM input); "
+        "for a folder IN, the output folder (made if missing)",
     )
     parser.add_argument(
         "--series", metavar="UID", help="the SeriesInstanceUID to read from a DICOM folder"
     )
+    _add_model_options(parser)
+    _add_region_options(parser)
+    _add_output_options(parser)
+    return parser
+
+
+def _add_model_options(parser) -> None:
+    """Which model, where it runs, and what it turns into a mask."""
+    from ..models import ALIASES, DEFAULT_MODEL_NAME, list_models
+
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--model",
@@ -81,6 +96,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision", default="auto", choices=PRECISIONS, help="autocast on CUDA (auto: bf16)"
     )
+    parser.add_argument(
+        "--no-morphology", action="store_true", help="skip the in-plane opening + closing"
+    )
+    parser.add_argument(
+        "--no-largest-cc", action="store_true", help="keep every connected component"
+    )
+    parser.add_argument(
+        "--threshold", type=_probability, default=0.5, help="probability threshold (0.5)"
+    )
+
+
+def _add_region_options(parser) -> None:
+    """Where in the volume: a box, or one click on the atrium, and the slicing axis."""
     region = parser.add_mutually_exclusive_group()
     region.add_argument(
         "--roi",
@@ -100,24 +128,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="the acquisition's through-plane axis, which slices are cut along (default: the "
         "coarsest axis of the affine); a multi-view model's other views are taken relative to it",
     )
-    parser.add_argument(
-        "--no-morphology", action="store_true", help="skip the in-plane opening + closing"
-    )
-    parser.add_argument(
-        "--no-largest-cc", action="store_true", help="keep every connected component"
-    )
-    parser.add_argument(
-        "--threshold", type=_probability, default=0.5, help="probability threshold (0.5)"
-    )
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--png", metavar="OUT.png", help="also write a PNG overlay of the mask")
+    parser.add_argument(
+        "--mesh-out",
+        metavar="LA.stl",
+        help="also write the LA surface mesh (.stl, .obj, .ply or .vtk; scanner mm, LPS)",
+    )
+    parser.add_argument(
+        "--ras", action="store_true", help="the mesh in RAS instead of LPS (Slicer's export)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    return parser
 
 
-def check_png_path(path: str, overwrite: bool) -> Path:
-    from ..io import check_output_path
+def is_folder_run(args: argparse.Namespace) -> bool:
+    """A folder IN with an --out that names no mask file: segment every scan of IN into OUT.
+    (A folder IN with --out x.nii.gz is one DICOM series.)"""
+    from ..io import MASK_SUFFIXES
 
-    return check_output_path(path, overwrite, suffixes=(".png",), role="overlay", noun="overlay")
+    return Path(args.input).is_dir() and not args.out.lower().endswith(MASK_SUFFIXES)
 
 
 def parse_center(text: str, shape) -> tuple[int, int, int]:
@@ -152,43 +183,74 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.expanduser().resolve() == b.expanduser().resolve()
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..inference import Predictor, RegionOfInterest, autocast_dtype, resolve_device
-    from ..io import MASK_SUFFIXES, check_mask_output, check_output_path, read_volume, write_labels
-    from ..metrics import la_volume_ml
-    from ..models import load_model
-    from ..overlay import save_overlay
+def check_outputs(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None]:
+    """The mask, overlay and mesh paths, each refused now if it could not be written later."""
+    from ..io import MASK_SUFFIXES, check_output_path
+    from ..mesh import check_mesh_path
 
+    def check(path, **kwargs):
+        return check_output_path(path, args.overwrite, allow_missing_folder=False, **kwargs)
+
+    out = check(args.out, suffixes=MASK_SUFFIXES)
+    png = check(args.png, suffixes=(".png",), role="overlay", noun="overlay") if args.png else None
+    mesh = None
+    if args.mesh_out:
+        mesh = check_mesh_path(args.mesh_out, args.overwrite, allow_missing_folder=False)
     source = Path(args.input)
-    out = check_output_path(args.out, args.overwrite, suffixes=MASK_SUFFIXES)
-    png = check_png_path(args.png, args.overwrite) if args.png else None
     if source.exists() and _same_file(source, out):
         raise InputError(f"{out} is the input image; the mask must be written to another file.")
+    return out, png, mesh
+
+
+def run(args: argparse.Namespace) -> int:
+    if is_folder_run(args):
+        from .batch import run_folder
+
+        return run_folder(args)
+    from ..batch import measure_mask
+    from ..inference import RegionOfInterest, autocast_dtype, resolve_device
+    from ..io import check_mask_output, read_volume
+    from ..metrics import la_volume_ml
+    from .batch import build_predictor
+
+    out, png, mesh_out = check_outputs(args)
     roi = RegionOfInterest.parse(args.roi) if args.roi else None
     device = resolve_device(args.device)
     autocast_dtype(device, args.precision)
-    volume, meta = read_volume(source, series_uid=args.series)
+    volume, meta = read_volume(Path(args.input), series_uid=args.series)
     check_mask_output(out, meta)  # a .dcm (DICOM SEG) output needs a DICOM input
     slice_axis = args.slice_axis if args.slice_axis is not None else meta.through_plane_axis()
-    (roi or RegionOfInterest()).clamp(volume.shape, slice_axis)  # checks the ROI before loading
+    (roi or RegionOfInterest()).clamp(volume.shape, slice_axis)  # checked before loading
     center = parse_center(args.center, volume.shape) if args.center else None
 
-    name = args.model if args.checkpoint is None else args.checkpoint
-    model = load_model(name, backbone_source=args.backbone_source)
-    if center is not None:
-        roi = center_region(center, meta, slice_axis, model)
-    if model.untrained_warning():
-        print(f"warning: {model.untrained_warning()}", file=sys.stderr)
-    predictor = Predictor(
-        model,
-        device=device,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        threshold=args.threshold,
-        morphology=not args.no_morphology,
-        largest_cc=not args.no_largest_cc,
+    predictor = build_predictor(args, device)
+    if center is not None:  # the model's training field of view around the click
+        roi = center_region(center, meta, slice_axis, predictor.model)
+    region = (roi or RegionOfInterest()).clamp(volume.shape, slice_axis)
+    labels, seconds = _predict(predictor, volume, meta, slice_axis, roi)
+    mesh = _mesh(labels, meta, args) if mesh_out is not None else None
+    # The warnings speak of the region segmented when there was one, else of the volume.
+    measures, warnings = measure_mask(
+        labels, meta, region=region if roi is not None else None, mesh=mesh
     )
+    title = f"{Path(args.input).name}: {predictor.model.display_name}"
+    _write(args, (out, png, mesh_out), volume, labels, meta, mesh, slice_axis, title)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(
+        f"{out}: LA volume {la_volume_ml(labels, meta.spacing):.1f} mL ({int(labels.sum())} voxels) in "
+        f"{seconds:.1f} s; model {predictor.model.display_name} on {predictor.device}"
+        + (f"; overlay {png}" if png is not None else "")
+        + (f"; mesh {mesh_out}" if mesh_out is not None else "")
+    )
+    if measures is not None:
+        from .mesh import measure_lines
 
+        print("\n".join(measure_lines(measures)))
+    return 0
+
+
+def _predict(predictor, volume, meta, slice_axis, roi):
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -201,25 +263,34 @@ def run(args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
 
         labels = predictor.predict(volume, meta, slice_axis=slice_axis, roi=roi, progress=progress)
-    seconds = time.perf_counter() - start
+    return labels, time.perf_counter() - start
 
-    write_labels(out, labels, meta, overwrite=args.overwrite)
-    voxels = int(labels.sum())
-    volume_ml = la_volume_ml(labels, meta.spacing)
-    if png is not None:
-        save_overlay(
-            png,
-            volume,
-            labels,
-            spacing=meta.spacing,
-            slice_axis=slice_axis,
-            title=f"{source.name}: {model.display_name}",
-            axcodes=meta.axcodes,
-            overwrite=args.overwrite,
+
+def _mesh(labels, meta, args):
+    from ..mesh import mesh_from_mask
+
+    if not labels.any():
+        raise InputError(
+            "no left atrium was found (the mask is empty), so there is no surface for "
+            "--mesh-out and nothing was written; check the image and the region, or run "
+            "without --mesh-out to keep the empty mask."
         )
-    print(
-        f"{out}: LA volume {volume_ml:.1f} mL ({voxels} voxels) in {seconds:.1f} s; "
-        f"model {model.display_name} on {predictor.device}"
-        + (f"; overlay {png}" if png is not None else "")
-    )
-    return 0
+    return mesh_from_mask(labels, meta, ras=args.ras)
+
+
+def _write(args, paths, volume, labels, meta, mesh, slice_axis, title) -> None:
+    """The mask, its overlay and its mesh as one unit: all are written, or none."""
+    from ..io import write_labels
+    from ..mesh import write_mesh
+    from ..outputs import OutputGroup
+    from ..overlay import save_overlay
+
+    out, png, mesh_out = paths
+    with OutputGroup(overwrite=args.overwrite) as group:
+        write_labels(out, labels, meta, overwrite=args.overwrite, group=group)
+        if png is not None:
+            save_overlay(png, volume, labels, spacing=meta.spacing, slice_axis=slice_axis,
+                         title=title, axcodes=meta.axcodes, overwrite=args.overwrite,
+                         group=group)  # fmt: skip
+        if mesh is not None:
+            write_mesh(mesh, mesh_out, overwrite=args.overwrite, group=group)

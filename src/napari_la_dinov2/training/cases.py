@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io import SUPPORTED_SUFFIXES, VolumeMeta, atomic_write, read_labels, read_volume
+from ..io import (
+    SUPPORTED_SUFFIXES,
+    VolumeMeta,
+    atomic_write,
+    case_name,
+    read_labels,
+    read_volume,
+)
 
 LABEL_FOLDER_NAMES = ("labels", "masks", "labelsTr", "label")
 IMAGE_FOLDER_NAMES = ("images", "imagesTr", "image")
@@ -73,26 +80,18 @@ def cases_from_arrays(items) -> list[Case]:
     return cases
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def _volumes_in(folder: Path) -> dict[str, Path]:
     """Volumes of ``folder`` by case name; two files of one name (a.nii and a.nii.gz) are
     refused, since which one is the case is the user's call."""
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.is_file() and any(path.name.lower().endswith(s) for s in SUPPORTED_SUFFIXES):
-            if _stem(path) in found:
+            if case_name(path) in found:
                 raise InputError(
-                    f"{folder} holds two files for case {_stem(path)!r} "
-                    f"({found[_stem(path)].name} and {path.name}); keep one."
+                    f"{folder} holds two files for case {case_name(path)!r} "
+                    f"({found[case_name(path)].name} and {path.name}); keep one."
                 )
-            found[_stem(path)] = path
+            found[case_name(path)] = path
     return found
 
 

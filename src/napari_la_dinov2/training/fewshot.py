@@ -23,7 +23,8 @@ Results (``output_dir``)::
                           LA volumes, plus the run's number of training patients and best
                           validation Dice
     summary.md            per model and budget: mean +- SD over seeds of the per-run mean Dice
-                          (and IoU)
+                          (and IoU), a bootstrap 95% CI over the test cases, and paired
+                          Wilcoxon tests between models (see :func:`write_summary`)
     fewshot.png           Dice against the number of training patients (and against the
                           fraction), one line per model, mean over seeds with a +-SD band
                           (the paper's Fig. 2)
@@ -301,26 +302,49 @@ def _per_run(rows: list[dict]) -> dict[tuple, dict[int, float]]:
 
 
 def write_summary(path: Path, rows: list[dict]) -> None:
-    """Markdown: per model and budget, Dice and IoU (%) as mean +- SD over seeds of the per-run
-    mean over test cases."""
-    iou: dict[tuple, dict[int, list[float]]] = {}
+    """Markdown: per model and budget, Dice and IoU (%) as mean ± SD over seeds of the per-run
+    mean over the test cases, and a 95% CI of the mean Dice: percentile bootstrap over the test
+    cases (:func:`~napari_la_dinov2.stats.bootstrap_ci`) of each case's Dice averaged over the
+    seeds (the cases are the sample a user's next patients come from; 3 seeds are too few to
+    resample). Then, at each budget run by two models or more, paired Wilcoxon tests between
+    them over the same test cases (each case averaged over the seeds)."""
+    from ..report import case_means, compare, wilcoxon_table
+    from ..stats import STAT_METRICS, bootstrap_ci, metric_values
+
+    runs: dict[tuple, dict[str, dict[int, list[dict]]]] = {}
     for row in rows:
-        key = (row["model"], row["budget_kind"], row["budget"], row["n_train"])
-        iou.setdefault(key, {}).setdefault(row["seed"], []).append(float(row["iou"]))
+        budget = (row["budget_kind"], row["budget"])
+        runs.setdefault(budget, {}).setdefault(row["model"], {}).setdefault(row["seed"], [])
+        runs[budget][row["model"]][row["seed"]].append(row)
     lines = [
-        "| Model | Budget | Training patients | Seeds | Dice (%) | IoU (%) |",
-        "|---|---|---|---|---|---|",
+        "| Model | Budget | Training patients | Seeds | Dice (%) | Dice 95% CI | IoU (%) |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for key, seeds in _per_run(rows).items():
-        model, kind, value, n = key
-        dices = np.array(list(seeds.values())) * 100
-        ious = np.array([np.mean(v) for v in iou[key].values()]) * 100
+    tests = []
+    for (kind, value), models in runs.items():
         budget = f"{value} patients" if kind == "patients" else f"{float(value) * 100:g}%"
-        lines.append(
-            f"| {model} | {budget} | {n} | {len(dices)} | {_mean_sd(dices)} | {_mean_sd(ious)} |"
-        )
+        averaged = {}
+        for model, seeds in models.items():
+            run_rows = [r for seed_rows in seeds.values() for r in seed_rows]
+            dices, ious = (
+                np.array([np.mean(metric_values(s, key)) for s in seeds.values()]) * 100
+                for key in ("dice", "iou")
+            )
+            averaged[model] = case_means(run_rows)
+            low, high = bootstrap_ci(metric_values(averaged[model], "dice") * 100)
+            ci = "–" if np.isnan(low) else f"{low:.1f} to {high:.1f}"
+            n = run_rows[0]["n_train"]
+            lines.append(f"| {model} | {budget} | {n} | {len(seeds)} | {_mean_sd(dices)} | {ci} "
+                         f"| {_mean_sd(ious)} |")  # fmt: skip
+        if len(averaged) > 1:
+            table = wilcoxon_table(compare(averaged, n_resamples=100), STAT_METRICS[:2])
+            tests += [f"\n{budget}:\n", *table]
     n_test = len({row["case"] for row in rows})
-    lines.append(f"\nTest cases: {n_test}; SD over seeds (0 with one seed).")
+    lines.append(f"\nTest cases: {n_test}; SD over seeds (0 with one seed); CI: percentile "
+                 "bootstrap over the test cases (10,000 resamples, seed 0).")  # fmt: skip
+    if tests:
+        lines += ["\n### Paired Wilcoxon tests between models (per test case, mean over seeds)",
+                  *tests]  # fmt: skip
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 

@@ -1,0 +1,88 @@
+"""`la-dinov2 segment IN_DIR --out OUT_DIR`: every scan of a folder, the model loaded once.
+
+The engine is :mod:`napari_la_dinov2.batch`; this module checks the arguments, loads the model,
+shows a progress bar over the cases and prints each case's warnings and errors. Exit status:
+0 when every case is segmented, 2 when a case was refused (bad input; its row says why),
+1 when a case hit an internal error (a bug; its traceback is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from ..errors import InputError
+
+# Options that name one file or one scan's region: meaningless for a folder of scans.
+_SINGLE_SCAN_OPTIONS = (("png", "--png"), ("mesh_out", "--mesh-out"), ("series", "--series"),
+                        ("roi", "--roi"), ("center", "--center"))  # fmt: skip
+
+
+def build_predictor(args: argparse.Namespace, device):
+    """Load the model of ``--model``/``--checkpoint`` and wrap it in a Predictor."""
+    from ..inference import Predictor
+    from ..models import load_model
+
+    name = args.model if args.checkpoint is None else args.checkpoint
+    model = load_model(name, backbone_source=getattr(args, "backbone_source", None))
+    if model.untrained_warning():
+        print(f"warning: {model.untrained_warning()}", file=sys.stderr)
+    return Predictor(
+        model,
+        device=device,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        threshold=args.threshold,
+        morphology=not args.no_morphology,
+        largest_cc=not args.no_largest_cc,
+    )
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    for name, flag in _SINGLE_SCAN_OPTIONS:
+        if getattr(args, name, None):
+            raise InputError(
+                f"{flag} applies to one scan, and {args.input} is a folder of scans segmented "
+                f"into the folder {args.out}; run segment on that scan alone to use {flag}."
+            )
+    if args.slice_axis is not None:
+        raise InputError(
+            "--slice-axis applies to one scan; in a folder each scan's through-plane axis is "
+            "read from its own affine."
+        )
+
+
+def run_folder(args: argparse.Namespace) -> int:
+    """Segment every scan of ``args.input`` into the folder ``args.out``."""
+    from tqdm import tqdm
+
+    from ..batch import plan_batch, run_batch
+    from ..inference import autocast_dtype, resolve_device
+
+    _check_options(args)
+    plan = plan_batch(args.input, args.out, overwrite=args.overwrite)
+    device = resolve_device(args.device)
+    autocast_dtype(device, args.precision)
+    if not plan.todo:
+        print(f"{plan.stats_path}: all {len(plan.skipped)} cases already done (--overwrite redoes)")
+        return 0
+    predictor = build_predictor(args, device)
+    model_name = predictor.model.display_name
+    failed, broken = 0, 0
+    results = run_batch(plan, predictor, model_name)
+    for result in tqdm(results, total=len(plan.todo), unit="case", desc="segment", file=sys.stderr):
+        for warning in filter(None, result.row.get("warnings", "").split(" | ")):
+            tqdm.write(f"warning: {result.name}: {warning}", file=sys.stderr)
+        if isinstance(result.error, InputError):
+            failed += 1
+            tqdm.write(f"error: {result.name}: {result.row['status']}", file=sys.stderr)
+        elif result.error is not None:
+            broken += 1
+            tqdm.write("".join(traceback.format_exception(result.error)), file=sys.stderr)
+    done = len(plan.todo) - failed - broken
+    print(
+        f"{plan.stats_path}: {done} cases segmented, {len(plan.skipped)} already done, "
+        f"{failed + broken} failed; model {model_name} on {predictor.device}"
+    )
+    return 1 if broken else 2 if failed else 0

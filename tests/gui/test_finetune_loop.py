@@ -1,0 +1,146 @@
+"""Fine-tune's side of the correction loop: the model's own mask as Case.prediction, the
+session's earlier cases replayed, the quick round and its cost, a status for every end state,
+the plot before the first steps, and closing the viewer during a run."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pytest
+
+import napari_la_dinov2.training as training
+from napari_la_dinov2._widgets._layers import PREDICTION_KEY
+from napari_la_dinov2._widgets._models import KNOWN_MODELS
+from napari_la_dinov2._widgets.finetune import FinetuneWidget
+from napari_la_dinov2._widgets.segment import SegmentWidget
+from napari_la_dinov2.models import load_model
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def short_rounds(monkeypatch):
+    """finetune, recording its cases and replay, with 3 steps per epoch (a quick test)."""
+    calls, real = [], training.finetune
+
+    def recorded(cases, config, **kwargs):
+        calls.append(dict(cases=cases, config=config, replay=kwargs.get("replay")))
+        return real(cases, dataclasses.replace(config, steps_per_epoch=3), **kwargs)
+
+    monkeypatch.setattr(training, "finetune", recorded)
+    return calls
+
+
+def _dock(viewer):
+    segment, widget = SegmentWidget(viewer), FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(segment, name="Segment")
+    viewer.window.add_dock_widget(widget, name="Fine-tune")
+    return segment, widget
+
+
+def _run(qtbot, widget):
+    job = widget.run()
+    assert job is not None, widget.status.value
+    qtbot.waitUntil(lambda: job.finished, timeout=120_000)
+    return job
+
+
+def test_corrections_weighted_and_earlier_cases_replayed(
+    make_napari_viewer, qtbot, small_case, tiny_checkpoint, add_case, tmp_path, short_rounds
+):
+    viewer = make_napari_viewer()
+    image, _ = add_case(viewer, small_case)
+    segment, widget = _dock(viewer)
+    segment.image.value, segment.show_doubt.value = image, "off"
+    segment.select_model(str(tiny_checkpoint))
+    job = segment.run()
+    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    mask = segment.last_layer
+    model_mask = mask.metadata[PREDICTION_KEY].copy()
+    mask.data[2] = 0  # a brush edit on one slice changes the data, not the snapshot
+    mask.data[2, 30:50, 30:50] = 1
+    widget.picker.image.value, widget.picker.mask.value = image, mask
+    assert widget.model.value == str(tiny_checkpoint)  # the model that made the mask
+    assert widget.quick.value  # a trained model: the quick round by default
+    widget.output.value = str(tmp_path / "round1")
+    assert _run(qtbot, widget).error is None
+    first = short_rounds[-1]
+    assert first["config"].steps_per_epoch == 40 and first["config"].epochs == 1  # quick round
+    assert np.array_equal(first["cases"][0].prediction, model_mask)
+    assert first["replay"] is None
+    assert "measured on the training case itself" in widget.status.value
+    assert "is now selected in 'Start from'" in widget.status.value
+    assert widget.model.value == str(widget.result.best_checkpoint)
+    choices = [source for _, source in KNOWN_MODELS.choices()]
+    assert choices.index(widget.model.value) < choices.index("unet")  # above the registry
+
+    # A second round on another case: the first is replayed, and the cost is said up front.
+    other = ("other", *small_case[1:])
+    image2, mask2 = add_case(viewer, other)
+    widget.picker.image.value, widget.picker.mask.value = image2, mask2
+    widget.output.value = str(tmp_path / "round2")
+    job = widget.run()
+    assert "about" in widget.status.value and "from the last round" in widget.status.value
+    qtbot.waitUntil(lambda: job.finished, timeout=120_000)
+    assert job.error is None
+    assert [case.name for case in short_rounds[-1]["replay"]] == ["synthetic"]
+    assert short_rounds[-1]["cases"][0].prediction is None  # a mask not made by Segment
+
+
+def test_refusals_and_cancel_write_their_status(
+    make_napari_viewer, qtbot, small_case, tiny_checkpoint, add_case, notifications, tmp_path
+):
+    viewer = make_napari_viewer()
+    image, mask = add_case(viewer, small_case)
+    _, widget = _dock(viewer)
+    widget.picker.image.value, widget.picker.mask.value = image, mask
+    KNOWN_MODELS.add(str(tiny_checkpoint))
+    widget.model.value = str(tiny_checkpoint)
+    widget.output.value = "/proc/la-run"
+    assert widget.run() is None
+    assert widget.status.value.startswith("not started:") and "/proc" in widget.status.value
+    assert len(notifications["error"]) == 1 and notifications["traceback"] == []
+    # The plot before any step: sensible empty axes and a note.
+    assert widget.plot.loss_axes.get_ylim() == (0, 1) and widget.plot.waiting.get_visible()
+    assert widget.plot.dice_axes.get_ylim()[1] > 1  # a Dice of 1 is not on the frame
+
+    # Segment and Fine-tune docked together fit a 1000-pixel-high screen.
+    assert viewer.window._qt_window.minimumSizeHint().height() <= 1000
+
+    # The freeze box only shows for DINOv2.
+    widget.model.value = "unet"
+    assert widget.freeze.native.isHidden() and not widget.quick.value  # untrained: full run
+    widget.model.value = "dinov2_vits14"
+    assert not widget.freeze.native.isHidden()
+
+    # Cancelled before the first epoch ended: the status says nothing was written.
+    widget.model.value = str(tiny_checkpoint)
+    widget.output.value = str(tmp_path / "cancelled")
+    job = widget.run()
+    widget.cancel()
+    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    assert widget.status.value.startswith("cancelled:")
+    assert "no checkpoint" in widget.status.value and "unchanged" in widget.status.value
+
+
+def test_closing_the_viewer_stops_a_run_and_keeps_the_best(
+    make_napari_viewer, qtbot, small_case, tiny_checkpoint, add_case, tmp_path
+):
+    viewer = make_napari_viewer()
+    image, mask = add_case(viewer, small_case)
+    _, widget = _dock(viewer)
+    widget.picker.image.value, widget.picker.mask.value = image, mask
+    KNOWN_MODELS.add(str(tiny_checkpoint))
+    widget.model.value = str(tiny_checkpoint)
+    widget.quick.value = False
+    widget.epochs.value, widget.batch_size.value = 500, 2
+    widget.output.value = str(tmp_path / "run")
+    job = widget.run()
+    qtbot.waitUntil(lambda: len(widget.plot.dices) >= 1, timeout=120_000)
+    started = time.perf_counter()
+    viewer.window._qt_window.close()
+    assert job.engine_done.wait(0.1), "the run was still going after the viewer closed"
+    assert time.perf_counter() - started < 2.0
+    assert load_model(str(tmp_path / "run" / "best")) is not None
