@@ -138,8 +138,8 @@ class FewShotWidget(Container):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setMinimumHeight(110)
         results = QHBoxLayout()  # side by side: the dock fits a 1000-pixel screen
-        results.addWidget(self.curve, stretch=3)
-        results.addWidget(self.table, stretch=2)
+        results.addWidget(self.curve, stretch=1)
+        results.addWidget(self.table, stretch=1)
         self.inner.layout().addLayout(results, stretch=1)
         self.job: Job | None = None
         self.rows: list[dict] = []
