@@ -177,8 +177,11 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs")
     parser.add_argument("--fewshot-epochs", type=int, default=6)
     parser.add_argument(
-        "--only", choices=["all", "loop"], default="all", help="loop: only the correction loop"
-    )
+        "--only", nargs="+", default=["all"],
+        choices=["all", "loop", "finetune", "segment", "compare", "fewshot"],
+        help="loop: only the correction loop; finetune, segment, compare, fewshot: only these "
+        "screenshots (the steps they need still run)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,7 +192,7 @@ def main(argv=None) -> None:
 
     from napari_la_dinov2 import VolumeMeta, build_model, save_checkpoint, write_labels
     from napari_la_dinov2._widgets._models import KNOWN_MODELS
-    from napari_la_dinov2._widgets.compare import CompareWidget
+    from napari_la_dinov2._widgets.compare import CompareWidget, viewer_grid
     from napari_la_dinov2._widgets.fewshot import FewShotWidget
     from napari_la_dinov2._widgets.finetune import FinetuneWidget
     from napari_la_dinov2._widgets.segment import SegmentWidget
@@ -209,8 +212,9 @@ def main(argv=None) -> None:
     viewer = napari.Viewer(title="LA DINOv2", show=True)
     viewer.window.resize(1580, 960)
     app = QApplication.instance()
-    loop_screens(viewer, app, cases[1], base, work, out)
-    if args.only == "loop":
+    if "all" in args.only or "loop" in args.only:
+        loop_screens(viewer, app, cases[1], base, work, out)
+    if args.only == ["loop"]:
         return
 
     # 1. Fine-tune on the expert masks of one case (as if they were corrected predictions).
@@ -226,7 +230,8 @@ def main(argv=None) -> None:
     finetune.epochs.value, finetune.batch_size.value, finetune.lr.value = args.epochs, 8, lr
     finetune.output.value = str(work / "finetune")
     wait(finetune.run(), app)
-    snap(viewer, app, "finetune", out)
+    if "all" in args.only or "finetune" in args.only:
+        snap(viewer, app, "finetune", out)
     tuned = finetune.checkpoint
     viewer.window.remove_dock_widget(finetune.native)
     viewer.layers.clear()
@@ -242,11 +247,13 @@ def main(argv=None) -> None:
     segment.last_layer.opacity = 0.5
     colour_labels(segment.last_layer, "#ff7f0e")
     viewer.layers.selection.active = segment.last_layer
-    snap(viewer, app, "segment", out)
+    if "all" in args.only or "segment" in args.only:
+        snap(viewer, app, "segment", out)
     viewer.window.remove_dock_widget(segment.native)
 
     # 3. Compare the model and its fine-tuned copy against the expert mask (a yellow contour),
-    # on the slice where the atrium is largest; then the same in grid view.
+    # on the slice where the atrium is largest, where they disagree in magenta; then the same
+    # in grid view, one panel per mask, titled.
     compare = CompareWidget(viewer)
     dock(viewer, app, compare, "Compare", width=620)
     viewer.layers.remove(segment.last_layer)
@@ -260,16 +267,21 @@ def main(argv=None) -> None:
     mask.opacity = 1.0
     show_atrium_slice(viewer, image, cases[1][2], cases[1][3])
     viewer.layers.selection.active = compare.model_layers[0]
-    snap(viewer, app, "compare", out)
-    # The canvas is tall and the slices wide: one column of panels (expert, then each model)
-    # uses it better than napari's automatic 2 x 2.
-    viewer.grid.shape = (1 + len(compare.model_layers), 1)
+    if "all" in args.only or "compare" in args.only:
+        snap(viewer, app, "compare", out)
+    # The canvas is tall and the slices wide: one column of panels (expert, each model, their
+    # disagreement) uses it better than napari's automatic 2 x 2.
+    viewer_grid(viewer).shape = (2 + len(compare.model_layers), 1)
     compare.grid.value = True
-    snap(viewer, app, "compare_grid", out)
+    if "all" in args.only or "compare" in args.only:
+        snap(viewer, app, "compare_grid", out)
     compare.grid.value = False
     viewer.window.remove_dock_widget(compare.native)
     viewer.layers.clear()
 
+    if "all" not in args.only and "fewshot" not in args.only:
+        viewer.close()
+        return
     # 4. Few-shot: 1 and all (3) training patients, two seeds, on 5 cases written to a folder
     # (the 24 slices around each atrium's centre, to keep the runs short on a CPU).
     folder = work / "cases"
@@ -289,14 +301,8 @@ def main(argv=None) -> None:
     fewshot.patients.value, fewshot.seeds.value = "1, all", "0, 1"
     fewshot.epochs.value = args.fewshot_epochs
     fewshot.output.value = str(work / "fewshot")
+    wait(fewshot.estimate(), app)  # the time estimate stays on the dock
     wait(fewshot.run(), app)
-    # A smaller curve, so the whole results table (4 rows) fits under it on a 1000-pixel screen.
-    from qtpy.QtCore import Qt
-    from qtpy.QtGui import QPixmap
-
-    curve = QPixmap(str(work / "fewshot" / "fewshot.png"))
-    fewshot.curve.setPixmap(curve.scaledToWidth(300, Qt.TransformationMode.SmoothTransformation))
-    fewshot.table.setMinimumHeight(150)
     snap(viewer, app, "fewshot", out)
     print("work folder (checkpoints, runs):", work)
     viewer.close()

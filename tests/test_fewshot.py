@@ -10,11 +10,13 @@ import pytest
 from napari_la_dinov2.errors import InputError
 from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.training import Case, TrainConfig
-from napari_la_dinov2.training.events import EpochDone, RunStarted, StepDone
+from napari_la_dinov2.training.estimate import format_duration, planned_runs
+from napari_la_dinov2.training.events import EpochDone, RunDone, RunStarted, StepDone
 from napari_la_dinov2.training.fewshot import (
     FewShotConfig,
     budget_size,
     fixed_split,
+    plot_fewshot,
     run_fewshot,
     training_subset,
 )
@@ -91,6 +93,12 @@ def test_tiny_fewshot_run_writes_csv_summary_and_plot(tmp_path):
     assert [e.n_train for e in runs] == [1, 1, 3, 3, 3, 3]
     trainings = [e for e in events if isinstance(e, EpochDone)]
     assert [e.run for e in trainings] == [0, 1, 2, 3]  # 100% reused the 'all' runs
+    # Each run's end, with its mean test Dice, as it ends (a live plot draws it).
+    done = [e for e in events if isinstance(e, RunDone)]
+    assert [e.index for e in done] == list(range(6)) and [e.n_train for e in done] == [
+        1, 1, 3, 3, 3, 3
+    ]  # fmt: skip
+    assert events.index(done[0]) < events.index(runs[1])
 
     out = tmp_path / "fs"
     with (out / "results.csv").open() as handle:
@@ -123,3 +131,20 @@ def test_stop_before_the_first_run_returns_nothing(tmp_path):
     config = FewShotConfig(output_dir=str(tmp_path / "fs"), seeds=[0], patients=[1])
     assert run_fewshot(_cases(4), config, stop=stop) == []
     assert not (tmp_path / "fs" / "results.csv").exists()
+
+
+def test_planned_runs_count_shared_budgets_once():
+    config = FewShotConfig(models=["unet", "x/y"], patients=[1, 10, "all"], seeds=[0, 1])
+    names = [f"case{i}" for i in range(10)]  # a training pool of 7: 10 and 'all' are one run
+    runs = planned_runs(config, names)
+    assert len(runs) == 2 * 2 * 2 and ("unet", 7, 1) in runs
+    assert format_duration(30) == "30 s" and format_duration(600) == "10 min"
+    assert format_duration(3 * 3600 + 20 * 60) == "3 h 20 min"
+
+
+def test_a_one_point_curve_keeps_its_dot_off_the_axes(tmp_path):
+    rows = [dict(model="unet", budget_kind="patients", budget=1, n_train=1, seed=0,
+                 case="a", dice=0.0, iou=0.0)]  # fmt: skip
+    axes = plot_fewshot(rows, tmp_path / "one.png").axes[0]
+    (x0, x1), (y0, y1) = axes.get_xlim(), axes.get_ylim()
+    assert x0 < 1 / 1.5 and x1 > 1.5 and y0 < -0.01 and y1 > 1

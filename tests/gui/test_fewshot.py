@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from napari_la_dinov2._widgets._models import KNOWN_MODELS
+from napari_la_dinov2._widgets._plots import FewShotPlot
 from napari_la_dinov2._widgets.fewshot import FewShotWidget, parse_list
+from napari_la_dinov2.training.events import RunDone
 
 pytestmark = pytest.mark.gui
 
@@ -38,4 +41,47 @@ def test_fewshot_from_case_folder(
     assert [row["n_train"] for row in widget.rows] == [1, 2]
     assert widget.table.rowCount() == 2
     assert widget.table.item(0, 0).text() == "tiny-unet"
-    assert not widget.curve.pixmap().isNull()
+    # The live plot got a dot per finished run, as each run ended.
+    dots = widget.curve.points["tiny-unet"]
+    assert sorted(dots) == [1, 2]
+    assert dots[1] == [pytest.approx(widget.rows[0]["dice"])]
+    assert "results in" in widget.status.value
+
+
+def test_the_dock_says_the_cost_before_the_start_and_estimates_the_time(
+    make_napari_viewer, qtbot, case_folder, tiny_checkpoint
+):
+    viewer = make_napari_viewer()
+    widget = FewShotWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Few-shot")
+    # Smaller defaults than the paper's 3 seeds x 10 epochs (hours on a laptop).
+    assert widget.seeds.value == "0" and widget.epochs.value <= 5
+    KNOWN_MODELS.add(str(tiny_checkpoint))
+    widget.models.value = [str(tiny_checkpoint)]
+    widget.seeds.value = "0, 1"
+    assert "Up to 6 training runs" in widget.plan.value  # 1 model x 3 budgets x 2 seeds
+    assert "hours on a laptop" in widget.plan.value
+    widget.epochs.value = 3
+    assert "of 3 epochs" in widget.plan.value
+
+    widget.picker.folder.value = str(case_folder)
+    widget.batch_size.value = 4
+    job = widget.estimate()
+    qtbot.waitUntil(lambda: job.finished, timeout=120_000)
+    assert job.error is None, job.error
+    # 4 cases: a pool of 2 training patients, so 1, 10 and all make 2 distinct sizes.
+    found = widget.estimated
+    assert found.runs == 4 and found.epochs == 3 and found.seconds > 0
+    # Epochs x the runs' patients (1 + 2, for each of two seeds) x one patient's steps.
+    assert found.steps > 0 and found.steps % (3 * (1 + 2) * 2) == 0
+    assert widget.plan.value.startswith("4 runs x 3 epochs") and "about" in widget.plan.value
+    assert widget.run_button.enabled
+
+
+def test_a_single_run_is_drawn_inside_the_axes(qtbot):
+    plot = FewShotPlot()
+    qtbot.addWidget(plot)
+    plot.add_event(RunDone(0, 1, "unet", "patients", 1, 1, 0, 0.0))
+    (x0, x1), (y0, y1) = plot.axes.get_xlim(), plot.axes.get_ylim()
+    assert x0 < 1 < x1 and y0 < 0.0 < y1  # not on the x-axis line, not on the frame
+    assert np.isclose(y0, -0.05) and y1 > 1

@@ -80,3 +80,35 @@ def follow_known_models(combo) -> None:
 
     KNOWN_MODELS.changed.connect(refresh)
     combo.native.destroyed.connect(lambda *_: KNOWN_MODELS.changed.disconnect(refresh))
+
+
+# Rows a model list shows beyond the shipped and added models: a few registry names, so the
+# user sees the list goes on.
+EXTRA_MODEL_ROWS = 3
+
+
+def size_model_list(select, *, most: int = 10) -> None:
+    """A magicgui Select of models tall enough for the shipped and added (trained) models and a
+    few registry names, growing as models are added; a selected model scrolled into view."""
+    view = select.native
+
+    def fit():
+        try:
+            rows = len(ALIASES) + len(KNOWN_MODELS._added) + EXTRA_MODEL_ROWS
+            rows = max(4, min(most, rows, view.count()))
+            height = view.sizeHintForRow(0) if view.count() else 18
+            frame = 2 * view.frameWidth()
+            view.setFixedHeight(max(height, 16) * rows + frame)
+            show_selected()
+        except RuntimeError:  # the Qt widget was deleted (viewer closed): stop following
+            KNOWN_MODELS.changed.disconnect(fit)
+
+    def show_selected(*_):
+        selected = view.selectedItems()
+        if selected:
+            view.scrollToItem(selected[0])
+
+    fit()
+    KNOWN_MODELS.changed.connect(fit)
+    view.destroyed.connect(lambda *_: KNOWN_MODELS.changed.disconnect(fit))
+    select.changed.connect(show_selected)

@@ -7,11 +7,12 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtCore import QTimer
 
-from ..training.events import EpochDone, StepDone
+from ..training.events import EpochDone, RunDone, StepDone
 
 # A redraw costs 0.1-0.4 s of GUI-thread time on a busy laptop CPU: coalesce the step events
 # into at most one redraw per interval so the viewer stays responsive during training.
 REDRAW_INTERVAL_MS = 500
+DICE_LIMITS = (-0.05, 1.05)  # as the engine's fewshot.png: a Dice of 0 is not on the axis
 
 
 class TrainingPlot(FigureCanvasQTAgg):
@@ -76,3 +77,50 @@ class TrainingPlot(FigureCanvasQTAgg):
             top = max(self.losses)
             self.loss_axes.set_ylim(0, top * 1.1 if top > 0 else 1)
         self._schedule_draw()
+
+
+class FewShotPlot(FigureCanvasQTAgg):
+    """Test Dice against training patients, live: a dot per finished run (``RunDone``), a line
+    through each model's mean over seeds."""
+
+    def __init__(self):
+        figure = Figure(figsize=(3.6, 2.2), dpi=80)
+        figure.subplots_adjust(left=0.17, right=0.97, bottom=0.22, top=0.95)
+        super().__init__(figure)
+        self.axes = figure.add_subplot(1, 1, 1)
+        self.setMinimumHeight(170)
+        self.clear()
+
+    def clear(self) -> None:
+        self.points: dict[str, dict[int, list[float]]] = {}  # model -> patients -> Dice
+        self._draw_points()
+
+    def add_event(self, event) -> None:
+        if isinstance(event, RunDone):
+            self.points.setdefault(event.model, {}).setdefault(event.n_train, []).append(event.dice)
+            self._draw_points()
+
+    def _draw_points(self) -> None:
+        axes = self.axes
+        axes.clear()
+        budgets = sorted({n for runs in self.points.values() for n in runs})
+        for colour, (model, runs) in enumerate(self.points.items()):
+            xs = sorted(runs)
+            for x in xs:
+                axes.plot([x] * len(runs[x]), runs[x], "o", color=f"C{colour}", ms=4, alpha=0.6)
+            means = [sum(runs[x]) / len(runs[x]) for x in xs]
+            axes.plot(xs, means, "-", color=f"C{colour}", lw=1.5, label=model)
+        axes.set_xscale("log")
+        if budgets:
+            axes.set_xticks(budgets, [str(b) for b in budgets])
+            # A single budget gets room either side; a dot never sits on an axis line.
+            axes.set_xlim(budgets[0] / 1.5, budgets[-1] * 1.5)
+            axes.legend(fontsize=8, loc="lower right")
+        else:
+            axes.set_xlim(0.7, 15)
+        axes.minorticks_off()
+        axes.set_ylim(*DICE_LIMITS)
+        axes.set_xlabel("training patients")
+        axes.set_ylabel("test Dice")
+        axes.grid(alpha=0.3)
+        self.draw_idle()

@@ -10,7 +10,6 @@ slice.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +33,20 @@ from qtpy.QtWidgets import QAbstractItemView, QFileDialog, QTableWidget, QTableW
 from ..errors import InputError
 from ..evaluation import compare_masks
 from ..inference import Predictor
-from ..measures import la_measures
-from ..metrics import dice, write_cases_csv
+from ..metrics import write_cases_csv
 from ..models import load_model
+from ._comparison import (
+    DECIMALS,
+    DISAGREE_COLOUR,
+    MODEL_COLOURS,
+    disagreement_layer_name,
+    format_value,
+    model_layer_name,
+    shape_measures,
+    unique_name,
+    viewer_grid,
+    worst_slice,
+)
 from ._layers import (
     file_to_layer_index,
     labels_layer_kwargs,
@@ -45,56 +55,29 @@ from ._layers import (
     mask_of,
     on_layer_grid,
 )
-from ._models import KNOWN_MODELS, device_choices, follow_known_models
+from ._models import KNOWN_MODELS, device_choices, follow_known_models, size_model_list
 from ._worker import Job
 
-MODEL_COLOURS = ["#ff7f0e", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
-COLUMNS = [  # (row key, short header, header tooltip): short headers keep the table narrow
+COLUMNS = [  # (row key, header with its unit (two lines keep it narrow), header tooltip)
     ("name", "Model", "the model's mask"),
     ("reference", "Against", "what it is compared with"),
     ("dice", "Dice", "Dice overlap"),
     ("iou", "IoU", "intersection over union"),
-    ("hd95_mm", "HD95", "95% Hausdorff distance, mm"),
-    ("assd_mm", "ASSD", "average symmetric surface distance, mm"),
-    ("volume_ml_pred", "mL", "left-atrium volume of the model's mask, mL"),
-    ("surface_area_cm2", "cm²", "surface area of the model's mask (smoothed mesh), cm²"),
+    ("hd95_mm", "HD95\n(mm)", "95% Hausdorff distance, mm"),
+    ("assd_mm", "ASSD\n(mm)", "average symmetric surface distance, mm"),
+    ("volume_ml_pred", "Vol.\n(mL)", "left-atrium volume of the model's mask, mL"),
+    ("surface_area_cm2", "Area\n(cm²)", "surface area of the model's mask (smoothed mesh), cm²"),
     ("sphericity", "Spher.", "sphericity of the model's mask: 1 for a sphere"),
-    ("worst_slice", "Worst", "the slice where they overlap least (click the row to go there)"),
+    (
+        "worst_slice",
+        "Worst\nslice",
+        "the slice where they differ most for the atrium's size "
+        "there, ignoring slices with a small atrium (click the row to go there)",
+    ),
 ]
 # Layer names can be long (a case id plus "expert mask"): the name columns are capped at this
 # width, elided in the middle, with the full name in the tooltip, so the table fits its panel.
-NAME_COLUMN_WIDTH = 110
-
-
-def worst_slice(a: np.ndarray, b: np.ndarray, slice_axis: int) -> int:
-    """The slice (along ``slice_axis``) where ``a`` and ``b`` overlap least, among the slices
-    where either has the atrium; the middle slice when neither has any."""
-    a, b = np.moveaxis(a != 0, slice_axis, 0), np.moveaxis(b != 0, slice_axis, 0)
-    present = [i for i in range(a.shape[0]) if a[i].any() or b[i].any()]
-    if not present:
-        return a.shape[0] // 2
-    return min(present, key=lambda i: dice(a[i], b[i]))
-
-
-def shape_measures(masks: dict[str, np.ndarray], meta) -> dict[str, dict[str, float]]:
-    """Surface area (cm²) and sphericity of each mask (NaN for an empty one): the engine's
-    definitions, so the table agrees with ``la-dinov2 mesh``."""
-    measures = {}
-    for name, mask in masks.items():
-        found = la_measures(mask, meta) if np.any(mask) else None
-        measures[name] = {
-            "surface_area_cm2": found.surface_area_cm2 if found else math.nan,
-            "sphericity": found.sphericity if found else math.nan,
-        }
-    return measures
-
-
-def _format(value) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "n/a"
-        return "inf" if math.isinf(value) else f"{value:.3f}"
-    return str(value)
+NAME_COLUMN_WIDTH = 100
 
 
 class CompareWidget(Container):
@@ -105,7 +88,6 @@ class CompareWidget(Container):
         # Layer pickers by annotation: napari keeps them in step with the layer list.
         self.image = create_widget(annotation=Image, label="Image")
         self.models = Select(label="Models", choices=KNOWN_MODELS.choices)
-        self.models.native.setMaximumHeight(110)
         self.folder = FileEdit(label="Add checkpoint folder", mode="d", value="")
         self.reference = create_widget(
             annotation=Labels, label="Reference mask", options={"nullable": True}
@@ -130,7 +112,8 @@ class CompareWidget(Container):
                 self.grid,
                 self.export,
                 self.status,
-            ]
+            ],
+            scrollable=True,  # every button stays reachable on a short screen
         )
         self.reference.value = None
         self.table = QTableWidget(0, len(COLUMNS))
@@ -143,13 +126,16 @@ class CompareWidget(Container):
         self.table.setMinimumHeight(160)
         self.table.setWordWrap(False)
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        self.native.layout().addWidget(self.table)
+        self.inner.layout().addWidget(self.table, stretch=1)
         self.rows: list[dict] = []
         self.model_layers: list[Labels] = []
+        self.layer_of: dict[str, Labels] = {}  # a row's model name -> its layer
         self.disagreement: Labels | None = None
-        self._parked: Labels | None = None  # the disagreement layer, out of the list in grid view
         self._backdrops: list[Image] = []
+        self._hidden: list = []  # layers hidden while the grid is on (they would get panels)
+        self._titled: list[Labels] = []  # masks whose name is on the canvas (grid view)
         self._image_layer: Image | None = None
+        self._reference_layer: Labels | None = None
         self._slice_axis = 2
         self.job: Job | None = None
         self.folder.changed.connect(self._add_folder)
@@ -159,6 +145,17 @@ class CompareWidget(Container):
         self.export.changed.connect(self._export_clicked)
         self.table.itemSelectionChanged.connect(self._row_selected)
         follow_known_models(self.models)
+        size_model_list(self.models)
+
+    @property
+    def native(self):
+        """The scroll area (napari docks ``native``; magicgui's is the widget inside it)."""
+        return self.root_native_widget
+
+    @property
+    def inner(self):
+        """The widget that holds the layout, inside the scroll area."""
+        return self.root_native_widget.widget()
 
     def _add_folder(self, value):
         if value and str(value) not in ("", ".") and Path(value).is_dir():
@@ -209,11 +206,14 @@ class CompareWidget(Container):
             shapes = shape_measures(masks, meta)
             for row in rows:
                 other = reference if reference is not None else masks[row["reference"]]
-                row["worst_slice"] = worst_slice(masks[row["name"]], other, slice_axis)
+                row["worst_slice"] = worst_slice(
+                    masks[row["name"]], other, slice_axis, meta.spacing
+                )
                 row.update(shapes[row["name"]])
             return masks, rows
 
         self._image_layer, self._slice_axis = image_layer, slice_axis
+        self._reference_layer = reference_layer
         self.job = Job(
             job,
             description=f"Comparing {len(sources)} models on '{image_layer.name}'",
@@ -232,29 +232,33 @@ class CompareWidget(Container):
         for layer in [*self.model_layers, self.disagreement]:
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
-        self.model_layers, self.disagreement = [], None
+        self.model_layers, self.disagreement, self.layer_of = [], None, {}
+
+    def _add_mask(self, data: np.ndarray, name: str, colours: dict, opacity: float) -> Labels:
+        image_layer = self._image_layer
+        name = unique_name(name, (layer.name for layer in self.viewer.layers))
+        layer = self.viewer.add_labels(
+            on_layer_grid(image_layer, data),  # file order -> as the image is shown
+            **labels_layer_kwargs(image_layer, name=name),
+            opacity=opacity,
+        )
+        layer.colormap = DirectLabelColormap(color_dict={None: "transparent", **colours})
+        return layer
 
     def _show(self, result) -> None:
         masks, rows = result
         self._clear_layers()
-        image_layer = self._image_layer
+        case = self._image_layer.name
         for i, (name, mask) in enumerate(masks.items()):
             colour = MODEL_COLOURS[i % len(MODEL_COLOURS)]
-            layer = self.viewer.add_labels(
-                on_layer_grid(image_layer, mask),  # file order -> as the image is shown
-                **labels_layer_kwargs(image_layer, name=name),
-                opacity=0.5,
-            )
-            layer.colormap = DirectLabelColormap(color_dict={None: "transparent", 1: colour})
+            layer = self._add_mask(mask, model_layer_name(case, name), {1: colour}, 0.5)
             self.model_layers.append(layer)
+            self.layer_of[name] = layer
         votes = np.sum([m != 0 for m in masks.values()], axis=0).astype(np.uint8)
         disagree = np.where((votes > 0) & (votes < len(masks)), votes, 0).astype(np.uint8)
-        self.disagreement = self.viewer.add_labels(
-            on_layer_grid(image_layer, disagree),
-            **labels_layer_kwargs(image_layer, name="models disagree"),
-            opacity=0.8,
-        )
-        self.disagreement.visible = False  # on demand: it hides the masks under it
+        # Every vote count in one colour that no model layer (nor a default reference) has.
+        colours = {v: DISAGREE_COLOUR for v in range(1, len(masks) + 1)}
+        self.disagreement = self._add_mask(disagree, disagreement_layer_name(case), colours, 0.7)
         self.rows = rows
         self._fill_table(rows)
         self.export.enabled = True
@@ -268,7 +272,7 @@ class CompareWidget(Container):
         self.table.setRowCount(len(rows))
         for r, row in enumerate(rows):
             for c, (key, _, _) in enumerate(COLUMNS):
-                item = QTableWidgetItem(_format(row.get(key, "")))
+                item = QTableWidgetItem(format_value(row.get(key, ""), DECIMALS.get(key, 3)))
                 item.setToolTip(item.text())
                 self.table.setItem(r, c, item)
         self.table.resizeColumnsToContents()
@@ -277,39 +281,75 @@ class CompareWidget(Container):
                 width = min(self.table.columnWidth(c), NAME_COLUMN_WIDTH)
                 self.table.setColumnWidth(c, width)
 
+    def _panel_masks(self) -> list[Labels]:
+        """The masks of the grid's panels, in order: the reference, each model, disagreement."""
+        masks = [self._reference_layer, *self.model_layers, self.disagreement]
+        return [m for m in masks if m is not None and m in self.viewer.layers]
+
+    def _backdrop(self, image: Image, mask: Labels) -> Image:
+        return Image(
+            image.data,  # shared, not copied
+            name=f"{image.name} under {mask.name}",
+            scale=image.scale,
+            translate=image.translate,
+            affine=image.affine.affine_matrix,
+            colormap=image.colormap,
+            contrast_limits=image.contrast_limits,
+            axis_labels=image.axis_labels,
+            units=image.units,  # napari warns when layers' units differ
+            metadata=dict(image.metadata),
+        )
+
     def set_grid(self, enabled: bool) -> None:
-        """One panel per model, each over its own view of the image (the data is shared)."""
+        """One panel per mask (the reference, each model, their disagreement), each over its
+        own view of the image (the data is shared) and titled with the mask's layer name.
+
+        napari's grid puts layers ``2k`` and ``2k + 1`` of the list in panel ``k`` (stride 2)
+        and gives no panel to a group of hidden layers: the (image, mask) pairs go to the bottom
+        of the list, and the other layers are hidden while the grid is on (shown again after).
+        """
+        self._leave_grid()
+        image = self._image_layer
+        if not (enabled and self.model_layers and image in self.viewer.layers):
+            return
+        layers = self.viewer.layers
+        panels = []
+        for k, mask in enumerate(self._panel_masks()):
+            backdrop = image if k == 0 else self._backdrop(image, mask)
+            if k:
+                self._backdrops.append(backdrop)
+            panels += [backdrop, mask]
+        self._hidden = [layer for layer in layers if layer not in panels and layer.visible]
+        for layer in self._hidden:
+            layer.visible = False
+        for position, layer in enumerate(panels):
+            if layer in layers:
+                layers.move(layers.index(layer), position)
+            else:
+                layers.insert(position, layer)
+            layer.visible = True
+            title = layer._overlays.get("layer_name")  # napari >= 0.6
+            if isinstance(layer, Labels) and title is not None:
+                title.visible = True  # the panel's title
+                self._titled.append(layer)
+        grid = viewer_grid(self.viewer)
+        grid.stride, grid.enabled = 2, True
+
+    def _leave_grid(self) -> None:
+        """Back to one view: backdrops gone, the hidden layers shown, titles off."""
         for layer in self._backdrops:
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         self._backdrops = []
-        if enabled and self.model_layers and self._image_layer in self.viewer.layers:
-            image = self._image_layer
-            for layer in self.model_layers:
-                backdrop = Image(
-                    image.data,
-                    name=f"{image.name} under {layer.name}",
-                    scale=image.scale,
-                    translate=image.translate,
-                    affine=image.affine.affine_matrix,
-                    colormap=image.colormap,
-                    contrast_limits=image.contrast_limits,
-                )
-                self.viewer.layers.insert(self.viewer.layers.index(layer), backdrop)
-                self._backdrops.append(backdrop)
-            self.viewer.grid.stride = 2
-            # The grid gives every layer pair a panel, hidden or not: the (hidden) disagreement
-            # layer would leave an empty one, so it leaves the list while the grid is on.
-            if self.disagreement is not None and self.disagreement in self.viewer.layers:
-                self.viewer.layers.remove(self.disagreement)
-                self._parked = self.disagreement
-        else:
-            self.viewer.grid.stride = 1
-        if not (enabled and self.model_layers) and self._parked is not None:
-            if self._parked is self.disagreement and self._parked not in self.viewer.layers:
-                self.viewer.layers.append(self._parked)
-            self._parked = None
-        self.viewer.grid.enabled = bool(enabled and self.model_layers)
+        for layer in self._hidden:
+            if layer in self.viewer.layers:
+                layer.visible = True
+        self._hidden = []
+        for layer in self._titled:
+            layer._overlays["layer_name"].visible = False
+        self._titled = []
+        grid = viewer_grid(self.viewer)
+        grid.enabled, grid.stride = False, 1
 
     def export_csv(self, path: str | Path) -> Path:
         if not self.rows:
@@ -318,7 +358,7 @@ class CompareWidget(Container):
 
     def _export_clicked(self, _=None) -> None:
         path, _ = QFileDialog.getSaveFileName(
-            self.native, "Save the comparison table", "compare.csv", "CSV (*.csv)"
+            self.inner, "Save the comparison table", "compare.csv", "CSV (*.csv)"
         )
         if path:
             show_info(f"table saved to {self.export_csv(path)}")
@@ -345,7 +385,7 @@ class CompareWidget(Container):
             self.viewer.reset_view()
         first = dims.ndim - len(world)  # world axes of this image among the viewer's axes
         dims.set_point(range(first, dims.ndim), world)
-        for layer in self.model_layers:
-            if layer.name == row["name"]:
-                self.viewer.layers.selection.active = layer
+        layer = self.layer_of.get(row["name"])
+        if layer is not None and layer in self.viewer.layers:
+            self.viewer.layers.selection.active = layer
         self.status.value = f"{row['name']} vs {row['reference']}: worst slice {row['worst_slice']}"

@@ -52,4 +52,19 @@ class RunStarted:
     seed: int
 
 
-TrainingEvent = FeaturesComputed | StepDone | EpochDone | RunStarted
+@dataclass(frozen=True)
+class RunDone:
+    """A few-shot run was trained and tested: its mean test Dice over the test cases (or an
+    earlier identical run's, reused)."""
+
+    index: int
+    total: int
+    model: str
+    budget_kind: str
+    budget: float
+    n_train: int
+    seed: int
+    dice: float
+
+
+TrainingEvent = FeaturesComputed | StepDone | EpochDone | RunStarted | RunDone

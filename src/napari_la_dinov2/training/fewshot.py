@@ -52,10 +52,11 @@ from ..metrics import evaluate_case, write_csv
 from ..models import load_model
 from .cases import Case, split_cases
 from .config import TrainConfig
-from .events import RunStarted
+from .events import RunDone, RunStarted
 from .finetune import finetune
 from .state import atomic_write_text
 
+DICE_LIMITS = (-0.05, 1.05)  # the y range of the Dice plots
 RESULT_FIELDS = (
     "model", "budget_kind", "budget", "n_train", "seed", "case",
     "dice", "iou", "hd95_mm", "assd_mm", "volume_ml_pred", "volume_ml_truth",
@@ -176,7 +177,7 @@ def run_fewshot(cases: list[Case], config: FewShotConfig, progress=None, stop=No
     test cases and write results.csv, summary.md and fewshot.png (module docstring).
 
     ``progress(event)``: :class:`~.events.RunStarted` before each run, then that run's
-    finetune events with ``run`` set to its index. ``stop`` (threading.Event or callable): ends the current run as finetune does and
+    finetune events with ``run`` set to its index, then :class:`~.events.RunDone`. ``stop`` (threading.Event or callable): ends the current run as finetune does and
     starts no other; what finished is still written. Returns the result rows.
     """
     budgets = config.budgets()
@@ -226,6 +227,9 @@ def run_fewshot(cases: list[Case], config: FewShotConfig, progress=None, stop=No
         budget = {"model": label, "budget_kind": kind, "budget": value, "n_train": n}
         rows += [{**budget, "seed": seed, **row} for row in done_runs[key]]
         _write_rows(out / "results.csv", rows)
+        if progress:
+            dice = float(np.mean([row["dice"] for row in done_runs[key]]))
+            progress(RunDone(index, len(plan), label, kind, value, n, seed, dice))
         if is_cancelled(stop):
             break
     if rows:
@@ -383,7 +387,10 @@ def plot_fewshot(rows: list[dict], path: Path):
                           for key in runs if key[1] == kind})  # fmt: skip
         axes.set_xticks(budgets, [f"{b:g}" for b in budgets])
         axes.minorticks_off()
-        axes.set(ylabel="test Dice", ylim=(0, 1), title=f"Dice vs {kind}")
+        # A little room below 0 and beside a single budget: a dot is never on the axis line.
+        if len(budgets) == 1:
+            axes.set_xlim(budgets[0] / 2, budgets[0] * 2)
+        axes.set(ylabel="test Dice", ylim=DICE_LIMITS, title=f"Dice vs {kind}")
         axes.grid(alpha=0.3, which="both")
         axes.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
