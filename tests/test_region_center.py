@@ -20,7 +20,7 @@ from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.models import load_model
 from napari_la_dinov2.training import Case, TrainConfig, finetune
 from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
-from tests.test_cli import _run, foreground_checkpoint, synthetic_nifti  # noqa: F401 (fixtures)
+from tests.test_cli import _run, synthetic_nifti  # noqa: F401 (fixtures)
 
 ANISOTROPIC = VolumeMeta.from_spacing((400, 300, 40), (0.5, 0.5, 2.0))
 
