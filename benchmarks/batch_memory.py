@@ -29,6 +29,8 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
+from speed import cpu_model  # noqa: E402 (this folder is on the path of a script run from it)
+
 from napari_la_dinov2.batch import plan_batch, run_batch  # noqa: E402
 from napari_la_dinov2.inference import Predictor  # noqa: E402
 from napari_la_dinov2.models import load_model  # noqa: E402
@@ -57,16 +59,6 @@ def current_rss_mb() -> float | None:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=20)
@@ -82,7 +74,7 @@ def main() -> None:
     print("napari-la-dinov2 batch memory benchmark")
     print(f"command: python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}".rstrip())
     print(
-        f"machine: {_cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()} "
+        f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()} "
         f"{platform.release()}; torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")

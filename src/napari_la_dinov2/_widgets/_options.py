@@ -20,3 +20,18 @@ def collapsible(container, inner, title: str, *, at: int, expanded: bool = False
     else:
         section.collapse(animate=False)
     return section
+
+
+class ScrollingDock:
+    """Mixin for a ``Container(scrollable=True)`` that napari docks: napari docks ``native``,
+    which for magicgui's scrollable container is the widget inside the scroll area, so the
+    scrolling would be lost; here ``native`` is the scroll area itself."""
+
+    @property
+    def native(self):
+        return self.root_native_widget
+
+    @property
+    def inner(self):
+        """The widget that holds the layout, inside the scroll area."""
+        return self.root_native_widget.widget()

@@ -56,6 +56,7 @@ from ._layers import (
     on_layer_grid,
 )
 from ._models import KNOWN_MODELS, device_choices, follow_known_models, size_model_list
+from ._options import ScrollingDock
 from ._worker import Job
 
 COLUMNS = [  # (row key, header with its unit (two lines keep it narrow), header tooltip)
@@ -80,7 +81,7 @@ COLUMNS = [  # (row key, header with its unit (two lines keep it narrow), header
 NAME_COLUMN_WIDTH = 100
 
 
-class CompareWidget(Container):
+class CompareWidget(ScrollingDock, Container):
     """Plugins > LA DINOv2 > Compare."""
 
     def __init__(self, napari_viewer):
@@ -146,16 +147,6 @@ class CompareWidget(Container):
         self.table.itemSelectionChanged.connect(self._row_selected)
         follow_known_models(self.models)
         size_model_list(self.models)
-
-    @property
-    def native(self):
-        """The scroll area (napari docks ``native``; magicgui's is the widget inside it)."""
-        return self.root_native_widget
-
-    @property
-    def inner(self):
-        """The widget that holds the layout, inside the scroll area."""
-        return self.root_native_widget.widget()
 
     def _add_folder(self, value):
         if value and str(value) not in ("", ".") and Path(value).is_dir():

@@ -39,6 +39,7 @@ from ..errors import InputError
 from ..training.events import EpochDone, RunDone, RunStarted, StepDone
 from ._cases import CasePicker, with_folder_cases
 from ._models import KNOWN_MODELS, device_choices, follow_known_models, size_model_list
+from ._options import ScrollingDock
 from ._plots import FewShotPlot
 from ._worker import Job
 from .finetune import default_run_dir
@@ -81,7 +82,7 @@ def summary_rows(rows: list[dict]) -> list[dict]:
     return table
 
 
-class FewShotWidget(Container):
+class FewShotWidget(ScrollingDock, Container):
     """Plugins > LA DINOv2 > Few-shot."""
 
     def __init__(self, napari_viewer):
@@ -154,16 +155,6 @@ class FewShotWidget(Container):
         follow_known_models(self.models)
         size_model_list(self.models)
         self.update_plan()
-
-    @property
-    def native(self):
-        """The scroll area (napari docks ``native``; magicgui's is the widget inside it)."""
-        return self.root_native_widget
-
-    @property
-    def inner(self):
-        """The widget that holds the layout, inside the scroll area."""
-        return self.root_native_widget.widget()
 
     def config(self):
         from ..training import TrainConfig
