@@ -151,8 +151,8 @@ def check_output_folder(folder: str | os.PathLike, *, allow_missing: bool = Fals
         os.unlink(probe)
     except OSError as error:
         raise InputError(
-            f"{existing} does not accept new files ({error.strerror or error}); choose another "
-            "folder."
+            f"{folder} cannot be written: {existing} does not accept new files "
+            f"({error.strerror or error}); choose another folder."
         ) from None
     return folder
 

@@ -11,7 +11,6 @@ import csv
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from ..errors import InputError
 from ..io import atomic_write
 from ..models import save_checkpoint
+from ..outputs import check_output_folder
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -127,20 +127,7 @@ def check_run_dir(run_dir: str | os.PathLike, *, resume: bool, overwrite: bool) 
             f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to continue "
             "it, --overwrite to replace it, or choose another folder."
         )
-    ancestor = run_dir
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise InputError(f"{ancestor} is a file, so {run_dir} cannot be created in it.")
-    try:  # the only sure test of writability (root ignores permissions; /proc refuses all)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=ancestor)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as error:
-        raise InputError(
-            f"{run_dir} cannot be written ({error.strerror or error.__class__.__name__} in "
-            f"{ancestor}); choose another folder."
-        ) from None
+    check_output_folder(run_dir, allow_missing=True)  # a file in the way, /proc, read-only
     return run_dir
 
 
