@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from napari_la_dinov2.errors import InputError
 from napari_la_dinov2.io import VolumeMeta
@@ -77,9 +78,30 @@ def test_a_round_with_corrections_and_replay_records_both(tmp_path):
     assert result.history[0]["val_dice"] >= 0  # validation ran on the corrected case
 
 
+@pytest.mark.parametrize("frozen", [True, False])
+def test_frozen_norm_statistics_stay_while_the_weights_learn(tmp_path, frozen):
+    """A round on one case must not replace the BatchNorm statistics the model was trained
+    with by that case's (freeze_norm_stats, on in the quick round)."""
+    config = TrainConfig(model="unet", model_kwargs=TINY_UNET_KWARGS,
+                         preprocessing=TINY_UNET_PREPROCESSING, epochs=2, steps_per_epoch=2,
+                         batch_size=4, lr=1e-3, device="cpu", freeze_norm_stats=frozen,
+                         output_dir=str(tmp_path / "round"))  # fmt: skip
+    result = finetune([_case("today", corrected_slices=(4,))], config)
+    torch.manual_seed(config.seed)  # the weights the run started from
+    start = load_model("unet", pretrained=False, preprocessing=TINY_UNET_PREPROCESSING,
+                       **TINY_UNET_KWARGS).state_dict()  # fmt: skip
+    tuned = load_model(result.last_checkpoint).state_dict()
+    stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
+    weights = [k for k in start if k.endswith("conv.weight")]
+    assert stats and weights
+    assert any(not torch.equal(start[k], tuned[k]) for k in weights)  # the weights learned
+    kept = all(torch.equal(start[k], tuned[k]) for k in stats)
+    assert kept == frozen
+
+
 def test_the_quick_round_is_a_short_round_and_bad_weights_are_refused(tmp_path):
     quick = TrainConfig.quick_round(model="default")
     assert (quick.epochs, quick.steps_per_epoch, quick.batch_size) == (1, 12, 8)
-    assert quick.correction_weight > 1 and 0 < quick.replay_share < 1
+    assert quick.correction_weight > 1 and 0 < quick.replay_share < 1 and quick.freeze_norm_stats
     with pytest.raises(InputError, match="correction_weight must be >= 1"):
         TrainConfig(correction_weight=0.5, epochs=1, batch_size=1, lr=1e-3).resolved({})

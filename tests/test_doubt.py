@@ -83,3 +83,32 @@ def test_slices_are_ranked_by_their_total_doubt():
     assert rank_slices(doubt, 2) == [4, 2, 1]
     assert rank_slices(doubt, 2, count=2) == [4, 2]
     assert rank_slices(doubt, 0)[0] == 0  # along another axis, the voxel's row wins
+
+
+def test_with_the_mask_only_doubt_near_its_surface_counts():
+    """Members disagreeing about a structure far from the mask (another chamber) change no
+    mask voxel: that slice must not outrank the atrium's doubtful edge."""
+    mask = np.zeros((40, 40, 6), bool)
+    mask[10:20, 10:20, 1:5] = True  # the atrium on slices 1-4
+    doubt = np.zeros(mask.shape, np.float32)
+    doubt[25:40, 25:40, 5] = 0.3  # 225 voxels of far doubt on slice 5
+    doubt[9:21, 9:21, 3] = 0.3  # the edge of slice 3 (with its inside: 144 voxels)
+    doubt[12:18, 12:18, 3] = 0.0  # the atrium's inside is certain
+    doubt[9:21, 9:21, 2] = 0.05  # a little doubt on slice 2's edge
+    assert rank_slices(doubt, 2)[0] == 5  # by all of the doubt, the far structure wins
+    assert rank_slices(doubt, 2, mask=mask) == [3, 2]
+    # an empty mask (the model found nothing) ranks by all of the doubt
+    assert rank_slices(doubt, 2, mask=np.zeros_like(mask))[0] == 5
+
+
+def test_the_surface_band_reaches_width_voxels_either_side():
+    from napari_la_dinov2.doubt import surface_band
+
+    mask = np.zeros((30, 30, 30), bool)
+    mask[10:20, 10:20, 10:20] = True
+    band = surface_band(mask, 2)
+    line = band[15, :, 15]  # a line through the cube's middle: 8..11 and 18..21 are near
+    assert np.flatnonzero(line).tolist() == [8, 9, 10, 11, 18, 19, 20, 21]
+    edge = np.zeros((10, 10, 10), bool)
+    edge[:4] = True  # a mask touching the volume's border: the border is no surface
+    assert not surface_band(edge, 1)[0].any() and surface_band(edge, 1)[3].all()

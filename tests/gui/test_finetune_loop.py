@@ -68,7 +68,10 @@ def test_corrections_weighted_and_earlier_cases_replayed(
     widget.output.value = str(tmp_path / "round1")
     assert _run(qtbot, widget).error is None
     first = short_rounds[-1]
-    assert first["config"].steps_per_epoch == QUICK_ROUND["steps_per_epoch"] and first["config"].epochs == 1  # quick round
+    assert (
+        first["config"].steps_per_epoch == QUICK_ROUND["steps_per_epoch"]
+        and first["config"].epochs == 1
+    )  # quick round
     assert np.array_equal(first["cases"][0].prediction, model_mask)
     assert first["replay"] is None
     assert "measured on the training case itself" in widget.status.value

@@ -75,7 +75,10 @@ class FinetuneWidget(Container):
         self.model = ComboBox(label="Start from", choices=KNOWN_MODELS.choices)
         steps = QUICK_ROUND["steps_per_epoch"]
         self.quick = CheckBox(text=f"Quick round (1 epoch of {steps} steps)", value=True)
-        self.quick.tooltip = f"TrainConfig.quick_round: {steps} steps of 8 slices at lr 1e-4"
+        self.quick.tooltip = (
+            f"TrainConfig.quick_round: {steps} steps of {QUICK_ROUND['batch_size']} slices at "
+            f"lr {QUICK_ROUND['lr']:g}, BatchNorm statistics kept"
+        )
         self.epochs = SpinBox(label="Epochs", value=5, min=1, max=1000)
         self.batch_size = SpinBox(label="Batch size", value=8, min=1, max=512)
         self.lr = LineEdit(label="Learning rate", value="")

@@ -152,8 +152,9 @@ def segment_volume(predictor, volume, meta, region, show_doubt, progress, stop) 
         return dict(labels=labels, slice_axis=meta.through_plane_axis())
     prepared = predictor.prepare(volume, meta, roi=region)
     probability, doubt = doubt_map(predictor, prepared, progress=progress, cancel=stop)
-    doubtful = rank_slices(doubt, prepared.slice_axis, DOUBT_SLICES)
-    return dict(labels=predictor.labels(probability, prepared), doubt=doubt,
+    labels = predictor.labels(probability, prepared)
+    doubtful = rank_slices(doubt, prepared.slice_axis, DOUBT_SLICES, mask=labels)
+    return dict(labels=labels, doubt=doubt,
                 doubtful=tuple(doubtful), slice_axis=prepared.slice_axis)  # fmt: skip
 
 

@@ -8,9 +8,15 @@ from dataclasses import dataclass, field
 
 from ..errors import InputError
 
-# The quick correction round: 12 steps of 8 slices per branch, then one validation. A step of
-# the embedded 3-view model takes about 4 s on a 2-core laptop CPU, so a round is about a minute.
-QUICK_ROUND = dict(epochs=1, steps_per_epoch=12, batch_size=8, lr=1e-4, patience=1)
+# The quick correction round: 12 steps of 8 slices per branch, then one validation: 8 s with
+# the embedded 3-view model on a quiet 2-core CPU (benchmarks/results/correction-loop-cpu.txt),
+# well under a minute on a busy laptop. The rate is low because one case pulls the model toward
+# its own bias: from a weak model, 12 steps at 1e-4 on one patient cost the next patient
+# 0.35-0.85 Dice in each of 4 seeds, at 3e-5 0.07-0.30, while the corrected case gains about as
+# much (correction_loop.py --round-lr).
+QUICK_ROUND = dict(
+    epochs=1, steps_per_epoch=12, batch_size=8, lr=3e-5, patience=1, freeze_norm_stats=True
+)
 
 
 @dataclass
@@ -33,6 +39,11 @@ class TrainConfig:
     patience: int = 10  # epochs without a better validation Dice before stopping
     min_epochs: int = 1
     foreground_fraction: float = 0.6
+    # BatchNorm layers keep the running statistics they were trained with. A round on one
+    # case in small batches would otherwise overwrite them with that case's statistics: with
+    # them updating, 12 steps at lr 1e-4 on one corrected case raised the weak model's 1 - Dice
+    # on the next four patients from 0.19 to 0.28-0.35; frozen: 0.20 (correction_loop.py).
+    freeze_norm_stats: bool = False
     # A slice the user corrected weighs this many untouched slices (the model's own guess).
     correction_weight: float = 4.0
     # Share of the slices drawn from replayed earlier cases (finetune's ``replay``).
@@ -60,7 +71,7 @@ class TrainConfig:
 
     @classmethod
     def quick_round(cls, **settings) -> TrainConfig:
-        """A correction round that takes about a minute on a 2-core CPU with the embedded
+        """A correction round that takes well under a minute on a 2-core CPU with the embedded
         default model (see benchmarks/correction_loop.py): one short epoch of small batches at
         a fine-tuning learning rate, the corrected slices weighted."""
         return cls(**{**QUICK_ROUND, **settings})

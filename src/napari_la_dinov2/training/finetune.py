@@ -174,6 +174,17 @@ def _schedule(optimizer, config: TrainConfig, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _train_mode(model: LASegmenter, config: TrainConfig) -> None:
+    """Training mode; with ``config.freeze_norm_stats`` the BatchNorm layers stay in eval mode,
+    so their running statistics stay those of the model's training (their scale and shift
+    still learn)."""
+    model.train()
+    if config.freeze_norm_stats:
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                layer.eval()
+
+
 def _train_step(module, optimizer, loss_fn, xs, ys, device, amp_dtype) -> float:
     """One optimiser step on one batch of every branch; the loss is the branches' mean."""
     xs = [x.to(device) for x in xs]
@@ -254,7 +265,7 @@ def _setup(cases, config: TrainConfig, val_cases, replay, progress, stop, cache)
         batches = SliceBatches(model, train_cases, augment=config.augment, seed=seed,
                                sampling=config.sampling())  # fmt: skip
     module = distributed.wrap(batches.module, device)
-    model.train()
+    _train_mode(model, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise InputError("the model has no trainable parameters with these settings.")
@@ -273,6 +284,7 @@ def _setup(cases, config: TrainConfig, val_cases, replay, progress, stop, cache)
 def _train_epoch(run: _Run, epoch: int, rng) -> tuple[list[float], bool]:
     """One epoch of steps: the losses, and whether the stop flag ended it early."""
     config, device = run.config, run.predictor.device
+    _train_mode(run.model, config)  # validation left it in eval mode
     run.batches.new_epoch(rng, run.slices_per_epoch)
     losses = []
     for step in range(run.steps):
