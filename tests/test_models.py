@@ -244,6 +244,46 @@ def test_checkpoint_repo_id_resolved_from_the_cache(tmp_path, offline_hub):
         load_checkpoint("someone/missing")
 
 
+@pytest.fixture
+def no_network(tmp_path, monkeypatch):
+    """No network, HF_HUB_OFFLINE unset (a laptop on a train): the hub's host does not resolve.
+    Every back-off sleep is recorded instead of slept."""
+    import socket
+    import time
+
+    import huggingface_hub.constants as constants
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    sleeps = []
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    return cache, sleeps
+
+
+def test_without_a_network_the_cache_answers_at_once(tmp_path, tiny_dinov2_dir, no_network):
+    """huggingface_hub would retry five times (23 s) before the same answer."""
+    cache, sleeps = no_network
+    model = build_model("unet", **tiny_kwargs("unet"))
+    save_checkpoint(model.eval(), tmp_path / "ck")
+    put_in_hub_cache(tmp_path / "ck", "someone/la-unet", cache)
+    put_in_hub_cache(tiny_dinov2_dir, "facebook/dinov2-small", cache)
+    assert load_model("someone/la-unet").model_name == "unet"
+    build_model("dinov2_vits14", preprocessing=dict(input_size=56), **TINY_DINOV2_KWARGS)
+    with pytest.raises(InputError, match="someone/missing.*could not be loaded"):
+        load_checkpoint("someone/missing")
+    with pytest.raises(InputError, match="facebook/dinov2-base.*not in the local Hugging Face"):
+        build_model("dinov2_vitb14", **TINY_DINOV2_KWARGS)
+    assert sleeps == []  # no retry waited
+
+
 # --- ResNet50 ImageNet weights from safetensors ------------------------------------------------
 
 

@@ -116,10 +116,12 @@ def load_resnet50_imagenet(encoder: nn.Module, source: str = RESNET50_IMAGENET_R
         else:
             from huggingface_hub import hf_hub_download
 
-            from ..hub import quiet_hub
+            from ..hub import offline, quiet_hub
 
             with quiet_hub():
-                weights_file = Path(hf_hub_download(source, "model.safetensors"))
+                weights_file = Path(
+                    hf_hub_download(source, "model.safetensors", local_files_only=offline())
+                )
         weights = load_file(str(weights_file))
     except Exception as error:
         raise InputError(

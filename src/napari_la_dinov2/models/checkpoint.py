@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from ..hub import is_official_backbone, quiet_hub
+from ..hub import is_official_backbone, offline, quiet_hub
 from ..io import default_permissions
 from .baselines import RESNET50_IMAGENET_REPO
 from .limits import check_weights_fit
@@ -169,9 +169,13 @@ def _checkpoint_files(source: str) -> tuple[Path, Path]:
         )
     from huggingface_hub import hf_hub_download
 
+    cache_only = offline()
     try:
         with quiet_hub():
-            return tuple(Path(hf_hub_download(source, n)) for n in (CONFIG_NAME, WEIGHTS_NAME))
+            return tuple(
+                Path(hf_hub_download(source, n, local_files_only=cache_only))
+                for n in (CONFIG_NAME, WEIGHTS_NAME)
+            )
     except Exception as error:
         raise InputError(
             f"the checkpoint {source!r} could not be loaded ({error.__class__.__name__}); "

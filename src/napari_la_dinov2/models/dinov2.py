@@ -83,13 +83,16 @@ def load_pretrained_backbone(source: str, registers: bool) -> nn.Module:
     (``pytorch_model.bin``) is refused, since unpickling it could run any code."""
     from transformers import AutoConfig
 
-    from ..hub import quiet_hub
+    from ..hub import offline, quiet_hub
 
     _refuse_pickled_only(source)
+    cache_only = offline()
     try:
         with quiet_hub():
-            config = AutoConfig.from_pretrained(source)
-            model = _model_class(config.model_type).from_pretrained(source, use_safetensors=True)
+            config = AutoConfig.from_pretrained(source, local_files_only=cache_only)
+            model = _model_class(config.model_type).from_pretrained(
+                source, use_safetensors=True, local_files_only=cache_only
+            )
     except OSError as error:
         raise InputError(
             f"the DINOv2 weights '{source}' are not in the local Hugging Face cache as "
