@@ -182,7 +182,7 @@ def summary(rows: list[dict], default_rows: list[dict]) -> list[str]:
     lines = ["| arm | 1 - Dice (cases 2-8) | slices to fix (cases 2-8) | s / round | "
              "1 - Dice of the corrected case after its round |",
              "|---|---|---|---|---|"]  # fmt: skip
-    for arm in ARMS:
+    for arm in dict.fromkeys(r["arm"] for r in rows):
         later = [r for r in rows if r["arm"] == arm and r["case"] > 1]
         mine = [r for r in rows if r["arm"] == arm]
         rounds = [r["round_s"] for r in mine if r["round_s"]]
@@ -194,8 +194,10 @@ def summary(rows: list[dict], default_rows: list[dict]) -> list[str]:
         )
     lines.append("\nDoubt ranking: share of the error voxels in the 10% most doubtful slices "
                  "(random: 10%; best: the 10% of slices with the most errors)")  # fmt: skip
-    weak = [r for r in rows if r["arm"] == "none"]
+    weak = [r for r in rows if r["arm"] == "none"]  # the weak model itself on every case
     for name, mine in (("weak model", weak), ("embedded default model", default_rows)):
+        if not mine:
+            continue
         capture = np.nanmean([r["doubt_capture"] for r in mine])
         best = np.nanmean([r["best_capture"] for r in mine])
         lines.append(f"- {name}: {capture:.1%} ({capture / 0.1:.1f}x random; best {best:.1%})")
@@ -227,7 +229,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ("after", "1 - Dice of the case after its round"),
     )
     for axes, (key, label) in zip(figure.subplots(1, 3), panels):
-        for arm in ARMS:
+        for arm in dict.fromkeys(r["arm"] for r in rows):
             mine = [r for r in rows if r["arm"] == arm]
             axes.plot([r["case"] for r in mine], [r[key] for r in mine], marker="o", label=arm)
         axes.set(xlabel="case in sequence", ylabel=label)
@@ -246,6 +248,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", type=int, default=8, help="fewer only to smoke-test")
     parser.add_argument("--round-steps", type=int, help="the quick round's steps (its preset)")
     parser.add_argument("--round-lr", type=float, help="the quick round's rate (its preset)")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="also write the log and table here")
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "correction_loop.png")
@@ -264,7 +267,7 @@ def main(argv=None) -> int:
     weak_dir = train_weak(load_case_folder(args.data, names=split["train"][:4] + split["val"][:2]),
                           args, log)  # fmt: skip
     sequence = load_case_folder(args.data, names=split["test"][: args.cases])
-    rows = [row for arm in ARMS for row in run_arm(arm, weak_dir, sequence, args, log)]
+    rows = [row for arm in args.arms for row in run_arm(arm, weak_dir, sequence, args, log)]
     log(f"quick round of the embedded default model on one corrected case: "
         f"{default_round_seconds(sequence[0], args):.0f} s")  # fmt: skip
     default_rows = default_model_ranking(sequence, log)
