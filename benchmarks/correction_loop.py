@@ -16,12 +16,13 @@ learned from the corrections. It also reports whether the doubt ranking finds th
 share of the error voxels that lie in the 10% most doubtful slices (a random choice of slices
 holds 10% on average; the 10% of slices with the most errors, the best any ranking of whole
 slices can do, is given beside it), for the weak model and for the embedded default model on
-the same patients, and the time of one quick round of the embedded default model on one
-corrected case. The per-case rows are also written to ``<work>/rows.json``.
+the same patients. For the embedded default model it also runs one quick round per case (each
+from the shipped model): its time, and the case's and the next case's 1 - Dice before and
+after. The per-case rows are also written to ``<work>/rows.json``.
 
     python benchmarks/correction_loop.py --threads 2 --out benchmarks/results/correction-loop-cpu.txt
 
-About 12 minutes on a quiet 2-core CPU (the weak model's training, 4 minutes, is reused from
+About 15 minutes on a quiet 2-core CPU (the weak model's training, 4 minutes, is reused from
 ``--work`` when it is there).
 """
 
@@ -168,16 +169,6 @@ def train_weak(cases, args, log) -> Path:
     return out / "best"
 
 
-def default_round_seconds(case, args) -> float:
-    """One quick round of the embedded default model on one corrected case."""
-    config = TrainConfig.quick_round(model="default", device="cpu",
-                                     output_dir=str(args.work / "default-round"),
-                                     **_round_steps(args))  # fmt: skip
-    started = time.perf_counter()
-    finetune([case], config)
-    return time.perf_counter() - started
-
-
 def summary(rows: list[dict], default_rows: list[dict]) -> list[str]:
     lines = ["| arm | 1 - Dice (cases 2-8) | slices to fix (cases 2-8) | s / round | "
              "1 - Dice of the corrected case after its round |",
@@ -201,19 +192,50 @@ def summary(rows: list[dict], default_rows: list[dict]) -> list[str]:
         capture = np.nanmean([r["doubt_capture"] for r in mine])
         best = np.nanmean([r["best_capture"] for r in mine])
         lines.append(f"- {name}: {capture:.1%} ({capture / 0.1:.1f}x random; best {best:.1%})")
+    if default_rows:
+        follow = [r for r in default_rows if "next_after" in r]
+        lines.append(
+            "\nEmbedded default model, one quick round per case (each from the shipped model, on "
+            f"the case's expert mask): {np.mean([r['round_s'] for r in default_rows]):.0f} s a "
+            f"round; 1 - Dice of the case {np.mean([r['before'] for r in default_rows]):.3f} -> "
+            f"{np.mean([r['after'] for r in default_rows]):.3f}; of the next case "
+            f"{np.mean([r['next_before'] for r in follow]):.3f} -> "
+            f"{np.mean([r['next_after'] for r in follow]):.3f}."
+        )
     return lines
 
 
-def default_model_ranking(sequence, log) -> list[dict]:
-    """The doubt ranking of the model users start from, on the same patients."""
+def default_model_rounds(sequence, args, log) -> list[dict]:
+    """The model users start from, on the same patients: its doubt ranking, and one quick round
+    per case (each from the embedded model, on the case's expert mask as the correction): its
+    time, the case's 1 - Dice before and after, and the next case's."""
     model, rows = load_model("default"), []
-    for case in sequence:
-        mask, doubt, axis = predict(model, case)
+    before = [predict(model, case) for case in sequence]
+    for index, case in enumerate(sequence):
+        mask, doubt, axis = before[index]
         capture, ceiling = doubt_capture(mask, case.labels, doubt, axis)
-        rows.append(dict(doubt_capture=capture, best_capture=ceiling))
-        log(f"default {case.name}: 1-Dice {1 - dice(mask > 0, case.labels > 0):.3f}, "
-            f"doubt capture {capture:.2f} (best {ceiling:.2f})")  # fmt: skip
+        config = TrainConfig.quick_round(model="default", device="cpu", seed=index,
+                                         output_dir=str(args.work / f"default-round{index + 1}"),
+                                         **_round_steps(args))  # fmt: skip
+        started = time.perf_counter()
+        tuned = finetune([replace(case, prediction=mask)], config).model.eval()
+        row = dict(doubt_capture=capture, best_capture=ceiling,
+                   round_s=time.perf_counter() - started, before=_error(mask, case),
+                   after=_error(predict(tuned, case)[0], case))  # fmt: skip
+        if index + 1 < len(sequence):
+            following = sequence[index + 1]
+            row["next_before"] = _error(before[index + 1][0], following)
+            row["next_after"] = _error(predict(tuned, following)[0], following)
+        rows.append(row)
+        log(f"default case {index + 1} {case.name}: 1-Dice {row['before']:.3f}, after its round "
+            f"{row['after']:.3f} ({row['round_s']:.0f} s); doubt capture {capture:.2f} (best "
+            f"{ceiling:.2f})" + (f"; next case {row['next_before']:.3f} -> "
+            f"{row['next_after']:.3f}" if "next_after" in row else ""))  # fmt: skip
     return rows
+
+
+def _error(mask, case) -> float:
+    return 1 - dice(mask > 0, case.labels > 0)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -268,9 +290,7 @@ def main(argv=None) -> int:
                           args, log)  # fmt: skip
     sequence = load_case_folder(args.data, names=split["test"][: args.cases])
     rows = [row for arm in args.arms for row in run_arm(arm, weak_dir, sequence, args, log)]
-    log(f"quick round of the embedded default model on one corrected case: "
-        f"{default_round_seconds(sequence[0], args):.0f} s")  # fmt: skip
-    default_rows = default_model_ranking(sequence, log)
+    default_rows = default_model_rounds(sequence, args, log)
     for line in summary(rows, default_rows):
         log(line)
     plot(rows, args.plot)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InputError
 
-# The quick correction round: 12 steps of 8 slices per branch, then one validation: 8 s with
+# The quick correction round: 12 steps of 8 slices per branch, then one validation: 8-10 s with
 # the embedded 3-view model on a quiet 2-core CPU (benchmarks/results/correction-loop-cpu.txt),
 # well under a minute on a busy laptop. The rate is low because one case pulls the model toward
 # its own bias: from a weak model, 12 steps at 1e-4 on one patient cost the next patient
