@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from napari_la_dinov2 import build_model, save_checkpoint
-from napari_la_dinov2._widgets._doubt import NEXT_KEY, PREVIOUS_KEY
+from napari_la_dinov2._widgets._doubt import DOUBT_SLICES, NEXT_KEY, PREVIOUS_KEY
 from napari_la_dinov2._widgets._layers import PREDICTION_KEY, layer_to_file_index, mask_of
 from napari_la_dinov2._widgets.segment import SegmentWidget
+from napari_la_dinov2.doubt import rank_slices
 from napari_la_dinov2.models.packing import ensemble_of
 from tests.gui.conftest import TINY_UNET
 
@@ -78,6 +79,11 @@ def test_doubt_layer_and_doubtful_slices(
     # Next / previous move the slider to the doubtful slices, most doubtful first.
     nav = widget.navigator
     assert nav.slices and nav.next.enabled
+    # ranked by the doubt near the mask's surface, as doubt.rank_slices does with the mask (in
+    # the file's voxel order, where the navigator's slice axis is)
+    in_file = rank_slices(mask_of(doubt, image), nav.slice_axis, mask=mask_of(mask, image))
+    expected = in_file[:DOUBT_SLICES]
+    assert nav.slices == expected
     for position, file_slice in enumerate(nav.slices[:3]):
         shown = nav.go_next()
         step = viewer.dims.current_step[viewer.dims.not_displayed[0]]
