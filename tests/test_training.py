@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_la_dinov2.errors import InputError
+from napari_la_dinov2.errors import CancelledError, InputError
 from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.models import load_model, save_checkpoint
 from napari_la_dinov2.training import (
@@ -126,6 +126,27 @@ def test_resume_continues_from_last(tmp_path):
             [r[key] for r in first.history]
         )
     assert load_model(second.last_checkpoint).provenance["epoch"] == 4
+
+
+def test_a_replacing_run_stopped_at_once_leaves_no_old_checkpoint(tmp_path):
+    """--overwrite: the new run clears the old one's files before writing its own, so a stop
+    before its first epoch ends cannot leave the old weights beside the new settings."""
+    cases = [_case("a"), _case("b", 1)]
+    config = TrainConfig(
+        **UNET, epochs=1, steps_per_epoch=1, batch_size=2, lr=1e-3, device="cpu",
+        output_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    finetune(cases, config)
+    assert (tmp_path / "run" / "best").is_dir() and (tmp_path / "run" / "last").is_dir()
+    replacing = dataclasses.replace(config, lr=5e-4)
+    with pytest.raises(InputError):  # a bad input is refused before anything is cleared
+        finetune(cases, dataclasses.replace(replacing, model="no-such-model"))
+    assert (tmp_path / "run" / "best").is_dir()
+    with pytest.raises(CancelledError, match="no checkpoint was written"):
+        finetune(cases, replacing, stop=lambda: True)  # stopped before its first step
+    left = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert left == ["config.json", "split.json"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["lr"] == 5e-4
 
 
 _KILL_SCRIPT = """

@@ -48,6 +48,7 @@ from .events import EpochDone, StepDone
 from .feature_cache import FeatureCache, shared_cache
 from .state import (
     atomic_write_text,
+    clear_replaced_run,
     load_optimizer,
     read_history,
     recover_after_kill,
@@ -247,6 +248,8 @@ def _setup(cases, config: TrainConfig, val_cases, replay, progress, stop, cache)
             "model_name": model.model_name, "val_on_train": val_on_train, "world_size": world,
             "feature_cache_used": use_cache,
         }  # fmt: skip
+        if not config.resume:  # a run it replaces (--overwrite) must not leave checkpoints
+            clear_replaced_run(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", json.dumps(record, indent=2) + "\n")
         write_split(split, run_dir / "split.json")

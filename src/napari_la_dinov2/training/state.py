@@ -131,6 +131,19 @@ def check_run_dir(run_dir: str | os.PathLike, *, resume: bool, overwrite: bool) 
     return run_dir
 
 
+def clear_replaced_run(run_dir: Path) -> None:
+    """Remove the files of the run a new one replaces (``--overwrite``), once the new run has
+    its model and settings and is about to write its own. Left in place, a new run stopped
+    before its first epoch ended would leave the old ``best/`` and ``last/`` beside its own
+    config.json, and a later ``--resume`` would continue the old weights under new settings."""
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
 def recover_after_kill(run_dir: Path) -> None:
     """Tidy what a killed run's atomic writes left: the hidden staging copies are removed,
     and a checkpoint folder caught between its two renames (``.last.old-PID`` with no
