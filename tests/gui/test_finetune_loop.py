@@ -116,6 +116,10 @@ def test_refusals_and_cancel_write_their_status(
     # The freeze box only shows for DINOv2.
     widget.model.value = "unet"
     assert widget.freeze.native.isHidden() and not widget.quick.value  # untrained: full run
+    assert not widget.config().freeze_norm_stats  # a new network learns its statistics
+    widget.model.value = str(tiny_checkpoint)
+    widget.quick.value = False  # a full run of a trained model keeps them, as the quick round
+    assert widget.config().freeze_norm_stats and widget.config().steps_per_epoch is None
     widget.model.value = "dinov2_vits14"
     assert not widget.freeze.native.isHidden()
 

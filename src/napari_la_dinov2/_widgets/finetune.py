@@ -151,8 +151,11 @@ class FinetuneWidget(Container):
         """The TrainConfig the form describes."""
         from ..training import TrainConfig
 
+        # A trained model keeps its BatchNorm statistics: a few corrected cases would otherwise
+        # replace them (see TrainConfig.freeze_norm_stats); a new head must learn them.
         common = dict(model=self.model.value, output_dir=str(self.output.value),
-                      freeze_backbone=self.freeze.value, device=self.device.value)  # fmt: skip
+                      freeze_backbone=self.freeze.value, device=self.device.value,
+                      freeze_norm_stats=is_trained(self.model.value))  # fmt: skip
         if self.quick.value:
             return TrainConfig.quick_round(**common)
         lr_text = self.lr.value.strip()
