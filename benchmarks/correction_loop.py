@@ -47,6 +47,7 @@ from napari_la_dinov2.inference import Predictor  # noqa: E402
 from napari_la_dinov2.metrics import dice  # noqa: E402
 from napari_la_dinov2.models import load_model  # noqa: E402
 from napari_la_dinov2.training import TrainConfig, finetune, load_case_folder  # noqa: E402
+from napari_la_dinov2.training.state import read_history  # noqa: E402
 
 ARMS = ("none", "whole", "doubt")
 SLICE_ERROR = 0.05  # a slice "needs correcting" when its 1 - Dice is above this
@@ -67,7 +68,7 @@ def effort(mask: np.ndarray, truth: np.ndarray, slice_axis: int) -> tuple[float,
         m, t = np.take(mask, z, slice_axis) > 0, np.take(truth, z, slice_axis) > 0
         if (m.any() or t.any()) and 1 - dice(m, t) > SLICE_ERROR:
             bad += 1
-    return 1 - dice(mask > 0, truth > 0), bad
+    return _error(mask, truth), bad
 
 
 def doubt_capture(mask, truth, doubt, slice_axis: int) -> tuple[float, float]:
@@ -129,7 +130,7 @@ def run_arm(arm, weak_dir, sequence, args, log) -> list[dict]:
             result = finetune([corrected], config, replay=replay[-args.replay :] or None)
             row["round_s"] = time.perf_counter() - started
             model = result.model.eval()
-            row["after"] = 1 - dice(predict(model, case)[0] > 0, case.labels > 0)
+            row["after"] = _error(predict(model, case)[0], case.labels)
             args.work.joinpath(arm).mkdir(parents=True, exist_ok=True)
             _link_last(args.work / arm / "last", result.last_checkpoint)
             replay.append(corrected)
@@ -155,10 +156,8 @@ def _link_last(link: Path, target: Path) -> None:
 def train_weak(cases, args, log) -> Path:
     out = args.work / "weak"
     if (out / "best" / "model.safetensors").is_file():
-        dice_of = [
-            float(line.split(",")[2]) for line in (out / "history.csv").read_text().split()[1:]
-        ]
-        log(f"weak model: reusing {out / 'best'} (4 patients, val Dice {max(dice_of):.3f})")
+        best = max(row["val_dice"] for row in read_history(out / "history.csv"))
+        log(f"weak model: reusing {out / 'best'} (4 patients, val Dice {best:.3f})")
         return out / "best"
     config = TrainConfig(**WEAK, epochs=args.weak_epochs, steps_per_epoch=args.weak_steps,
                          batch_size=8, device="cpu", output_dir=str(out), seed=0)  # fmt: skip
@@ -220,12 +219,12 @@ def default_model_rounds(sequence, args, log) -> list[dict]:
         started = time.perf_counter()
         tuned = finetune([replace(case, prediction=mask)], config).model.eval()
         row = dict(doubt_capture=capture, best_capture=ceiling,
-                   round_s=time.perf_counter() - started, before=_error(mask, case),
-                   after=_error(predict(tuned, case)[0], case))  # fmt: skip
+                   round_s=time.perf_counter() - started, before=_error(mask, case.labels),
+                   after=_error(predict(tuned, case)[0], case.labels))  # fmt: skip
         if index + 1 < len(sequence):
             following = sequence[index + 1]
-            row["next_before"] = _error(before[index + 1][0], following)
-            row["next_after"] = _error(predict(tuned, following)[0], following)
+            row["next_before"] = _error(before[index + 1][0], following.labels)
+            row["next_after"] = _error(predict(tuned, following)[0], following.labels)
         rows.append(row)
         log(f"default case {index + 1} {case.name}: 1-Dice {row['before']:.3f}, after its round "
             f"{row['after']:.3f} ({row['round_s']:.0f} s); doubt capture {capture:.2f} (best "
@@ -234,8 +233,9 @@ def default_model_rounds(sequence, args, log) -> list[dict]:
     return rows
 
 
-def _error(mask, case) -> float:
-    return 1 - dice(mask > 0, case.labels > 0)
+def _error(mask, truth) -> float:
+    """1 - Dice of a mask against the expert's."""
+    return 1 - dice(mask > 0, truth > 0)
 
 
 def plot(rows: list[dict], path: Path) -> None:

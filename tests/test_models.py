@@ -245,9 +245,9 @@ def test_checkpoint_repo_id_resolved_from_the_cache(tmp_path, offline_hub):
 
 
 @pytest.fixture
-def no_network(tmp_path, monkeypatch):
+def no_network(offline_hub, monkeypatch):
     """No network, HF_HUB_OFFLINE unset (a laptop on a train): the hub's host does not resolve.
-    Every back-off sleep is recorded instead of slept."""
+    The empty cache is offline_hub's; every back-off sleep is recorded instead of slept."""
     import socket
     import time
 
@@ -256,16 +256,12 @@ def no_network(tmp_path, monkeypatch):
     def no_dns(*args, **kwargs):
         raise socket.gaierror(-2, "Name or service not known")
 
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     sleeps = []
     monkeypatch.setattr(time, "sleep", sleeps.append)
-    return cache, sleeps
+    return offline_hub, sleeps
 
 
 def test_without_a_network_the_cache_answers_at_once(tmp_path, tiny_dinov2_dir, no_network):

@@ -268,7 +268,6 @@ def _setup(cases, config: TrainConfig, val_cases, replay, progress, stop, cache)
         batches = SliceBatches(model, train_cases, augment=config.augment, seed=seed,
                                sampling=config.sampling())  # fmt: skip
     module = distributed.wrap(batches.module, device)
-    _train_mode(model, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise InputError("the model has no trainable parameters with these settings.")
@@ -287,7 +286,7 @@ def _setup(cases, config: TrainConfig, val_cases, replay, progress, stop, cache)
 def _train_epoch(run: _Run, epoch: int, rng) -> tuple[list[float], bool]:
     """One epoch of steps: the losses, and whether the stop flag ended it early."""
     config, device = run.config, run.predictor.device
-    _train_mode(run.model, config)  # validation left it in eval mode
+    _train_mode(run.model, config)  # each epoch: the previous one's validation left eval mode
     run.batches.new_epoch(rng, run.slices_per_epoch)
     losses = []
     for step in range(run.steps):
