@@ -106,6 +106,25 @@ def assd(pred: np.ndarray, truth: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> float:
     )
 
 
+def surface_dice(pred: np.ndarray, truth: np.ndarray, spacing=(1.0, 1.0, 1.0), tolerance_mm=1.0):
+    """Normalised surface Dice (NSD) at ``tolerance_mm``: the share of both surfaces lying
+    within the tolerance of the other (MONAI's ``compute_surface_dice``; 1.0 both empty, 0.0
+    one empty), as the CVPR 2025 interactive challenge reports it."""
+    from monai.metrics import compute_surface_dice
+
+    pred_b, truth_b = np.asarray(pred) != 0, np.asarray(truth) != 0
+    if not pred_b.any() or not truth_b.any():
+        return float(pred_b.any() == truth_b.any())
+    return _surface_metric(
+        pred,
+        truth,
+        spacing,
+        lambda p, t, s: compute_surface_dice(
+            p, t, class_thresholds=[tolerance_mm], include_background=True, spacing=s
+        ),
+    )
+
+
 def la_volume_ml(mask: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> float:
     """Volume of the foreground in millilitres: voxel count x voxel volume (mm^3) / 1000."""
     mask = np.asarray(mask) != 0

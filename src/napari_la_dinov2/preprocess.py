@@ -297,6 +297,15 @@ class SliceTransform:
         padded[..., top : top + height, left : left + width] = x
         return padded
 
+    def fit_maps(self, maps: torch.Tensor) -> torch.Tensor:
+        """``BxCxHxW`` maps in [0, 1] (a mask, click maps) -> ``BxCxSxS``, zero-padded and
+        resized bilinearly: the prompt channels of the click model (see interactive/)."""
+        if self.fit == "pad":
+            maps = self._pad_square(maps, mask=True)
+        if tuple(maps.shape[-2:]) == (self.size, self.size):
+            return maps
+        return F.interpolate(maps, size=(self.size, self.size), mode="bilinear", align_corners=False)
+
     def prepare(self, slices: torch.Tensor, stats: IntensityStats) -> torch.Tensor:
         """``BxHxW`` (or ``BxKxHxW``) raw -> ``BxCxSxS``. Resizing the [0, 1] image before the
         (affine, per-channel) standardisation gives the same result for a third of the work."""

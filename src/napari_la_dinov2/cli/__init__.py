@@ -23,6 +23,7 @@ SUBCOMMANDS = (
     "fewshot",
     "evaluate",
     "mesh",
+    "refine",
 )
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -1,0 +1,77 @@
+"""Clicks: what a user points at, and how a network sees it.
+
+A :class:`Click` is a voxel in the image's array indices and a sign: positive ("this belongs to
+the atrium") or negative ("this does not"). A network sees clicks as two maps (positive and
+negative), each click a Gaussian blob in millimetres (``CLICK_SIGMA_MM``) cut off at
+``CLICK_REACH`` sigmas, so a slice a few millimetres from a click sees a smaller, fainter blob
+and a far slice sees nothing: the maps carry where a click is in 3D, not just on its slice.
+The same function renders the maps in training and at inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+
+CLICK_SIGMA_MM = 2.5
+CLICK_REACH = 3.0  # sigmas: beyond, a click's map is 0
+
+
+@dataclass(frozen=True)
+class Click:
+    """``position``: (i, j, k) array indices of the image; ``positive``: add (True) or remove."""
+
+    position: tuple[int, int, int]
+    positive: bool
+
+    @classmethod
+    def parse(cls, text: str, positive: bool) -> Click:
+        """'i,j,k' as typed on a command line (integers)."""
+        parts = [p.strip() for p in str(text).split(",")]
+        try:
+            if len(parts) != 3:
+                raise ValueError
+            position = tuple(int(p) for p in parts)
+        except ValueError:
+            flag = "--add" if positive else "--remove"
+            raise InputError(
+                f"{flag} {text!r} is not a voxel; give three integers i,j,k (array indices)."
+            ) from None
+        return cls(position, positive)
+
+    def check_inside(self, shape: Sequence[int]) -> None:
+        if any(not 0 <= p < n for p, n in zip(self.position, shape, strict=True)):
+            kind = "positive" if self.positive else "negative"
+            raise InputError(
+                f"the {kind} click {self.position} is outside the volume of shape "
+                f"{tuple(shape)}; give array indices from 0 to shape - 1."
+            )
+
+
+def click_maps(
+    clicks: Sequence[Click],
+    index: tuple[slice, slice, slice],
+    spacing: Sequence[float],
+) -> np.ndarray:
+    """``2 x region`` float32 maps (positive, negative) of the clicks over the box ``index`` of
+    the volume (three slices with starts and stops), each click ``exp(-d^2 / 2 sigma^2)`` of
+    its distance ``d`` in mm, the maximum where clicks overlap."""
+    shape = tuple(s.stop - s.start for s in index)
+    maps = np.zeros((2, *shape), dtype=np.float32)
+    reach = CLICK_SIGMA_MM * CLICK_REACH
+    for click in clicks:
+        axes = []
+        for p, s, mm in zip(click.position, index, spacing, strict=True):
+            coords = (np.arange(s.start, s.stop) - p) * float(mm)
+            axes.append(np.where(np.abs(coords) <= reach, coords, np.inf))
+        d2 = axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2
+        if not np.isfinite(d2).any():
+            continue
+        with np.errstate(invalid="ignore"):
+            blob = np.exp(-d2 / (2 * CLICK_SIGMA_MM**2)).astype(np.float32)
+        np.maximum(maps[0 if click.positive else 1], blob, out=maps[0 if click.positive else 1])
+    return maps
