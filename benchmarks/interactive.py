@@ -162,6 +162,9 @@ def main(argv=None) -> int:
         "--arms", nargs="+", default=["clicks", "naive", "brush"], choices=sorted(STEPS)
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--free", action="store_true", help="let a click both add and remove (not monotone)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="first N cases only")
     parser.add_argument("--no-field", action="store_true", help="skip the full field of view")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "interactive")
@@ -171,7 +174,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     default = load_model("default")
     predictor = Predictor(default, device="cpu")
-    refiner = Refiner(load_click_model(args.click_model))
+    refiner = Refiner(load_click_model(args.click_model), monotone=not args.free)
     names = default_split(default)[args.cases][: args.limit]
     rows, ceilings, field_rows, lines = [], [], [], []
     for name in names:

@@ -24,10 +24,10 @@ from napari_la_dinov2.interactive import ClickModel
 from napari_la_dinov2.models import load_model
 
 
-def pack(work: Path) -> ClickModel:
+def pack(work: Path, window_mm: float) -> ClickModel:
     default = load_model("default")
     split = default_split(default)
-    model = ClickModel.from_segmenter(default)
+    model = ClickModel.from_segmenter(default, window_mm=window_mm)
     runs = []
     for b, member in enumerate(model.members):
         run = work / f"member{b}"
@@ -61,8 +61,9 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=Path("runs/clicks"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--half", action="store_true", help="store float16 weights")
+    parser.add_argument("--window-mm", type=float, default=15.0, help="the click's window")
     args = parser.parse_args(argv)
-    model = pack(args.work)
+    model = pack(args.work, args.window_mm)
     model.save(args.out, weights_dtype=torch.float16 if args.half else None)
     print(f"click model written to {args.out}")
     return 0

@@ -73,10 +73,15 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save-every", type=int, default=25)
+    parser.add_argument(
+        "--restart-at", type=int, default=0, help="a warm restart: the cosine starts at this step"
+    )
+    parser.add_argument("--window-mm", type=float, default=None, help="the click's window")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     default = load_model("default")
     model = ClickModel.from_segmenter(default)
+    model.window_mm = args.window_mm or model.window_mm
     net, transform = model.members[args.member], model.transforms[args.member]
     run = args.work / f"member{args.member}"
     run.mkdir(parents=True, exist_ok=True)
@@ -102,7 +107,8 @@ def main(argv=None) -> int:
     window_loss = []
     while progress["step"] < args.steps:
         step = progress["step"]
-        lr = args.lr * 0.5 * (1 + np.cos(np.pi * min(step / args.total_steps, 1.0)))
+        phase = (step - args.restart_at) / (args.total_steps - args.restart_at)
+        lr = args.lr * 0.5 * (1 + np.cos(np.pi * min(phase, 1.0)))
         for group in optimizer.param_groups:
             group["lr"] = lr
         tick = time.perf_counter()

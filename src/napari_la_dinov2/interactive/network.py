@@ -23,11 +23,12 @@ from torch import nn
 from ..errors import InputError
 from ..models.baselines import UNet2D
 from ..models.segmenter import Branch
+from ..outputs import default_permissions
 from ..preprocess import Preprocessing
 
 PROMPT_CHANNELS = ("mask", "positive", "negative")
 CLICK_FORMAT = "napari-la-dinov2/clicks-1"
-WINDOW_MM = 10.0  # half-size of the box a click may change, in mm along each axis
+WINDOW_MM = 20.0  # half-size of the box a click may change, in mm along each axis
 CROP = 96  # side of the crop of the model's input the networks run on
 EMBEDDED = Path(__file__).resolve().parents[1] / "weights" / "la_clicks"
 
@@ -100,6 +101,8 @@ class ClickModel(nn.Module):
         save_file(state, str(tmp))
         tmp.replace(directory / "model.safetensors")
         (directory / "config.json").write_text(json.dumps(self.config_dict(), indent=2) + "\n")
+        for path in directory.iterdir():  # safetensors writes its file 0600
+            default_permissions(path)
         return directory
 
 

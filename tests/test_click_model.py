@@ -1,0 +1,59 @@
+"""The embedded click model on a real patient neither it nor the default model ever saw: a
+protocol click corrects the automatic mask, a click where the mask is right changes (almost)
+nothing, and nothing changes outside the clicked window."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_la_dinov2.inference import Predictor
+from napari_la_dinov2.interactive import Click, Refiner, load_click_model, next_click
+from napari_la_dinov2.io import read_volume
+from napari_la_dinov2.metrics import dice
+from napari_la_dinov2.models import load_model
+
+
+@pytest.fixture(scope="module")
+def unseen_case(real_data_dir, real_case_ids):
+    default = load_model("default")
+    name = default.unseen(real_case_ids)[0]
+    image, meta = read_volume(real_data_dir / "images" / f"{name}.nii.gz")
+    truth, _ = read_volume(real_data_dir / "labels" / f"{name}.nii.gz")
+    auto = Predictor(default, device="cpu").predict(image, meta)
+    refiner = Refiner()
+    return image, meta, (truth > 0).astype(np.uint8), auto, refiner, refiner.prepare(image, meta)
+
+
+def _outside(shape, window) -> np.ndarray:
+    outside = np.ones(shape, bool)
+    outside[window] = False
+    return outside
+
+
+def test_the_embedded_click_model_was_trained_on_the_defaults_training_patients():
+    model = load_click_model()
+    default = load_model("default")
+    assert model.provenance["trained_on"] == default.provenance["trained_on"]
+    assert [run["steps"] for run in model.provenance["runs"]] == [3600, 3600, 3600]
+    assert model.window_mm == 20.0 and model.crop == 96
+
+
+def test_a_protocol_click_corrects_the_automatic_mask_only_near_it(unseen_case):
+    image, meta, truth, auto, refiner, prepared = unseen_case
+    click = next_click(auto, truth, meta.spacing)
+    refined = refiner.refine(prepared, auto, [click])
+    assert dice(refined, truth) > dice(auto, truth)
+    outside = _outside(auto.shape, refiner.window(prepared, click))
+    assert np.array_equal(refined[outside], auto[outside])
+
+
+def test_a_click_where_the_mask_is_right_changes_almost_nothing(unseen_case):
+    image, meta, truth, auto, refiner, prepared = unseen_case
+    inside = np.argwhere((auto == 1) & (truth == 1))
+    centre = tuple(int(v) for v in inside[len(inside) // 2])
+    refined = refiner.refine(prepared, auto, [Click(centre, True)])
+    window = refiner.window(prepared, Click(centre, True))
+    changed = int((refined != auto).sum())
+    assert changed <= 0.01 * auto[window].size
+    assert np.array_equal(refined[_outside(auto.shape, window)], auto[_outside(auto.shape, window)])
