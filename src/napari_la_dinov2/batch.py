@@ -184,7 +184,7 @@ def segment_case(predictor, source: Path, mask_path: Path) -> dict[str, str]:
     write_labels(mask_path, labels, meta, overwrite=True)  # the plan allowed it
     return {
         "status": STATUS_OK,
-        "warnings": " | ".join(warnings),
+        "warnings": " | ".join([*meta.extra.get("read_warnings", ()), *warnings]),
         **measure_columns(measures),
     }
 

@@ -244,11 +244,20 @@ def write_labels(
 
 
 def check_mask_output(path: str | os.PathLike, meta: VolumeMeta) -> None:
-    """A DICOM SEG output needs a DICOM source to reference: refuse it early otherwise."""
+    """A DICOM SEG output needs a DICOM source to reference, with a frame of reference to place
+    it in: refuse it early otherwise (before any model work)."""
     if str(path).lower().endswith(".dcm") and meta.format != "dicom":
         raise InputError(
             f"{path}: a DICOM SEG (.dcm) output needs a DICOM input series; this image was read "
             f"from {meta.format.upper()}, so write .nii.gz or .nrrd instead."
+        )
+    headers = meta.extra.get("dicom_headers") or []
+    if str(path).lower().endswith(".dcm") and headers and not all(
+        str(h.get("FrameOfReferenceUID", "") or "") for h in headers
+    ):
+        raise InputError(
+            f"{path}: the series {meta.extra.get('series_uid', '')} has no FrameOfReferenceUID, "
+            "so a DICOM SEG cannot be placed on it; write .nii.gz or .nrrd instead."
         )
 
 

@@ -235,7 +235,9 @@ def run(args: argparse.Namespace) -> int:
     )
     title = f"{Path(args.input).name}: {predictor.model.display_name}"
     _write(args, (out, png, mesh_out), volume, labels, meta, mesh, slice_axis, title)
-    for warning in warnings:
+    # DICOM files skipped on reading (named), then the mask's plausibility warnings: printed
+    # once all is written, so that a refusal stays one line.
+    for warning in [*meta.extra.get("read_warnings", ()), *warnings]:
         print(f"warning: {warning}", file=sys.stderr)
     print(
         f"{out}: LA volume {la_volume_ml(labels, meta.spacing):.1f} mL ({int(labels.sum())} voxels) in "
