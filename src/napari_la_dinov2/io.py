@@ -315,6 +315,7 @@ def read_labels_with_meta(
     except Exception as error:
         raise InputError(f"{path} could not be read as a mask ({error}).") from error
     data = _as_3d(data, path)
+    check_geometry(affine, path)  # the same rules as an image's: a mesh in mm depends on them
     if image_meta is not None:
         if tuple(data.shape) != tuple(image_meta.shape):
             raise InputError(

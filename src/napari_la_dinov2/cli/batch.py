@@ -41,7 +41,7 @@ def build_predictor(args: argparse.Namespace, device):
 
 def _check_options(args: argparse.Namespace) -> None:
     for name, flag in _SINGLE_SCAN_OPTIONS:
-        if getattr(args, name, None):
+        if getattr(args, name, None) is not None:  # an empty value is given too
             raise InputError(
                 f"{flag} applies to one scan, and {args.input} is a folder of scans segmented "
                 f"into the folder {args.out}; run segment on that scan alone to use {flag}."
