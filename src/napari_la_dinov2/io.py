@@ -85,6 +85,8 @@ def _check_input_path(path: Path) -> None:
             f"{path}: unsupported file type '{_suffix(path) or 'none'}'; "
             "give a .nii, .nii.gz or .nrrd file."
         )
+    if not path.is_file():  # reading a FIFO would wait forever for a writer
+        raise InputError(f"{path} is not a regular file (a pipe or a device); give a file.")
     if path.stat().st_size == 0:
         raise InputError(f"{path} is empty (0 bytes); the file was not saved completely.")
 

@@ -53,6 +53,11 @@ def _check_options(args: argparse.Namespace) -> None:
         )
 
 
+def _one_line(name: str) -> str:
+    """A case name as one printable line: control characters (a newline) written escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
 def run_folder(args: argparse.Namespace) -> int:
     """Segment every scan of ``args.input`` into the folder ``args.out``."""
     from tqdm import tqdm
@@ -72,11 +77,12 @@ def run_folder(args: argparse.Namespace) -> int:
     failed, broken = 0, 0
     results = run_batch(plan, predictor, model_name)
     for result in tqdm(results, total=len(plan.todo), unit="case", desc="segment", file=sys.stderr):
+        shown = _one_line(result.name)  # a case name may hold a newline
         for warning in filter(None, result.row.get("warnings", "").split(" | ")):
-            tqdm.write(f"warning: {result.name}: {warning}", file=sys.stderr)
+            tqdm.write(f"warning: {shown}: {warning}", file=sys.stderr)
         if isinstance(result.error, InputError):
             failed += 1
-            tqdm.write(f"error: {result.name}: {result.row['status']}", file=sys.stderr)
+            tqdm.write(f"error: {shown}: {result.row['status']}", file=sys.stderr)
         elif result.error is not None:
             broken += 1
             tqdm.write("".join(traceback.format_exception(result.error)), file=sys.stderr)
