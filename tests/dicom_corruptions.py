@@ -200,3 +200,33 @@ def good_series(folder: Path, **kwargs) -> tuple[Path, np.ndarray]:
     stored = oblique_stored(SHAPE)
     write_files(folder, series_datasets(stored, oblique_affine(), **kwargs))
     return folder, stored.astype(np.float32)
+
+
+def jpeg_series(folder: Path, *, corrupt: bool) -> tuple[Path, np.ndarray]:
+    """A JPEG Lossless series written by GDCM (through SimpleITK), its compressed bytes garbled
+    with ``corrupt``: libjpeg then prints a line per error on file descriptor 2."""
+    import SimpleITK as sitk
+
+    stored = oblique_stored(SHAPE).astype(np.uint16)
+    folder.mkdir(parents=True)
+    for k in range(SHAPE[2]):
+        image = sitk.GetImageFromArray(stored[None, :, :, k].transpose(0, 2, 1))
+        image.SetSpacing((0.7, 0.5, 2.5))
+        for tag, value in (("0020|000e", "1.2.826.0.1.3680043.8.498.1"), ("0008|0060", "MR"),
+                           ("0020|0032", f"0\\0\\{2.5 * k}"), ("0020|0037", "1\\0\\0\\0\\1\\0"),
+                           ("0020|0013", str(k + 1))):  # fmt: skip
+            image.SetMetaData(tag, value)
+        writer = sitk.ImageFileWriter()
+        writer.SetImageIO("GDCMImageIO")
+        writer.KeepOriginalImageUIDOn()
+        writer.UseCompressionOn()
+        writer.SetCompressor("JPEG")
+        writer.SetFileName(str(folder / f"IM{k:04d}"))
+        writer.Execute(image)
+    if corrupt:
+        for path in folder.iterdir():
+            data = bytearray(path.read_bytes())
+            start = data.index(b"\xff\xd8") + 40  # past the JPEG start and its first header
+            data[start:-10] = bytes((b * 7 + 13) & 0xFF for b in data[start:-10])
+            path.write_bytes(bytes(data))
+    return folder, stored.astype(np.float32)

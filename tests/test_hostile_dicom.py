@@ -25,6 +25,7 @@ from tests.dicom_corruptions import (
     CORRUPTIONS,
     broken_series,
     good_series,
+    jpeg_series,
     truncated_file_series,
 )
 from tests.dicom_series import oblique_affine, oblique_stored, series_datasets, write_files
@@ -65,6 +66,14 @@ def test_broken_series_is_refused_before_the_model(name, where, tmp_path, capfd,
 def test_truncated_files_are_refused(where, tmp_path, capfd, no_model_load):
     source = truncated_file_series(tmp_path / "in", where)
     _refused_both_ways(source, tmp_path, capfd, r"bytes of pixel data where its header")
+
+
+def test_corrupt_jpeg_series_is_one_line(tmp_path, capfd, no_model_load):
+    """libjpeg writes a line per error on file descriptor 2 (16 here): none may reach it."""
+    folder, expected = jpeg_series(tmp_path / "good", corrupt=False)
+    np.testing.assert_array_equal(read_volume(folder)[0], expected)  # the codec works
+    source, _ = jpeg_series(tmp_path / "in", corrupt=True)
+    _refused_both_ways(source, tmp_path, capfd, r"pixel data could not be decoded")
 
 
 def test_generated_cases_are_many():
