@@ -11,7 +11,6 @@ import pytest
 
 from napari_la_dinov2.cli import main
 from tests.test_hostile import refused
-from tests.test_hostile_dicom import no_model_load  # noqa: F401 (a fixture)
 
 
 def _mask(path: Path, values, affine=None) -> Path:
@@ -44,7 +43,7 @@ def image(tmp_path) -> Path:
     ],
 )
 def test_segment_numbers_refused_before_the_model(extra, message, image, tmp_path, capfd,
-                                                  no_model_load):  # noqa: F811  # fmt: skip
+                                                  no_model_load):  # fmt: skip
     out = tmp_path / "out"
     out.mkdir()
     argv = ["segment", image, "--out", out / "la.nii.gz", "--checkpoint", "any", *extra]
@@ -88,3 +87,12 @@ def test_mesh_of_one_voxel(tmp_path, capfd):
     nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "one.nii.gz")
     assert main(["mesh", str(tmp_path / "one.nii.gz"), "--out", str(tmp_path / "one.stl")]) == 0
     assert "Traceback" not in capfd.readouterr().err and (tmp_path / "one.stl").stat().st_size
+
+
+@pytest.mark.parametrize("settings", [{"seed": -5}, {"split_seed": 2**40}, {"seed": 1.5}])
+def test_training_seeds_are_bounded(settings):
+    from napari_la_dinov2.errors import InputError
+    from napari_la_dinov2.training.config import TrainConfig
+
+    with pytest.raises(InputError, match="must be a whole number from 0 to 2"):
+        TrainConfig(**settings).resolved({"epochs": 1, "batch_size": 1, "lr": 1e-3})
