@@ -153,3 +153,14 @@ def pytest_unconfigure(config):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_EXIT_STATUS[-1])
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Refusals of the input must come before any model is loaded (the hostile-input tests)."""
+    import napari_la_dinov2.models as models
+
+    def load_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(models, "load_model", load_model)

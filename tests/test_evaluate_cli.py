@@ -143,7 +143,7 @@ def test_existing_output_refused_before_any_work(folders, capsys, option):
         (["--model", "A=unet_typo"], "neither a model name"),
         (["--time-image", "image.nii.gz"], "--model"),
         (["--pred", "A=elsewhere"], "given twice"),
-        (["--resamples", "10"], "at least 100"),
+        (["--resamples", "10"], "must be from 100 to 100000"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(folders, capsys, monkeypatch, extra, message):

@@ -335,17 +335,6 @@ IMPOSSIBLE_INPUTS = {
 }
 
 
-@pytest.fixture
-def no_model_load(monkeypatch):
-    """Refusals of the input must come before any model is loaded."""
-    import napari_la_dinov2.models as models
-
-    def load_model(*args, **kwargs):
-        raise AssertionError("the model was loaded before the input was checked")
-
-    monkeypatch.setattr(models, "load_model", load_model)
-
-
 @pytest.mark.parametrize("case", list(IMPOSSIBLE_INPUTS))
 def test_impossible_input_is_refused(case, tmp_path, capfd, no_model_load):
     make, message = IMPOSSIBLE_INPUTS[case]

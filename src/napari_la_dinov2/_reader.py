@@ -65,6 +65,8 @@ def _read_layer(path: str):
         if empty is None:
             raise
         volume, meta = empty
+    for note in meta.extra.get("read_warnings", ()):  # DICOM files skipped: napari shows each
+        warnings.warn(f"{path}: {note}", stacklevel=3)
     values = label_values(volume)
     layer_type = "image" if values is None else "labels"
     if values is not None:

@@ -71,10 +71,19 @@ def _is_case(path: Path) -> bool:
 
     if path.name.startswith("."):  # hidden files, and other writers' temporaries
         return False
-    if path.is_file():
+    if not path.is_dir():  # a FIFO or device named like a scan is a case too: it gets its row
         name = path.name.lower()
         return name.endswith((*SUPPORTED_SUFFIXES, ".zip"))
-    return path.is_dir() and looks_like_dicom(path)
+    return looks_like_dicom(path)
+
+
+def _check_inside(in_dir: Path, path: Path) -> None:
+    """A link to a scan outside IN_DIR is refused, named: a folder of scans is what it holds."""
+    if path.is_symlink() and not path.resolve().is_relative_to(in_dir.resolve()):
+        raise InputError(
+            f"{in_dir}: {path.name} is a link to {path.resolve()}, outside the folder; copy the "
+            "scan into the folder (or segment it on its own)."
+        )
 
 
 def find_cases(in_dir: str | Path) -> list[tuple[str, Path]]:
@@ -85,6 +94,7 @@ def find_cases(in_dir: str | Path) -> list[tuple[str, Path]]:
     found: dict[str, list[Path]] = {}
     for path in sorted(in_dir.iterdir()):
         if _is_case(path):
+            _check_inside(in_dir, path)
             found.setdefault(case_name(path), []).append(path)
     for name, paths in found.items():
         if len(paths) > 1:
@@ -184,7 +194,7 @@ def segment_case(predictor, source: Path, mask_path: Path) -> dict[str, str]:
     write_labels(mask_path, labels, meta, overwrite=True)  # the plan allowed it
     return {
         "status": STATUS_OK,
-        "warnings": " | ".join(warnings),
+        "warnings": " | ".join([*meta.extra.get("read_warnings", ()), *warnings]),
         **measure_columns(measures),
     }
 

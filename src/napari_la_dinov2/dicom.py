@@ -8,47 +8,52 @@ then the direction down a column (the way the row index grows); PixelSpacing is 
 between columns). So voxel (i, j, k) sits at
 ``IPP_k + i * PixelSpacing[1] * IOP[:3] + j * PixelSpacing[0] * IOP[3:]`` (LPS).
 
-GDCM (through SimpleITK) finds the series and reads classic one-slice-per-file series;
-highdicom reads enhanced multi-frame files, which GDCM only half understands. The geometry is
-computed here from every slice's ImagePositionPatient, after checking that the slices are evenly
-spaced: a gap would silently squeeze the anatomy. :mod:`.dicom_seg` writes a mask back as a DICOM
-SEG that references the source series, for PACS, 3D Slicer or OHIF.
+Every file's header is read on its own with pydicom (:mod:`.dicom_headers`: a file that cannot
+be parsed is skipped and named), and every tag used is checked before any pixel is decoded or
+any model loaded: VR, multiplicity, finite values, pixel bytes against Rows x Columns, and the
+affine through the NIfTI rules (:mod:`.dicom_geometry`). GDCM (through SimpleITK) then decodes
+classic one-slice-per-file series; highdicom reads enhanced multi-frame files, which GDCM only
+half understands. A zip is extracted with a running size limit (:mod:`.dicom_zip`).
+:mod:`.dicom_seg` writes a mask back as a DICOM SEG that references the source series.
 SimpleITK, pydicom and highdicom are imported inside the functions: a NIfTI job never loads them.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import tempfile
-import zipfile
+import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from .dicom_geometry import GEOMETRY, slice_geometry
+from .dicom_headers import (
+    DicomFile,
+    FolderScan,
+    check_image_header,
+    file_where,
+    is_dicom_file,
+    read_file,
+    scan_folder,
+    tag_int,
+)
+from .dicom_zip import extracted
 from .errors import InputError
+from .io_checks import check_geometry
 from .volume import VolumeMeta, check_content
+
+__all__ = ["is_dicom_file", "looks_like_dicom", "read_dicom"]
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 # Image-like objects that are not images to segment: a SEG (maybe our own output, saved beside
 # its series), RT dose grids, raw data.
 _NOT_IMAGES = {SEG_SOP_CLASS, "1.2.840.10008.5.1.4.1.1.481.2", "1.2.840.10008.5.1.4.1.1.66"}
-# A zip larger than this once extracted is refused: a real MR series is tens of MB (zip bomb).
-MAX_UNZIPPED_BYTES = 8 * 1024**3
-# Slice gaps may differ by rounding in the DS strings; more than this is a missing or extra slice.
-GAP_TOLERANCE_MM = 0.01
-GAP_TOLERANCE_RELATIVE = 0.01
-
-
-def is_dicom_file(path: str | os.PathLike) -> bool:
-    """A DICOM Part 10 file: 'DICM' after the 128-byte preamble (what every modern writer does)."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
 
 
 def looks_like_dicom(path: str | os.PathLike, max_files: int = 64) -> bool:
@@ -75,112 +80,91 @@ def read_dicom(path: str | os.PathLike, series_uid: str | None = None):
     """Read one DICOM MR series from a folder, a .zip or one multi-frame file: ``(array, meta)``.
 
     ``series_uid`` picks a series where there are several. Raises InputError (one sentence
-    naming the path) for anything that is not one evenly spaced 3D image series.
+    naming the path) for anything that is not one evenly spaced 3D image series; files that
+    cannot be parsed are skipped and named in ``meta.extra["read_warnings"]``.
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise InputError(f"{path}: no such file or folder; check the path.")
-    if path.is_file() and path.suffix.lower() == ".zip":
-        with _extracted(path) as folder:
-            return _read_folder(folder, series_uid, path)
-    if path.is_file():
-        if not is_dicom_file(path):
-            raise InputError(f"{path} is not a DICOM file; give a DICOM folder or .zip.")
-        return _read_series(path, series_uid, {_series_uid(path): [str(path)]})
-    return _read_folder(path, series_uid, path)
+    with _libraries_quiet():
+        if path.is_file() and path.suffix.lower() == ".zip":
+            with extracted(path) as folder:
+                return _read_folder(folder, series_uid, path)
+        return _read_folder(path, series_uid, path)
 
 
 @contextmanager
-def _extracted(zip_path: Path) -> Iterator[Path]:
-    """Extract a zip to a temporary folder, refusing members that would land outside it."""
+def _libraries_quiet() -> Iterator[None]:
+    """pydicom's and highdicom's warnings and log records about values: every value used is
+    checked here and refused in one sentence, and the command line's refusal is one line."""
+    loggers = [logging.getLogger(name) for name in ("pydicom", "highdicom")]
+    disabled = [logger.disabled for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.disabled = True
+        try:
+            yield
+        finally:
+            for logger, was in zip(loggers, disabled):
+                logger.disabled = was
+
+
+def _scan(path: Path, source: Path) -> FolderScan:
+    if path.is_dir():
+        return scan_folder(path)
+    if not is_dicom_file(path):
+        raise InputError(f"{path} is not a DICOM file; give a DICOM folder or .zip.")
     try:
-        archive = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as error:
-        raise InputError(f"{zip_path} is not a readable zip file ({error}).") from error
-    with archive, tempfile.TemporaryDirectory(prefix="la-dinov2-dicom-") as tmp:
-        members = archive.infolist()
-        for member in members:
-            name = member.filename.replace("\\", "/")
-            parts = PurePosixPath(name).parts
-            if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
-                raise InputError(
-                    f"{zip_path} holds the member '{member.filename}' that points outside the "
-                    "archive (an absolute path or '..'); refusing to extract it."
-                )
-        if sum(m.file_size for m in members) > MAX_UNZIPPED_BYTES:
-            raise InputError(
-                f"{zip_path} would extract to more than {MAX_UNZIPPED_BYTES / 1024**3:.0f} GB; "
-                "it is not one MR series."
-            )
-        archive.extractall(tmp)
-        yield Path(tmp)
-
-
-def _series_uid(file: Path) -> str:
-    import pydicom
-
-    return str(pydicom.dcmread(file, stop_before_pixels=True).get("SeriesInstanceUID", ""))
-
-
-def _find_series(folder: Path) -> dict[str, list[str]]:
-    """Series UID -> its files, over the folder and its subfolders, as GDCM groups them."""
-    import SimpleITK as sitk
-
-    series: dict[str, list[str]] = {}
-    # GDCM warns on stderr about folders without series; that is an answer here, not a problem.
-    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        for root, _dirs, files in os.walk(folder):
-            for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(root) if files else ():
-                names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(root, uid)
-                if uid:  # a DICOMDIR or other file without a SeriesInstanceUID is not a series
-                    series.setdefault(uid, []).extend(names)
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
-    return series
+        entry = read_file(path, path.name)
+    except Exception as error:  # pydicom raises many kinds for a damaged file
+        reason = " ".join(str(error).split())[:120] or type(error).__name__
+        raise InputError(f"{source} is not a readable DICOM file ({reason}).") from error
+    return FolderScan(series={str(entry.header.get("SeriesInstanceUID", "") or "?"): [entry]})
 
 
 def _read_folder(folder: Path, series_uid: str | None, source: Path):
-    series = _find_series(folder)
-    if series:
-        return _read_series(source, series_uid, series)
-    # GDCM lists image series only: say what the DICOM files are, if there are any.
-    kinds = _sop_class_names(folder)
-    if kinds:
+    scan = _scan(folder, source)
+    try:
+        if scan.series:
+            return _read_series(source, series_uid, scan)
+        if scan.others:  # files without a series (a DICOMDIR, ...): say what they are
+            raise InputError(
+                f"{source} holds no DICOM image series to segment, only "
+                f"{', '.join(sorted(scan.others))}; give the folder of the MR image series."
+            )
+        what = "readable DICOM files" if scan.skipped else "DICOM files"
         raise InputError(
-            f"{source} holds no DICOM image series to segment, only {', '.join(kinds)}; "
-            "give the folder of the MR image series."
+            f"{source} holds no {what}; give a folder (or .zip) with a DICOM MR series."
         )
-    raise InputError(
-        f"{source} holds no DICOM files; give a folder (or .zip) with a DICOM MR series."
-    )
+    except InputError as error:
+        if not scan.skipped:
+            raise
+        raise InputError(f"{error} ({_skipped_note(scan.skipped)})") from error
 
 
-def _sop_class_names(folder: Path, max_files: int = 50) -> list[str]:
-    import pydicom
-
-    names: set[str] = set()
-    files = (Path(root) / name for root, _dirs, found in os.walk(folder) for name in found)
-    for path in (p for p in files if is_dicom_file(p)):
-        sop = pydicom.dcmread(path, stop_before_pixels=True).get("SOPClassUID", "")
-        names.add(pydicom.uid.UID(str(sop)).name if sop else "no SOP class")
-        if len(names) >= 5 or max_files <= 1:
-            break
-        max_files -= 1
-    return sorted(names)
+def _skipped_note(skipped: list[str]) -> str:
+    shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+    return f"{len(skipped)} file{'s' if len(skipped) > 1 else ''} could not be read: {shown}"
 
 
-def _summaries(series: dict[str, list[str]]) -> dict[str, tuple[str, str, int, bool]]:
+def _summaries(series: dict[str, list[DicomFile]]) -> dict[str, tuple[str, str, int, bool]]:
     """UID -> (description, SOP class name, slice count, is an image) from one file each."""
     import pydicom
 
     out = {}
     for uid, files in series.items():
-        ds = pydicom.dcmread(files[0], stop_before_pixels=True)
-        sop = str(ds.get("SOPClassUID", ""))
-        frames = int(ds.get("NumberOfFrames", 1) or 1) if len(files) == 1 else len(files)
-        is_image = "Rows" in ds and "Columns" in ds and sop not in _NOT_IMAGES
+        ds = files[0].header
+        sop = str(ds.get("SOPClassUID", "") or "")
+        frames = len(files)
+        if len(files) == 1:
+            try:
+                frames = int(ds.get("NumberOfFrames", 1) or 1)
+            except (TypeError, ValueError):
+                frames = 1
+        # By what its files hold, not by their size tags, which may be the broken part.
+        has_pixels = any(f.pixel_bytes is not None or "Rows" in f.header for f in files)
+        is_image = has_pixels and sop not in _NOT_IMAGES
         name = pydicom.uid.UID(sop).name if sop else "no SOP class"
         out[uid] = (str(ds.get("SeriesDescription", "")), name, frames, is_image)
     return out
@@ -190,13 +174,35 @@ def _listing(summaries, uids) -> str:
     return "; ".join(f"{uid} ('{summaries[uid][0]}', {summaries[uid][2]} slices)" for uid in uids)
 
 
-def _choose(source: Path, series_uid: str | None, series: dict[str, list[str]]) -> str:
+@dataclass
+class _Plan:
+    """What the headers say of one series, all checked: its files in slice order and the LPS
+    affine (None for a multi-frame file, whose geometry highdicom computes)."""
+
+    uid: str
+    files: list[DicomFile]
+    affine: np.ndarray | None
+
+
+def _choose(source: Path, series_uid: str | None, series) -> tuple[_Plan, list[str]]:
+    """The series to read, planned; with several image series and no ``--series``, the ones
+    whose headers are broken are set aside (and named) when exactly one good series is left."""
     summaries = _summaries(series)
     images = [uid for uid, s in summaries.items() if s[3]]
     if series_uid is not None and series_uid not in series:
         known = _listing(summaries, images) if images else "no image series"
         raise InputError(f"{source} has no DICOM series {series_uid}; it holds {known}.")
     if series_uid is None and len(images) > 1:
+        plans, notes = {}, []
+        for uid in images:
+            try:
+                plans[uid] = _plan(source, uid, series[uid])
+            except InputError as error:
+                files = ", ".join(f.name for f in series[uid][:3])
+                notes.append(f"series {uid} ('{summaries[uid][0]}', file {files}) was set aside: "
+                             f"{error}")  # fmt: skip
+        if len(plans) == 1:
+            return next(iter(plans.values())), notes
         raise InputError(
             f"{source} holds {len(images)} DICOM image series: {_listing(summaries, images)}; "
             "pick one with --series UID."
@@ -208,39 +214,51 @@ def _choose(source: Path, series_uid: str | None, series: dict[str, list[str]]) 
             f"{source} holds no DICOM image series to segment, only {', '.join(kinds)}; "
             "give the folder of the MR image series."
         )
-    return chosen
+    return _plan(source, chosen, series[chosen]), []
 
 
-def _read_series(source: Path, series_uid: str | None, series: dict[str, list[str]]):
-    import pydicom
-
-    uid = _choose(source, series_uid, series)
-    files = series[uid]
-    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    frames = int(headers[0].get("NumberOfFrames", 1) or 1)
-    if len(files) == 1 and frames > 1:
-        volume, affine = _read_multiframe(source, files[0])
-    elif len(files) == 1:
+def _plan(source: Path, uid: str, files: list[DicomFile]) -> _Plan:
+    """Every header check of one series, before any pixel is read or any model loaded."""
+    frames = [tag_int(f.header, "NumberOfFrames", file_where(source, f), 1) for f in files]
+    if min(frames) < 1:
+        bad = files[int(np.argmin(frames))]
+        raise InputError(f"{file_where(source, bad)} has NumberOfFrames {min(frames)}; its "
+                         "header is damaged.")  # fmt: skip
+    if len(files) == 1 and frames[0] > 1:
+        check_image_header(files[0], file_where(source, files[0]), frames[0])
+        return _Plan(uid, files, None)
+    if len(files) == 1:
         raise InputError(
             f"{source}: series {uid} is a single 2D image; a 3D volume (a series of slices) "
             "is needed."
         )
-    elif frames > 1:
+    if max(frames) > 1:
         raise InputError(
             f"{source}: series {uid} holds {len(files)} multi-frame files; give one of them."
         )
+    for entry in files:
+        check_image_header(entry, file_where(source, entry))
+    order, affine = slice_geometry(source, uid, files)
+    return _Plan(uid, [files[k] for k in order], affine)
+
+
+def _read_series(source: Path, series_uid: str | None, scan: FolderScan):
+    plan, notes = _choose(source, series_uid, scan.series)
+    if plan.affine is None:
+        volume, affine = _read_multiframe(source, plan.files[0].path)
+        check_geometry(_LPS_TO_RAS @ affine, source, geometry=GEOMETRY)
     else:
-        order, affine = _slice_geometry(source, uid, headers)
-        headers = [headers[k] for k in order]
-        volume = _read_pixels([files[k] for k in order], source)
+        volume, affine = _read_pixels(plan.files, source), plan.affine
     check_content(volume, source)
+    headers = [f.header for f in plan.files]
     extra = {
-        "series_uid": uid,
+        "series_uid": plan.uid,
         "study_uid": str(headers[0].get("StudyInstanceUID", "")),
-        "sop_instance_uids": [str(h.SOPInstanceUID) for h in headers],
+        "sop_instance_uids": [str(h.get("SOPInstanceUID", "")) for h in headers],
         # Pixel-less headers, in slice order: all the SEG writer needs, and they outlive a zip's
         # temporary folder.
         "dicom_headers": headers,
+        "read_warnings": [*(f"skipped {s}" for s in scan.skipped), *notes],
     }
     meta = VolumeMeta(
         affine=_LPS_TO_RAS @ affine,
@@ -252,81 +270,52 @@ def _read_series(source: Path, series_uid: str | None, series: dict[str, list[st
     return volume, meta
 
 
-def _slice_geometry(source: Path, uid: str, headers) -> tuple[list[int], np.ndarray]:
-    """The slice order (along the normal) and the LPS affine of a one-slice-per-file series."""
-    where = f"{source}: series {uid}"
-    first = headers[0]
-    for name in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
-        if name not in first:
-            raise InputError(f"{where} has no {name}; it cannot be placed in 3D space.")
-    for h in headers:
-        same = (
-            (h.Rows, h.Columns) == (first.Rows, first.Columns)
-            and np.allclose(h.ImageOrientationPatient, first.ImageOrientationPatient, atol=1e-4)
-            and np.allclose(h.PixelSpacing, first.PixelSpacing, atol=1e-4)
-        )
-        if not same or "ImagePositionPatient" not in h:
-            raise InputError(
-                f"{where} mixes slices of different size, orientation or pixel spacing (a "
-                "localizer?); it is not one 3D volume."
-            )
-    iop = np.asarray(first.ImageOrientationPatient, dtype=float)
-    row_dir, col_dir = iop[:3], iop[3:]  # along a row (column index grows), down a column
-    positions = np.array([h.ImagePositionPatient for h in headers], dtype=float)
-    order = np.argsort(positions @ np.cross(row_dir, col_dir), kind="stable")
-    positions = positions[order]
-    _check_gaps(where, positions, [headers[k] for k in order])
-    step = (positions[-1] - positions[0]) / (len(positions) - 1)
-    row_spacing, col_spacing = (float(s) for s in first.PixelSpacing)
-    affine = np.eye(4)
-    affine[:3, 0] = row_dir * col_spacing  # array axis 0 = column index
-    affine[:3, 1] = col_dir * row_spacing  # array axis 1 = row index
-    affine[:3, 2] = step
-    affine[:3, 3] = positions[0]
-    return [int(k) for k in order], affine
+@contextmanager
+def _c_stderr_silenced() -> Iterator[None]:
+    """Drop what C libraries (GDCM, libjpeg) write on file descriptor 2 meanwhile: the command
+    line's refusal is one line, and a corrupt JPEG series makes libjpeg print dozens (GDCM's
+    exception still says what failed)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
-def _check_gaps(where: str, positions: np.ndarray, headers) -> None:
-    """Refuse repeated positions (echoes, phases) and uneven steps (missing slices)."""
-    steps = np.diff(positions, axis=0)
-    gaps = np.linalg.norm(steps, axis=1)
-    typical = float(np.median(gaps))
-    if typical < GAP_TOLERANCE_MM or (gaps < GAP_TOLERANCE_MM).any():
-        unique = len(positions) - int((gaps < GAP_TOLERANCE_MM).sum())
-        raise InputError(
-            f"{where} has {len(positions)} images at only {unique} slice positions (several "
-            "echoes, phases or time points); export one 3D volume as its own series."
-        )
-    tolerance = max(GAP_TOLERANCE_MM, GAP_TOLERANCE_RELATIVE * typical)
-    off = np.linalg.norm(steps - np.median(steps, axis=0), axis=1) > tolerance
-    if off.any():
-        k = int(np.argmax(off))
-        numbers = [h.get("InstanceNumber", "?") for h in headers[k : k + 2]]
-        raise InputError(
-            f"{where} has uneven slice spacing: {gaps[k]:.3f} mm between slices {k} and {k + 1} "
-            f"(InstanceNumber {numbers[0]} and {numbers[1]}) where the others are "
-            f"{typical:.3f} mm; a slice is missing or the series mixes stacks."
-        )
-
-
-def _read_pixels(files: list[str], source: Path) -> np.ndarray:
+def _read_pixels(files: list[DicomFile], source: Path) -> np.ndarray:
     """Stack the files in the given order with GDCM, rescaled (slope/intercept per file)."""
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
+    reader.SetFileNames([f.path for f in files])
     reader.SetOutputPixelType(sitk.sitkFloat32)
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
-        image = reader.Execute()
+        with _c_stderr_silenced():
+            image = reader.Execute()
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown"
         raise InputError(
             f"{source}: the DICOM pixel data could not be decoded ({reason[:200]})."
         ) from error
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     # SimpleITK's array is (slice, row, column); ours is (column, row, slice). The transposed
     # view is Fortran-ordered, as nibabel gives a NIfTI: same layout, same float sums, so a DICOM
     # and a NIfTI copy of one scan segment identically.
-    return sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    volume = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    expected = (int(files[0].header.Columns), int(files[0].header.Rows), len(files))
+    if volume.shape != expected:
+        raise InputError(
+            f"{source}: the decoder gave {volume.shape} voxels where the headers say {expected}; "
+            "the pixel data does not match its headers."
+        )
+    return volume
 
 
 def _read_multiframe(source: Path, file: str) -> tuple[np.ndarray, np.ndarray]:

@@ -85,6 +85,8 @@ def _check_input_path(path: Path) -> None:
             f"{path}: unsupported file type '{_suffix(path) or 'none'}'; "
             "give a .nii, .nii.gz or .nrrd file."
         )
+    if not path.is_file():  # reading a FIFO would wait forever for a writer
+        raise InputError(f"{path} is not a regular file (a pipe or a device); give a file.")
     if path.stat().st_size == 0:
         raise InputError(f"{path} is empty (0 bytes); the file was not saved completely.")
 
@@ -244,11 +246,20 @@ def write_labels(
 
 
 def check_mask_output(path: str | os.PathLike, meta: VolumeMeta) -> None:
-    """A DICOM SEG output needs a DICOM source to reference: refuse it early otherwise."""
+    """A DICOM SEG output needs a DICOM source to reference, with a frame of reference to place
+    it in: refuse it early otherwise (before any model work)."""
     if str(path).lower().endswith(".dcm") and meta.format != "dicom":
         raise InputError(
             f"{path}: a DICOM SEG (.dcm) output needs a DICOM input series; this image was read "
             f"from {meta.format.upper()}, so write .nii.gz or .nrrd instead."
+        )
+    headers = meta.extra.get("dicom_headers") or []
+    if str(path).lower().endswith(".dcm") and headers and not all(
+        str(h.get("FrameOfReferenceUID", "") or "") for h in headers
+    ):
+        raise InputError(
+            f"{path}: the series {meta.extra.get('series_uid', '')} has no FrameOfReferenceUID, "
+            "so a DICOM SEG cannot be placed on it; write .nii.gz or .nrrd instead."
         )
 
 
@@ -306,6 +317,7 @@ def read_labels_with_meta(
     except Exception as error:
         raise InputError(f"{path} could not be read as a mask ({error}).") from error
     data = _as_3d(data, path)
+    check_geometry(affine, path)  # the same rules as an image's: a mesh in mm depends on them
     if image_meta is not None:
         if tuple(data.shape) != tuple(image_meta.shape):
             raise InputError(

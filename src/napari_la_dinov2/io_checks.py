@@ -104,20 +104,25 @@ def _nrrd_dtype(header: dict):
     return _determine_datatype(header)
 
 
-def check_geometry(affine: np.ndarray, path: Path) -> None:
-    """Refuse a singular or non-finite affine and voxel sizes outside any MRI's range."""
+def check_geometry(affine: np.ndarray, path, *, geometry: str = "the header's geometry") -> None:
+    """Refuse a singular or non-finite affine and voxel sizes outside any MRI's range: the one
+    set of rules for every reader (NIfTI, NRRD, and the affine built from DICOM tags, whose
+    ``geometry`` names the tags it came from)."""
     matrix = np.asarray(affine, dtype=float)[:3, :3]
     if not np.all(np.isfinite(affine)):
-        raise InputError(f"{path}: its voxel-to-world matrix holds NaN or infinite values.")
+        raise InputError(
+            f"{path}: its voxel-to-world matrix holds NaN or infinite values; {geometry} is "
+            "broken."
+        )
     spacing = np.linalg.norm(matrix, axis=0)
     if spacing.min() <= 0 or abs(np.linalg.det(matrix)) < 1e-6 * np.prod(spacing):
         raise InputError(
             f"{path}: its voxel-to-world matrix is singular (two axes point the same way or one "
-            "has zero length); the header's geometry is broken."
+            f"has zero length); {geometry} is broken."
         )
     if spacing.min() < MIN_VOXEL_MM or spacing.max() > MAX_VOXEL_MM:
         sizes = " x ".join(f"{s:.3g}" for s in spacing)
         raise InputError(
             f"{path}: voxel size {sizes} mm is outside any MRI's range ({MIN_VOXEL_MM}-"
-            f"{MAX_VOXEL_MM} mm); the header's geometry is wrong."
+            f"{MAX_VOXEL_MM} mm); {geometry} is wrong."
         )

@@ -106,6 +106,8 @@ def principal_axes(mask: np.ndarray, meta: VolumeMeta, *, ras: bool = False) -> 
     """Unit principal axes (rows, largest variance first) of the mask's voxel centres in
     scanner mm (LPS, or RAS with ``ras=True``), each signed so its largest component is > 0."""
     points = voxel_to_scanner(np.argwhere(np.asarray(mask) != 0), meta, ras=ras)
+    if len(points) < 2:  # one voxel has no spread: the scanner axes serve (its diameters are 0)
+        return np.eye(3)
     eigenvalues, eigenvectors = np.linalg.eigh(np.cov(points, rowvar=False))
     axes = eigenvectors[:, np.argsort(eigenvalues)[::-1]].T
     signs = np.sign(axes[np.arange(3), np.argmax(np.abs(axes), axis=1)])

@@ -116,9 +116,14 @@ def summary_rows(comparison: Comparison) -> list[dict]:
     return table
 
 
+def _cell(text) -> str:
+    # A model named "a|b" would add a column; a newline would end the row.
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+    lines = ["| " + " | ".join(map(_cell, header)) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(map(_cell, row)) + " |" for row in rows]
 
 
 def accuracy_table(comparison: Comparison, metrics=STAT_METRICS) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import traceback
 
@@ -36,6 +37,13 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     # argparse prints the whole usage block then exits; we want one line and our own exit code.
     # Subparsers are created with the parent's class, so this covers every subcommand too.
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A value starting with '-' and a digit ("--center -1,5,5", "--seed -5") is a value, so
+        # its own check answers ("outside the volume"), not "expected one argument". No option
+        # of ours looks like a negative number, so nothing is lost.
+        self._negative_number_matcher = re.compile(r"^-\d")
+
     def error(self, message: str):
         raise UsageError(message)
 

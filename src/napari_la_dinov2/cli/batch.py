@@ -41,7 +41,7 @@ def build_predictor(args: argparse.Namespace, device):
 
 def _check_options(args: argparse.Namespace) -> None:
     for name, flag in _SINGLE_SCAN_OPTIONS:
-        if getattr(args, name, None):
+        if getattr(args, name, None) is not None:  # an empty value is given too
             raise InputError(
                 f"{flag} applies to one scan, and {args.input} is a folder of scans segmented "
                 f"into the folder {args.out}; run segment on that scan alone to use {flag}."
@@ -51,6 +51,11 @@ def _check_options(args: argparse.Namespace) -> None:
             "--slice-axis applies to one scan; in a folder each scan's through-plane axis is "
             "read from its own affine."
         )
+
+
+def _one_line(name: str) -> str:
+    """A case name as one printable line: control characters (a newline) written escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 def run_folder(args: argparse.Namespace) -> int:
@@ -72,11 +77,12 @@ def run_folder(args: argparse.Namespace) -> int:
     failed, broken = 0, 0
     results = run_batch(plan, predictor, model_name)
     for result in tqdm(results, total=len(plan.todo), unit="case", desc="segment", file=sys.stderr):
+        shown = _one_line(result.name)  # a case name may hold a newline
         for warning in filter(None, result.row.get("warnings", "").split(" | ")):
-            tqdm.write(f"warning: {result.name}: {warning}", file=sys.stderr)
+            tqdm.write(f"warning: {shown}: {warning}", file=sys.stderr)
         if isinstance(result.error, InputError):
             failed += 1
-            tqdm.write(f"error: {result.name}: {result.row['status']}", file=sys.stderr)
+            tqdm.write(f"error: {shown}: {result.row['status']}", file=sys.stderr)
         elif result.error is not None:
             broken += 1
             tqdm.write("".join(traceback.format_exception(result.error)), file=sys.stderr)

@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .numbers import SEED
 from .train import ProgressBars, add_config_arguments
 
 
@@ -50,7 +51,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--fractions", nargs="+", type=_fraction, metavar="F", help="e.g. 0.01 0.05 0.1 0.5 1"
     )
-    parser.add_argument("--seeds", nargs="+", type=int, metavar="S", help="e.g. 0 1 2")
+    parser.add_argument("--seeds", nargs="+", type=SEED, metavar="S", help="e.g. 0 1 2")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--device", help="auto, cpu, cuda[:N], mps (default: auto)")
     add_config_arguments(parser)

@@ -44,6 +44,8 @@ def select_label(labels: np.ndarray, label: int | None, name: str) -> np.ndarray
     """The binary mask of ``label``; without it, of the single non-zero value the mask holds
     (several values are refused: which structure is the atrium is the user's choice)."""
     values = np.unique(labels)
+    if not np.all(np.isfinite(values)):  # checked first: np.mod would warn on stderr
+        raise InputError(f"{name} holds NaN or infinite values; give a label mask.")
     if not np.all(np.equal(np.mod(values, 1), 0)):
         raise InputError(f"{name} holds non-integer values; give a label mask.")
     present = [int(v) for v in values if v != 0]
@@ -72,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     from ..measures import la_measures, plausibility_warnings
     from ..mesh import check_mesh_path, mesh_from_mask, write_mesh
 
-    out = check_mesh_path(args.out, args.overwrite)
+    # A missing folder is refused, as for every output of the command line (a typo would
+    # otherwise become a new tree of folders).
+    out = check_mesh_path(args.out, args.overwrite, allow_missing_folder=False)
     image_meta = read_volume(args.image)[1] if args.image else None
     labels, meta = read_labels_with_meta(args.mask, image_meta)
     mask = select_label(labels, args.label, args.mask)

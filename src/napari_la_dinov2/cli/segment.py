@@ -214,14 +214,16 @@ def run(args: argparse.Namespace) -> int:
     from .batch import build_predictor
 
     out, png, mesh_out = check_outputs(args)
-    roi = RegionOfInterest.parse(args.roi) if args.roi else None
+    # `is not None`: an empty --roi "" or --center "" (a script's unset variable) is refused,
+    # not read as "no region" (which would segment the whole volume).
+    roi = RegionOfInterest.parse(args.roi) if args.roi is not None else None
     device = resolve_device(args.device)
     autocast_dtype(device, args.precision)
     volume, meta = read_volume(Path(args.input), series_uid=args.series)
     check_mask_output(out, meta)  # a .dcm (DICOM SEG) output needs a DICOM input
     slice_axis = args.slice_axis if args.slice_axis is not None else meta.through_plane_axis()
     (roi or RegionOfInterest()).clamp(volume.shape, slice_axis)  # checked before loading
-    center = parse_center(args.center, volume.shape) if args.center else None
+    center = parse_center(args.center, volume.shape) if args.center is not None else None
 
     predictor = build_predictor(args, device)
     if center is not None:  # the model's training field of view around the click
@@ -235,7 +237,9 @@ def run(args: argparse.Namespace) -> int:
     )
     title = f"{Path(args.input).name}: {predictor.model.display_name}"
     _write(args, (out, png, mesh_out), volume, labels, meta, mesh, slice_axis, title)
-    for warning in warnings:
+    # DICOM files skipped on reading (named), then the mask's plausibility warnings: printed
+    # once all is written, so that a refusal stays one line.
+    for warning in [*meta.extra.get("read_warnings", ()), *warnings]:
         print(f"warning: {warning}", file=sys.stderr)
     print(
         f"{out}: LA volume {la_volume_ml(labels, meta.spacing):.1f} mL ({int(labels.sum())} voxels) in "

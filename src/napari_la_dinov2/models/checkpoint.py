@@ -230,7 +230,19 @@ def load_checkpoint(
             f"the weights in {weights_file} do not fit the model its config describes "
             f"({error.__class__.__name__}: {str(error).splitlines()[0][:200]})."
         ) from None
+    _check_finite(model, weights_file)
     return model
+
+
+def _check_finite(model: torch.nn.Module, weights_file: Path) -> None:
+    """NaN or infinite weights (a diverged run saved anyway) give NaN probabilities, which the
+    threshold turns into an empty mask with no error: refuse them by name instead."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InputError(
+                f"{weights_file} holds NaN or infinite weights ({name}, among others perhaps): "
+                "the training run diverged; use an earlier checkpoint."
+            )
 
 
 def load_model(

@@ -99,6 +99,11 @@ class TrainConfig:
             )
         if not config.correction_weight >= 1 or not 0 <= config.replay_share < 1:
             raise InputError("correction_weight must be >= 1 and replay_share in [0, 1).")
+        for name in ("seed", "split_seed"):  # numpy's generators take 0 to 2^32 - 1 here
+            value = getattr(config, name)
+            if value is not None and not (isinstance(value, int) and 0 <= value < 2**32):
+                raise InputError(f"{name} must be a whole number from 0 to 2^32 - 1, not "
+                                 f"{value!r}.")  # fmt: skip
         return config
 
     def sampling(self) -> dict:
