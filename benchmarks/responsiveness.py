@@ -12,7 +12,8 @@ model on a real LA 2018 case (the whole volume, as a user opens it):
    during its validation: the seconds from the close to the engine's return.
 
 Both figures stretch with other work on the machine, so it prints the load average at the start
-and the end, the CPU, the cores and the threads. It needs a display:
+and the end, the CPU, the cores, the threads and its own nice value (a lower priority than the
+other work stretches them more). It needs a display:
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/responsiveness.py \\
         --out benchmarks/results/responsiveness-cpu.txt
@@ -162,7 +163,7 @@ def main(argv=None) -> None:
         for phase in ("training", "validation"):
             close_during_run(case_dir, name, phase, Path(tmp))
     say(f"longest event-loop gap {longest:.3f} s; {threads} threads in the process")
-    say(f"load average at end: {load_average()}")
+    say(f"load average at end: {load_average()}; this process's nice value at the end {os.nice(0)}")
     if args.out:
         args.out.write_text("\n".join(LINES) + "\n")
 
