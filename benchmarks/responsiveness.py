@@ -53,6 +53,7 @@ from tests.gui.responsiveness import (  # noqa: E402
 )
 
 LINES: list[str] = []
+JOB_TIMEOUT_MS = 3_600_000  # a starved benchmark is slow, not wrong: it reports the times
 
 
 def say(line: str = "") -> None:
@@ -108,7 +109,13 @@ def probe_rounds(case_dir: Path, name: str, rounds: int, work: Path) -> tuple[fl
     with EventLoopProbe() as probe:
         for index in range(1, rounds + 1):
             spans = segment_then_finetune(
-                segment, finetune, image, "default", work / f"round{index}", wait_until
+                segment,
+                finetune,
+                image,
+                "default",
+                work / f"round{index}",
+                wait_until,
+                timeout_ms=JOB_TIMEOUT_MS,
             )
             for job, (start, end) in spans.items():
                 say(gap_line(f"round {index}: {job}", probe, start, end))
@@ -128,7 +135,7 @@ def close_during_run(case_dir: Path, name: str, phase: str, work: Path) -> None:
     QTest.qWait(500)
     job = finetune.run()
     steps = 1 if phase == "training" else QUICK_ROUND["steps_per_epoch"]
-    wait_until(lambda: len(finetune.plot.losses) >= steps or job.finished, timeout=600_000)
+    wait_until(lambda: len(finetune.plot.losses) >= steps or job.finished, JOB_TIMEOUT_MS)
     QTest.qWait(300)  # into the next step, or into the validation
     in_validation = len(finetune.plot.losses) >= QUICK_ROUND["steps_per_epoch"]
     if job.engine_done.is_set():

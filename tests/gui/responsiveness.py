@@ -64,14 +64,17 @@ def seconds_to_stop(close: Callable[[], None], done: threading.Event, limit_s: f
     return stamped[0] - started if stamped else float("inf")
 
 
-def segment_then_finetune(segment, finetune, image, model: str, run_dir, wait_until) -> dict:
+def segment_then_finetune(
+    segment, finetune, image, model: str, run_dir, wait_until, timeout_ms: int = 600_000
+) -> dict:
     """Segment ``image`` with the Segment dock's model, then fine-tune ``model`` in the
-    Fine-tune dock on the result (as a user who accepts the mask would), waiting with
-    ``wait_until(predicate, timeout=ms)`` (qtbot's). Returns each job's (start, end) times."""
+    Fine-tune dock on the result (as a user who accepts the mask would), waiting up to
+    ``timeout_ms`` for each with ``wait_until(predicate, timeout=ms)`` (qtbot's). Returns each
+    job's (start, end) times."""
     spans = {}
     started = time.perf_counter()  # before run(): a job run on the GUI thread shows as a gap
     job = segment.run()
-    wait_until(lambda: job.finished, timeout=600_000)
+    wait_until(lambda: job.finished, timeout=timeout_ms)
     if job.error is not None:
         raise RuntimeError(f"segmenting failed: {job.error}")
     spans["segment"] = (started, time.perf_counter())
@@ -79,7 +82,7 @@ def segment_then_finetune(segment, finetune, image, model: str, run_dir, wait_un
     finetune.model.value, finetune.output.value = model, str(run_dir)
     started = time.perf_counter()
     job = finetune.run()
-    wait_until(lambda: job.finished, timeout=600_000)
+    wait_until(lambda: job.finished, timeout=timeout_ms)
     if job.error is not None:
         raise RuntimeError(f"fine-tuning failed: {job.error}")
     spans["finetune"] = (started, time.perf_counter())
