@@ -137,13 +137,17 @@ def close_during_run(case_dir: Path, name: str, phase: str, work: Path) -> None:
     steps = 1 if phase == "training" else QUICK_ROUND["steps_per_epoch"]
     wait_until(lambda: len(finetune.plot.losses) >= steps or job.finished, JOB_TIMEOUT_MS)
     QTest.qWait(300)  # into the next step, or into the validation
-    in_validation = len(finetune.plot.losses) >= QUICK_ROUND["steps_per_epoch"]
+    steps_done = len(finetune.plot.losses)
+    where = (
+        "its validation"
+        if steps_done >= QUICK_ROUND["steps_per_epoch"]
+        else f"step {steps_done + 1}"
+    )
     if job.engine_done.is_set():
         say(f"closing during its {phase}: the run had ended before the close; not measured")
         viewer.close()
         return
     seconds = seconds_to_stop(viewer.window._qt_window.close, job.engine_done, 120.0)
-    where = "its validation" if in_validation else f"step {len(finetune.plot.losses) + 1}"
     say(f"closed during {where}: the engine returned {seconds:.2f} s after the close")
 
 
