@@ -45,9 +45,6 @@ class EventLoopProbe:
     def max_gap(self) -> float:
         return max(self.gaps, default=0.0)
 
-    def ticks_between(self, start: float, end: float) -> int:
-        return sum(start < t < end for t in self.times)
-
 
 def seconds_to_stop(close: Callable[[], None], done: threading.Event, limit_s: float) -> float:
     """Call ``close()`` (e.g. the viewer window's) and return the seconds until ``done`` was
