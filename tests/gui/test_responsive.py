@@ -1,8 +1,8 @@
 """The viewer never freezes: the Qt event loop keeps ticking while the engine works.
 
-Behaviour only, with bounds a busy machine cannot fail: no stall of several seconds, and the
-20 ms probe ticks at a tenth of its rate or more through the jobs (an engine call on the GUI
-thread stops it for the whole call). How smooth it is (the longest gap: under 0.5 s on a quiet
+Behaviour only, with bounds a busy machine cannot fail: no stall of 10 s, and the 20 ms probe
+ticks at a tenth of its rate or more through the jobs (an engine call on the GUI thread stops
+it for the whole call). How smooth it is (the longest gap: under 0.5 s on a quiet
 machine) is a figure: ``benchmarks/responsiveness.py`` prints it with the machine's load.
 """
 
@@ -19,7 +19,9 @@ from napari_la_dinov2._widgets.segment import SegmentWidget
 from tests.gui.responsiveness import TICK_MS, EventLoopProbe, segment_then_finetune
 
 pytestmark = pytest.mark.gui
-FREEZE_S = 5.0  # a stall this long is a frozen viewer on any machine
+# A stall this long is a frozen viewer on any machine: the tiny-model test's longest gap was
+# 3.1 s with the test at the lowest priority behind a load of 12-14 on 2 cores (0.3 s at load 3).
+FREEZE_S = 10.0
 MIN_TICK_SHARE = 0.1  # of the probe's 50 ticks a second, through the whole measurement
 
 
