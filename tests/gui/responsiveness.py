@@ -62,12 +62,13 @@ def seconds_to_stop(close: Callable[[], None], done: threading.Event, limit_s: f
 
 
 def segment_then_finetune(
-    segment, finetune, image, model: str, run_dir, wait_until, timeout_ms: int = 600_000
+    segment, finetune, image, model: str, run_dir, wait_until, timeout_ms: int = 1_800_000
 ) -> dict:
     """Segment ``image`` with the Segment dock's model, then fine-tune ``model`` in the
     Fine-tune dock on the result (as a user who accepts the mask would), waiting up to
     ``timeout_ms`` for each with ``wait_until(predicate, timeout=ms)`` (qtbot's). Returns each
-    job's (start, end) times."""
+    job's (start, end) times. The wait is long: at the lowest priority behind a load of 12-14
+    on 2 cores, six steps of the default model's quick round took over 10 minutes."""
     spans = {}
     started = time.perf_counter()  # before run(): a job run on the GUI thread shows as a gap
     job = segment.run()
