@@ -458,7 +458,7 @@ def _complete(run_dir: Path) -> None:
             load_model(run_dir / sub)
     if (run_dir / "last").exists():
         names = {p.name for p in (run_dir / "last").iterdir()}
-        assert {"optimizer.safetensors", "optimizer.json"} <= names
+        assert {"optimizer.safetensors", "optimizer.json", "scheduler.json"} <= names
     read_history(run_dir / "history.csv")
 
 

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from napari_la_dinov2.errors import CancelledError, InputError
 from napari_la_dinov2.io import VolumeMeta
@@ -27,7 +28,7 @@ from napari_la_dinov2.training import (
     load_case_folder,
     validate,
 )
-from napari_la_dinov2.training.events import StepDone
+from napari_la_dinov2.training.events import EpochDone, StepDone
 from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 
 UNET = dict(model="unet", model_kwargs=TINY_UNET_KWARGS, preprocessing=TINY_UNET_PREPROCESSING)
@@ -126,6 +127,47 @@ def test_resume_continues_from_last(tmp_path):
             [r[key] for r in first.history]
         )
     assert load_model(second.last_checkpoint).provenance["epoch"] == 4
+
+
+def _rates_per_step(run) -> list[float]:
+    """The learning rate of every optimiser step that ``run()`` takes."""
+    rates = []
+    hook = register_optimizer_step_pre_hook(
+        lambda optimizer, args, kwargs: rates.append(optimizer.param_groups[0]["lr"])
+    )
+    try:
+        run()
+    finally:
+        hook.remove()
+    return rates
+
+
+@pytest.mark.parametrize("saved_schedule", [True, False], ids=["schedule-saved", "older-last"])
+def test_a_resumed_run_follows_the_unbroken_schedule(saved_schedule, tmp_path, recwarn):
+    """Stopped after epoch 1 of 3 and resumed, a cosine run takes every step at the rate of the
+    same run without a break, and torch never warns of a schedule stepped before the optimiser
+    (the schedule is rebuilt at its saved position, not stepped forward). A ``last/`` written
+    before the schedule was saved (no scheduler.json) resumes at its history's epochs."""
+    cases = [_case("a"), _case("b", 1)]
+    cosine = dict(epochs=3, steps_per_epoch=2, batch_size=2, lr=1e-3, schedule="cosine")
+    config = TrainConfig(**UNET, **cosine, device="cpu", output_dir=str(tmp_path / "whole"))
+    unbroken = _rates_per_step(lambda: finetune(cases, config))
+    assert len(unbroken) == 6 and len(set(unbroken)) == 6  # a new rate at every step
+
+    stop = threading.Event()
+
+    def stop_after_one(event) -> None:
+        if isinstance(event, EpochDone) and event.epoch == 1:
+            stop.set()
+
+    broken = dataclasses.replace(config, output_dir=str(tmp_path / "broken"))
+    first = _rates_per_step(lambda: finetune(cases, broken, progress=stop_after_one, stop=stop))
+    assert len(first) == 2
+    if not saved_schedule:
+        (tmp_path / "broken" / "last" / "scheduler.json").unlink()
+    resumed = _rates_per_step(lambda: finetune(cases, dataclasses.replace(broken, resume=True)))
+    assert first + resumed == pytest.approx(unbroken, rel=1e-12)
+    assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]
 
 
 def test_a_replacing_run_stopped_at_once_leaves_no_old_checkpoint(tmp_path):

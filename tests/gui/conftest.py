@@ -124,10 +124,10 @@ def notifications(monkeypatch):
 @pytest.fixture
 def add_case():
     """``add_case(viewer, case) -> (image layer, true-mask layer)``, as the reader makes them."""
-    return _add_case_layers
+    return add_case_layers
 
 
-def _add_case_layers(viewer, case):
+def add_case_layers(viewer, case):
     from napari_la_dinov2._widgets._layers import display_layer, labels_layer_kwargs, on_layer_grid
 
     # In the acquisition plane, as File > Open shows a volume: the widgets must convert back.

@@ -5,7 +5,6 @@ the plot before the first steps, and closing the viewer during a run."""
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
 import pytest
@@ -17,6 +16,8 @@ from napari_la_dinov2._widgets.finetune import FinetuneWidget
 from napari_la_dinov2._widgets.segment import SegmentWidget
 from napari_la_dinov2.models import load_model
 from napari_la_dinov2.training.config import QUICK_ROUND
+from napari_la_dinov2.training.state import read_history
+from tests.gui.responsiveness import seconds_to_stop
 
 pytestmark = pytest.mark.gui
 
@@ -147,8 +148,11 @@ def test_closing_the_viewer_stops_a_run_and_keeps_the_best(
     widget.output.value = str(tmp_path / "run")
     job = widget.run()
     qtbot.waitUntil(lambda: len(widget.plot.dices) >= 1, timeout=120_000)
-    started = time.perf_counter()
-    viewer.window._qt_window.close()
-    assert job.engine_done.wait(0.1), "the run was still going after the viewer closed"
-    assert time.perf_counter() - started < 2.0
+    # Closing raises the stop flag: the run stops at its next step, long before its 500 epochs
+    # (within 2 s on a quiet machine: a figure of benchmarks/responsiveness.py). The bound here
+    # only a missed cancel exceeds, on any machine.
+    stopped_after = seconds_to_stop(viewer.window._qt_window.close, job.engine_done, 60.0)
+    print(f"closing the viewer: the run stopped {stopped_after:.2f} s after")
+    assert stopped_after < 60.0, "the run was still going a minute after the viewer closed"
+    assert len(read_history(tmp_path / "run" / "history.csv")) < 500
     assert load_model(str(tmp_path / "run" / "best")) is not None

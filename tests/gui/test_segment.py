@@ -121,7 +121,7 @@ def test_flip_averaging_follows_the_checkpoint_like_the_command_line(
             widget.select_model(source)  # as the "Add checkpoint folder" button does
         assert widget.flip_tta.value == "as the model recommends"
         job = widget.run()
-        qtbot.waitUntil(lambda job=job: job.finished, timeout=120_000)
+        qtbot.waitUntil(lambda job=job: job.finished, timeout=600_000)  # three UNets, busy CPU
         assert job.error is None
         predictor = Predictor(load_model(source), device="cpu", batch_size=8)
         assert predictor.flip_tta is recommended

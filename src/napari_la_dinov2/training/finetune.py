@@ -16,7 +16,7 @@ Run directory::
     history.csv     epoch, train_loss, val_dice, lr, seconds
     curves.png      loss and validation Dice against epoch
     best/           checkpoint with the best validation Dice (safetensors + config.json)
-    last/           checkpoint of the last epoch + optimiser state, to resume
+    last/           checkpoint of the last epoch + optimiser and schedule state, to resume
 
 Every file is written atomically, so stopping (the stop flag) or killing the process leaves the
 previous best checkpoint intact.
@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from .cases import Case, split_cases, write_split
 from .config import TrainConfig
 from .events import EpochDone, StepDone
 from .feature_cache import FeatureCache, shared_cache
+from .schedule import make_schedule, saved_position
 from .state import (
     atomic_write_text,
     clear_replaced_run,
@@ -165,16 +165,6 @@ def _uses_feature_cache(config: TrainConfig, model: LASegmenter) -> bool:
     return frozen and config.feature_cache != "off"
 
 
-def _schedule(optimizer, config: TrainConfig, total_steps: int):
-    """torch's LambdaLR: constant (the paper) or cosine to 0 over the run. Its closed form
-    gives the same rate on resume as without a break, once stepped past the done steps."""
-    if config.schedule == "cosine":
-        factor = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))  # noqa: E731
-    else:
-        factor = lambda step: 1.0  # noqa: E731
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def _train_mode(model: LASegmenter, config: TrainConfig) -> None:
     """Training mode; with ``config.freeze_norm_stats`` the BatchNorm layers stay in eval mode,
     so their running statistics stay those of the model's training (their scale and shift
@@ -213,6 +203,7 @@ class _Run:
     module: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    resumed_history: list[dict]  # the epochs a resumed run had done ([] for a new run)
     loss_fn: object
     val_set: list[Case]
     provenance: dict
@@ -272,12 +263,16 @@ def _setup(cases, config: TrainConfig, val_cases, replay, progress, stop, cache)
     if not trainable:
         raise InputError("the model has no trainable parameters with these settings.")
     optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    if config.resume:
-        load_optimizer(optimizer, run_dir / "last")
     steps = config.steps_per_epoch or max(1, len(batches) // (config.batch_size * world))
+    history = read_history(run_dir / "history.csv") if config.resume else []
+    position = 0
+    if config.resume:  # the optimiser's state, then the schedule where it stopped
+        load_optimizer(optimizer, run_dir / "last")
+        position = saved_position(run_dir / "last", default=len(history) * steps)
+    scheduler = make_schedule(optimizer, config.schedule, steps * config.epochs, position)
     return _Run(
-        config, run_dir, model, predictor, batches, module, optimizer,
-        _schedule(optimizer, config, steps * config.epochs), _make_loss(config.loss),
+        config, run_dir, model, predictor, batches, module, optimizer, scheduler, history,
+        _make_loss(config.loss),
         val_set or train_cases, _provenance_base(model, config, split, val_on_train, run_dir, train_cases),
         steps, rank, world, report, stop,
     )  # fmt: skip
@@ -328,13 +323,11 @@ def finetune(
         raise InputError("no annotated cases to train on.")
     run = _setup(cases, config, val_cases, replay, progress, stop, cache)
     config = run.config
-    history = read_history(run.run_dir / "history.csv") if config.resume else []
+    history = list(run.resumed_history)
     best = max((row["val_dice"] for row in history), default=-1.0)
     rng = np.random.default_rng(config.seed)
-    for _ in history:  # resumed: the same slice order and learning rates as without a break
+    for _ in history:  # resumed: the same slice order as without a break
         run.batches.new_epoch(rng, run.slices_per_epoch)
-        for _ in range(run.steps):
-            run.scheduler.step()
 
     stopped, epochs_since_best = False, 0
     for epoch in range(len(history) + 1, config.epochs + 1):
@@ -355,7 +348,9 @@ def finetune(
         best, epochs_since_best = (val_dice, 0) if improved else (best, epochs_since_best + 1)
         if run.rank == 0:
             provenance = {**run.provenance, "epoch": epoch, "val_dice": val_dice}
-            save_run_epoch(run.run_dir, run.model, run.optimizer, history, provenance, improved)
+            save_run_epoch(
+                run.run_dir, run.model, run.optimizer, run.scheduler, history, provenance, improved
+            )
         if run.report:
             row = history[-1]
             run.report(EpochDone(epoch, config.epochs, row["train_loss"], val_dice, best,

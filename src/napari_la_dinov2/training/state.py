@@ -1,8 +1,8 @@
 """Run-directory files: checkpoints, optimizer state without pickle, history CSV, curves.
 
 The optimizer state is flattened into safetensors + JSON so that resuming a run never
-unpickles anything. ``last/`` is written with its optimizer state as one unit, so a run killed
-at any moment resumes from a complete ``last/``.
+unpickles anything. ``last/`` is written with its optimizer and schedule state as one unit, so
+a run killed at any moment resumes from a complete ``last/``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ..errors import InputError
 from ..io import atomic_write
 from ..models import save_checkpoint
 from ..outputs import check_output_folder
+from .schedule import save_schedule
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -95,14 +96,19 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
 
 
-def save_run_epoch(run_dir: Path, model, optimizer, history: list[dict], provenance: dict,
-                   improved: bool) -> None:  # fmt: skip
+def save_run_epoch(run_dir: Path, model, optimizer, scheduler, history: list[dict],
+                   provenance: dict, improved: bool) -> None:  # fmt: skip
     """What one epoch leaves in the run folder: ``best/`` when it improved, ``last/`` with the
-    optimizer state, history.csv and curves.png; each file or folder replaced atomically."""
+    optimizer and schedule state, history.csv and curves.png; each file or folder replaced
+    atomically."""
+
+    def save_training_state(folder: Path) -> None:
+        save_optimizer(optimizer, folder)
+        save_schedule(scheduler, folder)
+
     if improved:
         save_checkpoint(model, run_dir / "best", provenance)
-    save_checkpoint(model, run_dir / "last", provenance,
-                    extra=lambda folder: save_optimizer(optimizer, folder))  # fmt: skip
+    save_checkpoint(model, run_dir / "last", provenance, extra=save_training_state)
     write_history(history, run_dir / "history.csv")
     title = (
         f"{model.display_name} fine-tuned on {len(provenance['this_run']['trained_on'])} case(s)"
