@@ -11,7 +11,7 @@ from napari_la_dinov2._widgets import correct
 from napari_la_dinov2._widgets._cases import cases_from_layers
 from napari_la_dinov2._widgets._layers import PREDICTION_KEY, file_to_layer_index, mask_of
 from napari_la_dinov2.interactive import ClickModel, Refiner
-from tests.gui.test_responsive import EventLoopProbe
+from tests.gui.responsiveness import EventLoopProbe
 from tests.test_interactive import tiny_segmenter
 
 pytestmark = pytest.mark.gui
@@ -70,7 +70,7 @@ def test_clicks_change_the_mask_in_place_undo_and_keep_brush_edits(
     with EventLoopProbe() as probe:
         _click(widget, qtbot, image, position)
     print(f"event loop during a click: longest gap {probe.max_gap:.3f} s")
-    assert probe.max_gap < 5.0  # a freeze, not a busy machine (the figure: benchmarks)
+    assert probe.max_gap < 10.0  # a freeze, not a busy machine (the figure: benchmarks)
     after = np.array(mask_of(mask, image))
     window = all_atrium_refiner.window(widget.session.prepared, widget.session.clicks[0])
     assert mask.data is data_before  # changed in place
