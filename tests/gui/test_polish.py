@@ -99,3 +99,148 @@ def test_fewshot_cancel_says_so_names_no_missing_file_and_the_plot_moves_during_
     for name in RESULT_FILES:  # named only if written
         assert (name in status) == (tmp_path / "fewshot" / name).is_file(), (name, status)
     assert "no result files written" in status
+
+
+def test_the_demo_opens_on_segment_with_the_whole_slice_in_view(
+    make_napari_viewer, qtbot, small_case, tmp_path
+):
+    from napari_la_dinov2 import write_labels
+    from napari_la_dinov2.launch import launch
+
+    name, image, _, meta = small_case
+    path = tmp_path / f"{name}.nii.gz"
+    write_labels(path, image.astype(np.uint8), meta)
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    viewer, widgets, _ = launch(str(path), viewer=viewer, segment=False, block=False)
+    # A dock in a tab behind another is "visible" to Qt but has no visible region.
+    shown = [name for name, widget in widgets.items() if widget.native.isVisible()]
+    in_front = [name for name in shown if not widgets[name].native.visibleRegion().isEmpty()]
+    assert "Segment" in shown and in_front == ["Segment"], in_front
+    # The slice was fitted to the canvas as it is once the docks took their width: fitting
+    # again now changes nothing, and the whole slice is inside the canvas.
+    zoom, center = viewer.camera.zoom, tuple(viewer.camera.center)
+    qtbot.wait(50)
+    viewer.reset_view()
+    assert viewer.camera.zoom == pytest.approx(zoom) and np.allclose(viewer.camera.center, center)
+    layer = viewer.layers[0]
+    size_mm = (np.array(layer.data.shape[1:]) - 1) * np.asarray(layer.scale[1:])
+    canvas = np.asarray(viewer.window._qt_viewer.canvas.size)  # (height, width)
+    assert np.all(size_mm * zoom <= canvas + 1), (size_mm * zoom, canvas)
+
+
+def test_a_new_checkpoint_comes_right_after_the_default_and_registry_names_say_untrained(
+    make_napari_viewer, tiny_checkpoint, tmp_path
+):
+    from napari_la_dinov2._widgets._models import KNOWN_MODELS
+    from napari_la_dinov2._widgets.compare import CompareWidget
+    from napari_la_dinov2._widgets.fewshot import FewShotWidget
+    from napari_la_dinov2._widgets.segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    widgets = [SegmentWidget(viewer), CompareWidget(viewer), FewShotWidget(viewer)]
+    run = tmp_path / "finetune-20261203-071939" / "best"  # as the Fine-tune dock names a run
+    run.mkdir(parents=True)
+    KNOWN_MODELS.add(str(tiny_checkpoint))
+    label = KNOWN_MODELS.add(str(run))  # the newest
+    assert label == "finetune 07:19:39"  # short: what tells two runs apart stays in sight
+    for widget in widgets:
+        native = widget.model.native if hasattr(widget, "model") else widget.models.native
+        texts = [native.itemText(i) if hasattr(native, "itemText") else native.item(i).text()
+                 for i in range(native.count())]  # fmt: skip
+        assert texts[:3] == ["default", label, KNOWN_MODELS.label_of(str(tiny_checkpoint))]
+        assert all(t.endswith(" (untrained)") for t in texts[3:]), texts
+    # A choice keeps its value when the list is reordered under it.
+    assert widgets[0].model.value == "default"
+
+
+def test_masks_get_colours_of_their_own_and_compare_adds_no_duplicate_names(
+    make_napari_viewer, qtbot, small_case, add_case, tiny_checkpoint, foreground_checkpoint
+):
+    from napari_la_dinov2._widgets._colours import DISAGREE_COLOUR, label_one_colour
+    from napari_la_dinov2._widgets._models import KNOWN_MODELS
+    from napari_la_dinov2._widgets.compare import CompareWidget
+    from napari_la_dinov2._widgets.segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    image, expert = add_case(viewer, small_case)
+    segment = SegmentWidget(viewer)
+    segment.image.value = image
+    segment.select_model(str(tiny_checkpoint))
+    job = segment.run()
+    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    compare = CompareWidget(viewer)
+    compare.image.value, compare.reference.value = image, expert
+    KNOWN_MODELS.add(str(foreground_checkpoint))
+    compare.models.value = [str(tiny_checkpoint), str(foreground_checkpoint)]
+    job = compare.run()
+    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    assert job.error is None, job.error
+    masks = [expert, segment.last_layer, *compare.model_layers]
+    colours = [label_one_colour(layer) for layer in masks]
+    assert len(set(colours)) == len(masks), colours  # four masks, four colours
+    assert DISAGREE_COLOUR not in colours
+    names = [layer.name for layer in viewer.layers]
+    assert len(set(names)) == len(names) and not any("#" in name for name in names), names
+
+
+def test_messages_say_what_to_do_in_the_docks_not_which_flag_to_pass(
+    make_napari_viewer, qtbot, small_case, add_case, tmp_path, notifications, monkeypatch
+):
+    import huggingface_hub.constants as constants
+
+    from napari_la_dinov2._widgets.finetune import FinetuneWidget
+    from napari_la_dinov2._widgets.segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    image, mask = add_case(viewer, small_case)
+    finetune = FinetuneWidget(viewer)
+    finetune.picker.image.value, finetune.picker.mask.value = image, mask
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")  # a folder that holds a run
+    finetune.output.value = str(tmp_path / "run")
+    assert finetune.run() is None
+    assert "--" not in finetune.status.value and "another 'Output folder'" in finetune.status.value
+
+    # An untrained DINOv2 head whose backbone is not cached, offline: the whole sentence, wrapped.
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    segment = SegmentWidget(viewer)
+    segment.image.value, segment.model.value = image, "dinov2_vits14"
+    job = segment.run()
+    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    status = segment.status.value
+    assert status.startswith("failed: the DINOv2 weights") and status.endswith(").")
+    assert "--" not in status and segment.status.native.wordWrap()
+    assert notifications["error"] and all("--" not in m for m in notifications["error"])
+
+
+def test_the_doubt_leaves_the_wall_visible_and_goes_stale_when_the_mask_is_edited(
+    make_napari_viewer, small_case, add_case
+):
+    from napari_la_dinov2._widgets._colours import DISAGREE_COLOUR
+    from napari_la_dinov2._widgets._doubt import STALE_SUFFIX, mark_stale_on_edit
+
+    viewer = make_napari_viewer()
+    image, mask = add_case(viewer, small_case)
+    doubt_values = np.zeros(small_case[1].shape, np.float32)
+    doubt_values[10:20] = 0.4
+    doubt = add_doubt_layer(viewer, image, doubt_values, "synthetic doubt")
+    mark_stale_on_edit(mask, doubt)
+    # The strongest doubt is a see-through tint (the wall shows through), never white, and far
+    # from Compare's magenta.
+    top = doubt.colormap.map(np.array([1.0]))[0]
+    assert doubt.blending == "translucent" and top[3] <= 0.6
+    assert not np.allclose(top[:3], 1.0)
+    magenta = np.array([int(DISAGREE_COLOUR[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    assert np.abs(top[:3] - magenta).max() >= 0.8
+    assert doubt.colormap.map(np.array([0.0]))[0][3] == 0.0  # no doubt: nothing drawn
+    # A brush stroke on the mask: the doubt is marked as describing the mask before it.
+    opacity = doubt.opacity
+    mask.paint((3, 20, 20), 1, refresh=True)
+    assert doubt.name.endswith(STALE_SUFFIX) and doubt.opacity < opacity
+    mask.paint((4, 20, 20), 1, refresh=True)
+    assert doubt.name.count(STALE_SUFFIX) == 1

@@ -26,3 +26,44 @@ def progress_text(label: str, event) -> str | None:
         f"segmenting with {label}: {percent}% ({event['done']}/{event['total']} 2D slices, "
         "every view of the model counted)"
     )
+
+
+# The engine's sentences are written for the command line; in napari a flag means nothing.
+# Each pattern (a regular expression on the engine's words) -> what to do in the docks.
+GUI_WORDING = [
+    (
+        r"pass --resume to continue it, --overwrite to replace it, or choose another folder\.",
+        "choose another 'Output folder' (each dock proposes a new one after a run).",
+    ),
+    (
+        r"--resume continues a run and --overwrite replaces it; give one\.",
+        "choose another 'Output folder'.",
+    ),
+    (r"start without --resume \(or with --overwrite\)\.", "choose another 'Output folder'."),
+    (
+        r"choose another name or pass --overwrite\.",
+        "choose another name, or tick 'Replace an existing file' where the dock has it.",
+    ),
+    (r"choose another output folder or pass --overwrite\.", "choose another output folder."),
+    (r", or give a local folder with --backbone-source \(", " ("),
+    (
+        r"pass --backbone-source with that name if you trust it\.",
+        "napari loads only official backbones; load it with the la-dinov2 command line if you "
+        "trust it.",
+    ),
+]
+
+
+def for_the_gui(message: str) -> str:
+    """``message`` with the command line's flags replaced by what to do in the docks."""
+    import re
+
+    for pattern, replacement in GUI_WORDING:
+        message = re.sub(pattern, replacement, message)
+    return message
+
+
+def failure_text(error: BaseException) -> str:
+    """The status line of a job that failed: the whole first line of the error (the label wraps
+    it), in the docks' words; the notification has the same, a bug's traceback too."""
+    return "failed: " + for_the_gui(str(error).split("\n")[0])

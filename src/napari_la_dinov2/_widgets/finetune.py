@@ -38,6 +38,7 @@ from ._layers import MODEL_KEY
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._options import collapsible
 from ._plots import TrainingPlot
+from ._status import failure_text, for_the_gui
 from ._worker import Job, cancel_jobs_on_close
 
 MAX_REPLAY = 3  # earlier cases of the session replayed in a round (the most recent ones)
@@ -192,8 +193,8 @@ class FinetuneWidget(Container):
             pairs = self.picker.chosen_pairs()
             config, cases, folder, replay = self._prepare()
         except InputError as error:
-            self.status.value = f"not started: {error}"
-            show_error(f"Fine-tune: {error}")
+            self.status.value = f"not started: {for_the_gui(str(error))}"
+            show_error(f"Fine-tune: {for_the_gui(str(error))}")
             return None
 
         def job(report, stop):
@@ -276,9 +277,8 @@ class FinetuneWidget(Container):
                 if "no checkpoint" in str(error)
                 else f"cancelled: {error}."
             )
-        elif error is not None:  # the notification has the whole sentence or the traceback
-            first = str(error).split(";")[0].split("\n")[0]
-            self.status.value = f"failed: {first[:120]}"
+        elif error is not None:  # the whole sentence (wrapped); a bug's traceback is notified
+            self.status.value = failure_text(error)
 
     def cancel(self, _=None) -> None:
         if self.job is not None and self.job.running:

@@ -47,7 +47,7 @@ from ._layers import (
 )
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._options import collapsible
-from ._status import measures_text, progress_text
+from ._status import failure_text, for_the_gui, measures_text, progress_text
 from ._worker import Job, cancel_jobs_on_close
 
 
@@ -355,8 +355,8 @@ class SegmentWidget(Container):
                 on_finished=self._finished,
             )
         except InputError as error:
-            self.status.value = f"not started: {error}"
-            show_error(f"Segment: {error}")
+            self.status.value = f"not started: {for_the_gui(str(error))}"
+            show_error(f"Segment: {for_the_gui(str(error))}")
             return None
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.status.value = f"segmenting with {self._label}: loading the model..."
@@ -385,6 +385,5 @@ class SegmentWidget(Container):
             return
         if isinstance(error, CancelledError):
             self.status.value = "cancelled: no mask added"
-        else:  # the notification has the whole sentence (or the traceback of a bug)
-            first = str(error).split(";")[0].split("\n")[0]
-            self.status.value = f"failed: {first[:120]}"
+        else:  # the whole sentence (wrapped); a bug's traceback is in the notification
+            self.status.value = failure_text(error)

@@ -22,6 +22,7 @@ from ..errors import InputError
 from ..mesh import MESH_SUFFIXES, check_mesh_path, mesh_from_mask, write_mesh
 from ._doubt import is_doubt_layer
 from ._layers import layer_volume, mask_of, scanner_to_world
+from ._status import failure_text, for_the_gui
 from ._worker import Job
 
 SURFACE_COLOUR = "#e8a33c"  # warm, distinct from napari's label colours and the grey image
@@ -126,6 +127,7 @@ class SurfaceWidget(Container):
         self._hidden_in_3d: list = []  # layers hidden while the surface is shown in 3D
         self.exported: Path | None = None
         napari_viewer.dims.events.ndisplay.connect(self._ndisplay_changed)
+        self.status.native.setWordWrap(True)
         self.show_button.changed.connect(self.show_surface)
         self.export_button.changed.connect(self.export)
 
@@ -191,7 +193,7 @@ class SurfaceWidget(Container):
             path = check_mesh_path(path, self.overwrite.value)
             mask, meta = self._chosen()
         except InputError as error:
-            show_error(f"Export mesh: {error}")
+            show_error(f"Export mesh: {for_the_gui(str(error))}")
             return None
         ras, overwrite = self.ras.value, self.overwrite.value
 
@@ -214,4 +216,4 @@ class SurfaceWidget(Container):
     def _finished(self) -> None:
         self.show_button.enabled = self.export_button.enabled = True
         if self.job is not None and self.job.error is not None:
-            self.status.value = "stopped: " + str(self.job.error)[:80]
+            self.status.value = failure_text(self.job.error)
