@@ -66,9 +66,10 @@ def test_compare_two_models_against_reference(
     # One Labels layer per model, aligned, in distinct colours, named after the case and the
     # model, and a disagreement layer shown in a colour of its own.
     assert len(widget.model_layers) == 2
-    labels = [KNOWN_MODELS.label_of(str(c)) for c in (tiny_checkpoint, foreground_checkpoint)]
+    # In the list's order (the newest checkpoint first); not named as Segment names its mask.
+    labels = [KNOWN_MODELS.label_of(source) for source in widget.models.value]
     assert [layer.name for layer in widget.model_layers] == [
-        f"{image.name} LA ({label})" for label in labels
+        f"{image.name} LA ({label}, compared)" for label in labels
     ]
     colours = [_rgb(layer) for layer in widget.model_layers]
     assert np.abs(colours[0] - colours[1]).max() > 0.2
@@ -161,7 +162,8 @@ def test_compare_pairwise_without_reference(
     qtbot.waitUntil(lambda: job.finished, timeout=120_000)
     assert job.error is None, job.error
     assert len(widget.rows) == 1
-    assert widget.rows[0]["reference"] == KNOWN_MODELS.label_of(str(foreground_checkpoint))
+    second = list(widget.models.value)[1]  # the list's order: the newest checkpoint first
+    assert widget.rows[0]["reference"] == KNOWN_MODELS.label_of(second)
 
 
 def test_model_list_shows_the_trained_models_and_the_selection(make_napari_viewer, qtbot, tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from napari_la_dinov2._widgets._doubt import add_doubt_layer, is_doubt_layer
+from napari_la_dinov2._widgets._layers import labels_layer_kwargs
 from napari_la_dinov2._widgets.surface import SurfaceWidget
 
 pytestmark = pytest.mark.gui
@@ -26,9 +27,7 @@ def test_the_slider_still_counts_slices_after_a_3d_surface_and_3d_is_uncluttered
     labels = np.repeat(labels.max(axis=2, keepdims=True), labels.shape[2], axis=2)
     viewer = make_napari_viewer()
     image_layer, mask = add_case(viewer, (name, image, labels, meta))
-    other = viewer.add_labels(mask.data.copy(), name="another mask", scale=mask.scale,
-                              translate=mask.translate, axis_labels=mask.axis_labels,
-                              units=mask.units)  # fmt: skip
+    other = viewer.add_labels(mask.data.copy(), **labels_layer_kwargs(image_layer, "another"))
     doubt = add_doubt_layer(viewer, image_layer, labels.astype(np.float32) * 0.3, "doubt")
     assert is_doubt_layer(doubt) and not is_doubt_layer(other)
     viewer.dims.set_current_step(0, 7)
@@ -146,8 +145,10 @@ def test_a_new_checkpoint_comes_right_after_the_default_and_registry_names_say_u
     assert label == "finetune 07:19:39"  # short: what tells two runs apart stays in sight
     for widget in widgets:
         native = widget.model.native if hasattr(widget, "model") else widget.models.native
-        texts = [native.itemText(i) if hasattr(native, "itemText") else native.item(i).text()
-                 for i in range(native.count())]  # fmt: skip
+        texts = [
+            native.itemText(i) if hasattr(native, "itemText") else native.item(i).text()
+            for i in range(native.count())
+        ]
         assert texts[:3] == ["default", label, KNOWN_MODELS.label_of(str(tiny_checkpoint))]
         assert all(t.endswith(" (untrained)") for t in texts[3:]), texts
     # A choice keeps its value when the list is reordered under it.
@@ -244,3 +245,91 @@ def test_the_doubt_leaves_the_wall_visible_and_goes_stale_when_the_mask_is_edite
     assert doubt.name.endswith(STALE_SUFFIX) and doubt.opacity < opacity
     mask.paint((4, 20, 20), 1, refresh=True)
     assert doubt.name.count(STALE_SUFFIX) == 1
+
+
+def _finetune_dock(viewer, image, mask, checkpoint, output, epochs):
+    from napari_la_dinov2._widgets._models import KNOWN_MODELS
+    from napari_la_dinov2._widgets.finetune import FinetuneWidget
+
+    widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Fine-tune")
+    widget.picker.image.value, widget.picker.mask.value = image, mask
+    KNOWN_MODELS.add(str(checkpoint))
+    widget.model.value = str(checkpoint)
+    widget.quick.value = False
+    widget.epochs.value, widget.batch_size.value = epochs, 4
+    widget.output.value = str(output)
+    return widget
+
+
+def test_segment_with_it_shows_progress_and_measures_and_validation_is_named(
+    make_napari_viewer, qtbot, small_case, add_case, tiny_checkpoint, tmp_path, monkeypatch
+):
+    from napari_la_dinov2.training.events import StepDone
+
+    viewer = make_napari_viewer()
+    image, mask = add_case(viewer, small_case)
+    widget = _finetune_dock(viewer, image, mask, tiny_checkpoint, tmp_path / "run", epochs=1)
+    lines, handle = [], widget._on_event
+
+    def on_event(event):
+        handle(event)
+        if isinstance(event, StepDone) and event.step == event.steps:
+            lines.append(widget.status.value)
+
+    widget._on_event = on_event
+    job = widget.run()
+    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    assert job.error is None, job.error
+    assert lines and "validating" in lines[-1] and "0 s left" not in lines[-1], lines
+    import napari_la_dinov2._widgets.finetune as finetune_module
+
+    seen, text_of = [], finetune_module.progress_text
+
+    def recorded(label, event):  # what the status line is given, event by event
+        seen.append(text_of(label, event))
+        return seen[-1]
+
+    monkeypatch.setattr(finetune_module, "progress_text", recorded)
+    job = widget.segment_with_result()
+    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    assert job.error is None, job.error
+    assert any(line and "% (" in line and "2D slices" in line for line in seen), seen
+    assert "mL" in widget.status.value or "empty mask" in widget.status.value
+
+
+def test_closing_the_viewer_during_a_fine_tune_stops_the_engine_and_keeps_the_best(
+    make_napari_viewer, qtbot, small_case, add_case, tiny_checkpoint, tmp_path
+):
+    import time
+
+    from napari_la_dinov2.models import load_model
+    from napari_la_dinov2.training.events import EpochDone
+
+    viewer = make_napari_viewer()
+    image, mask = add_case(viewer, small_case)
+    widget = _finetune_dock(viewer, image, mask, tiny_checkpoint, tmp_path / "run", epochs=50)
+    epochs, handle = [], widget._on_event
+
+    def on_event(event):
+        handle(event)
+        if isinstance(event, EpochDone):
+            epochs.append(event)
+
+    widget._on_event = on_event
+    job = widget.run()
+    qtbot.waitUntil(lambda: bool(epochs), timeout=60_000)  # a best checkpoint exists
+    from qtpy.QtCore import QEvent
+
+    # The window's Close event, as the viewer's close button sends it, through the watcher the
+    # docks installed (napari's own teardown of the window is left to the test fixture).
+    window = viewer.window._qt_window
+    started = time.perf_counter()
+    window._la_dinov2_close_watcher.eventFilter(window, QEvent(QEvent.Type.Close))
+    assert job.engine_done.wait(20.0), "the engine still ran 20 s after the viewer closed"
+    stopped_s = time.perf_counter() - started
+    print(f"engine stopped {stopped_s:.2f} s after the viewer closed (machine shared)")
+    qtbot.waitUntil(lambda: job.finished, timeout=20_000)
+    assert widget.result is not None and widget.result.stopped  # stopped, the best kept
+    best = tmp_path / "run" / "best"
+    assert load_model(str(best)).model_name == "unet"  # intact: loads through the engine

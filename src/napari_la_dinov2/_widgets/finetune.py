@@ -38,7 +38,7 @@ from ._layers import MODEL_KEY
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._options import collapsible
 from ._plots import TrainingPlot
-from ._status import failure_text, for_the_gui
+from ._status import failure_text, for_the_gui, measures_text, progress_text
 from ._worker import Job, cancel_jobs_on_close
 
 MAX_REPLAY = 3  # earlier cases of the session replayed in a round (the most recent ones)
@@ -234,9 +234,12 @@ class FinetuneWidget(Container):
             # The napari progress bar counts steps over the whole run.
             done, total = (event.epoch - 1) * event.steps + event.step, event.epochs * event.steps
             self.job.set_progress(done, total)
+            left = self._time_left(done, total)
+            if event.step == event.steps:  # the epoch's validation runs now, uncounted above
+                left = f"; validating on {'the case' if self._single else 'the validation cases'}"
             self.status.value = (
                 f"epoch {event.epoch}/{event.epochs}, step {event.step}/{event.steps}, "
-                f"loss {event.loss:.3f}{self._time_left(done, total)}"
+                f"loss {event.loss:.3f}{left}"
             )
         elif isinstance(event, EpochDone):
             self.status.value = (
@@ -287,11 +290,31 @@ class FinetuneWidget(Container):
             self.status.value = "stopping after this step; the best checkpoint so far is kept..."
 
     def segment_with_result(self, _=None) -> Job | None:
-        """Re-segment the fine-tuned image with the new checkpoint (a new Labels layer)."""
+        """Re-segment the fine-tuned image with the new checkpoint (a new Labels layer), with
+        Segment's progress, measures and (for a model of several branches) doubt."""
         from .segment import start_segmentation
 
         image = self._image_for_resegment
         if self.checkpoint is None or image is None or image not in self.viewer.layers:
             show_error("Fine-tune: no finished run, or its image layer was closed.")
             return None
-        return start_segmentation(self.viewer, image, self.checkpoint, device=self.device.value)
+        label = KNOWN_MODELS.label_of(self.checkpoint)
+
+        def progress(event) -> None:
+            self.status.value = progress_text(label, event) or self.status.value
+
+        def done(layer, result) -> None:
+            doubtful = list(result.doubtful)
+            where = f"; most doubtful slices (file order): {doubtful[:5]}" if doubtful else ""
+            self.status.value = f"'{layer.name}': {measures_text(result.measures)}{where}"
+
+        self.status.value = f"segmenting with {label}: loading the model..."
+        return start_segmentation(
+            self.viewer,
+            image,
+            self.checkpoint,
+            device=self.device.value,
+            show_doubt=None,
+            on_event=progress,
+            on_done=done,
+        )
