@@ -27,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def wait(job, app, timeout=900):
+def wait(job, app, timeout=3600):  # a shared 2-core machine can be very slow
     started = time.time()
     while not job.finished:
         app.processEvents()
@@ -216,6 +216,11 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs")
     parser.add_argument("--fewshot-epochs", type=int, default=6)
     parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fine-tune the model for Compare with one quick round instead of --epochs",
+    )
+    parser.add_argument(
         "--only", nargs="+", default=["all"],
         choices=["all", "demo", "surface", "loop", "finetune", "segment", "compare", "fewshot"],
         help="demo: the demo's first screen; surface: the 3D surface; loop: only the correction "
@@ -271,7 +276,7 @@ def main(argv=None) -> None:
     finetune.picker.image.value, finetune.picker.mask.value = image, mask
     finetune.picker.add_pair()
     finetune.model.value = base
-    finetune.quick.value = False  # a full run of --epochs for this picture
+    finetune.quick.value = args.quick  # else a full run of --epochs for this picture
     finetune.epochs.value, finetune.batch_size.value, finetune.lr.value = args.epochs, 8, lr
     finetune.output.value = str(work / "finetune")
     wait(finetune.run(), app)

@@ -63,43 +63,6 @@ def test_the_slider_still_counts_slices_after_a_3d_surface_and_3d_is_uncluttered
     assert shown == set(range(labels.shape[2]))
 
 
-def test_fewshot_cancel_says_so_names_no_missing_file_and_the_plot_moves_during_a_run(
-    make_napari_viewer, qtbot, case_folder, tiny_checkpoint, tmp_path
-):
-    from napari_la_dinov2._widgets._models import KNOWN_MODELS
-    from napari_la_dinov2._widgets.fewshot import RESULT_FILES, FewShotWidget
-    from napari_la_dinov2.training.events import EpochDone
-
-    viewer = make_napari_viewer()
-    widget = FewShotWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Few-shot")
-    widget.picker.folder.value = str(case_folder)
-    KNOWN_MODELS.add(str(tiny_checkpoint))
-    widget.models.value = [str(tiny_checkpoint)]
-    widget.patients.value, widget.seeds.value = "1, all", "0"
-    widget.epochs.value, widget.batch_size.value = 3, 4
-    widget.output.value = str(tmp_path / "fewshot")
-    seen = {}
-    handle = widget._on_event
-
-    def on_event(event):  # Cancel pressed once the first run has validated an epoch
-        handle(event)
-        if isinstance(event, EpochDone) and not seen:
-            seen["validation"] = widget.curve.running_dice
-            widget.cancel_button.clicked.emit()
-
-    widget._on_event = on_event
-    job = widget.run()
-    qtbot.waitUntil(lambda: job.finished, timeout=120_000)
-    # During the run the plot showed the running run's validation Dice, before any test dot.
-    assert seen["validation"] is not None and 0.0 <= seen["validation"] <= 1.0
-    status = widget.status.value
-    assert status.startswith("cancelled after 0 of 2 runs"), status
-    for name in RESULT_FILES:  # named only if written
-        assert (name in status) == (tmp_path / "fewshot" / name).is_file(), (name, status)
-    assert "no result files written" in status
-
-
 def test_the_demo_opens_on_segment_with_the_whole_slice_in_view(
     make_napari_viewer, qtbot, small_case, tmp_path
 ):
@@ -247,6 +210,17 @@ def test_the_doubt_leaves_the_wall_visible_and_goes_stale_when_the_mask_is_edite
     assert doubt.name.count(STALE_SUFFIX) == 1
 
 
+def _after_each_event(widget, then) -> None:
+    """Run ``then(event)`` after the dock's own handling of each engine event."""
+    handle = widget._on_event
+
+    def on_event(event):
+        handle(event)
+        then(event)
+
+    widget._on_event = on_event
+
+
 def _finetune_dock(viewer, image, mask, checkpoint, output, epochs):
     from napari_la_dinov2._widgets._models import KNOWN_MODELS
     from napari_la_dinov2._widgets.finetune import FinetuneWidget
@@ -270,14 +244,13 @@ def test_segment_with_it_shows_progress_and_measures_and_validation_is_named(
     viewer = make_napari_viewer()
     image, mask = add_case(viewer, small_case)
     widget = _finetune_dock(viewer, image, mask, tiny_checkpoint, tmp_path / "run", epochs=1)
-    lines, handle = [], widget._on_event
+    lines = []
 
-    def on_event(event):
-        handle(event)
+    def at_validation(event):
         if isinstance(event, StepDone) and event.step == event.steps:
             lines.append(widget.status.value)
 
-    widget._on_event = on_event
+    _after_each_event(widget, at_validation)
     job = widget.run()
     qtbot.waitUntil(lambda: job.finished, timeout=60_000)
     assert job.error is None, job.error
@@ -309,14 +282,8 @@ def test_closing_the_viewer_during_a_fine_tune_stops_the_engine_and_keeps_the_be
     viewer = make_napari_viewer()
     image, mask = add_case(viewer, small_case)
     widget = _finetune_dock(viewer, image, mask, tiny_checkpoint, tmp_path / "run", epochs=50)
-    epochs, handle = [], widget._on_event
-
-    def on_event(event):
-        handle(event)
-        if isinstance(event, EpochDone):
-            epochs.append(event)
-
-    widget._on_event = on_event
+    epochs = []
+    _after_each_event(widget, lambda event: isinstance(event, EpochDone) and epochs.append(event))
     job = widget.run()
     qtbot.waitUntil(lambda: bool(epochs), timeout=60_000)  # a best checkpoint exists
     from qtpy.QtCore import QEvent
