@@ -10,6 +10,8 @@ from napari_la_dinov2._widgets._layers import labels_layer_kwargs
 from napari_la_dinov2._widgets.surface import SurfaceWidget
 
 pytestmark = pytest.mark.gui
+# A guard against a hung job, not a timing: the shared 2-core machine can be very slow.
+WAIT_MS = 300_000
 
 
 def _sliders(viewer):
@@ -38,7 +40,7 @@ def test_the_slider_still_counts_slices_after_a_3d_surface_and_3d_is_uncluttered
     viewer.window.add_dock_widget(widget, name="Surface")
     widget.image.value, widget.mask.value = image_layer, mask
     job = widget.show_surface()
-    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    qtbot.waitUntil(lambda: job.finished, timeout=WAIT_MS)
     assert job.error is None, job.error
     surface = widget.surface_layer
     assert viewer.dims.ndisplay == 3 and surface.visible and surface._type_string == "surface"
@@ -132,13 +134,13 @@ def test_masks_get_colours_of_their_own_and_compare_adds_no_duplicate_names(
     segment.image.value = image
     segment.select_model(str(tiny_checkpoint))
     job = segment.run()
-    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    qtbot.waitUntil(lambda: job.finished, timeout=WAIT_MS)
     compare = CompareWidget(viewer)
     compare.image.value, compare.reference.value = image, expert
     KNOWN_MODELS.add(str(foreground_checkpoint))
     compare.models.value = [str(tiny_checkpoint), str(foreground_checkpoint)]
     job = compare.run()
-    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    qtbot.waitUntil(lambda: job.finished, timeout=WAIT_MS)
     assert job.error is None, job.error
     masks = [expert, segment.last_layer, *compare.model_layers]
     colours = [label_one_colour(layer) for layer in masks]
@@ -175,7 +177,7 @@ def test_messages_say_what_to_do_in_the_docks_not_which_flag_to_pass(
     segment = SegmentWidget(viewer)
     segment.image.value, segment.model.value = image, "dinov2_vits14"
     job = segment.run()
-    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    qtbot.waitUntil(lambda: job.finished, timeout=WAIT_MS)
     status = segment.status.value
     assert status.startswith("failed: the DINOv2 weights") and status.endswith(").")
     assert "--" not in status and segment.status.native.wordWrap()
@@ -252,7 +254,7 @@ def test_segment_with_it_shows_progress_and_measures_and_validation_is_named(
 
     _after_each_event(widget, at_validation)
     job = widget.run()
-    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    qtbot.waitUntil(lambda: job.finished, timeout=WAIT_MS)
     assert job.error is None, job.error
     assert lines and "validating" in lines[-1] and "0 s left" not in lines[-1], lines
     import napari_la_dinov2._widgets.finetune as finetune_module
@@ -265,7 +267,7 @@ def test_segment_with_it_shows_progress_and_measures_and_validation_is_named(
 
     monkeypatch.setattr(finetune_module, "progress_text", recorded)
     job = widget.segment_with_result()
-    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    qtbot.waitUntil(lambda: job.finished, timeout=WAIT_MS)
     assert job.error is None, job.error
     assert any(line and "% (" in line and "2D slices" in line for line in seen), seen
     assert "mL" in widget.status.value or "empty mask" in widget.status.value
@@ -285,7 +287,7 @@ def test_closing_the_viewer_during_a_fine_tune_stops_the_engine_and_keeps_the_be
     epochs = []
     _after_each_event(widget, lambda event: isinstance(event, EpochDone) and epochs.append(event))
     job = widget.run()
-    qtbot.waitUntil(lambda: bool(epochs), timeout=60_000)  # a best checkpoint exists
+    qtbot.waitUntil(lambda: bool(epochs), timeout=WAIT_MS)  # a best checkpoint exists
     from qtpy.QtCore import QEvent
 
     # The window's Close event, as the viewer's close button sends it, through the watcher the
@@ -296,7 +298,7 @@ def test_closing_the_viewer_during_a_fine_tune_stops_the_engine_and_keeps_the_be
     assert job.engine_done.wait(20.0), "the engine still ran 20 s after the viewer closed"
     stopped_s = time.perf_counter() - started
     print(f"engine stopped {stopped_s:.2f} s after the viewer closed (machine shared)")
-    qtbot.waitUntil(lambda: job.finished, timeout=20_000)
+    qtbot.waitUntil(lambda: job.finished, timeout=WAIT_MS)
     assert widget.result is not None and widget.result.stopped  # stopped, the best kept
     best = tmp_path / "run" / "best"
     assert load_model(str(best)).model_name == "unet"  # intact: loads through the engine
