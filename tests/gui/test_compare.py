@@ -69,7 +69,7 @@ def test_compare_two_models_against_reference(
     # In the list's order (the newest checkpoint first); not named as Segment names its mask.
     labels = [KNOWN_MODELS.label_of(source) for source in widget.models.value]
     assert [layer.name for layer in widget.model_layers] == [
-        f"{image.name} LA ({label}, compared)" for label in labels
+        f"{image.name} LA compared: {label}" for label in labels
     ]
     colours = [_rgb(layer) for layer in widget.model_layers]
     assert np.abs(colours[0] - colours[1]).max() > 0.2
@@ -83,7 +83,8 @@ def test_compare_two_models_against_reference(
         assert np.allclose(layer.scale, image.scale)
         assert np.allclose(layer.affine.affine_matrix, image.affine.affine_matrix)
     # The biased model marks nearly everything (the opening trims the volume's border).
-    assert widget.model_layers[1].data.mean() > 0.9
+    biased = widget.layer_of[KNOWN_MODELS.label_of(str(foreground_checkpoint))]
+    assert biased.data.mean() > 0.9
     votes = sum((layer.data != 0).astype(int) for layer in widget.model_layers)
     assert np.array_equal(widget.disagreement.data != 0, votes == 1)
 

@@ -69,8 +69,9 @@ def unique_name(name: str, taken) -> str:
 
 def model_layer_name(case: str, model: str) -> str:
     """Not Segment's "<case> LA (<model>)": a comparison beside a segmentation by the same
-    model would otherwise be a second layer of that name, told apart only by a "#2"."""
-    return f"{case} LA ({model}, compared)"
+    model would otherwise be a second layer of that name, told apart only by a "#2". The model
+    last: napari's layer list elides a long name in the middle, so its end stays in sight."""
+    return f"{case} LA compared: {model}"
 
 
 def disagreement_layer_name(case: str) -> str:
