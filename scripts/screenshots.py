@@ -27,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def wait(job, app, timeout=900):
+def wait(job, app, timeout=3600):  # a shared 2-core machine can be very slow
     started = time.time()
     while not job.finished:
         app.processEvents()
@@ -76,13 +76,16 @@ def load_cases(count: int, model_source: str | None = None):
     return cases
 
 
-def snap(viewer, app, name: str, out: Path) -> None:
+def snap(viewer, app, name: str, out: Path, fit: bool = True) -> None:
+    """Screenshot of the whole window; ``fit``: the slice (or grid) fitted to the canvas first
+    (``fit=False`` shows the view as the widgets left it: the demo's first screen, the surface)."""
     for _ in range(20):
         app.processEvents()
         time.sleep(0.02)
     # Fit the whole slice (or grid) to the canvas as it is now, after the dock took its width;
     # a reset done before the dock opened leaves the view zoomed in on a part of the slice.
-    viewer.reset_view()
+    if fit:
+        viewer.reset_view()
     for _ in range(20):
         app.processEvents()
         time.sleep(0.02)
@@ -168,6 +171,42 @@ def loop_screens(viewer, app, case, base: str, work: Path, out: Path) -> None:
     viewer.layers.clear()
 
 
+def demo_screen(case, model: str, work: Path, out: Path) -> None:
+    """What ``python -m napari_la_dinov2.launch CASE`` shows once its segmentation is done,
+    as the demo leaves it (no refit here: the demo's own fit is what is shown)."""
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_la_dinov2 import write_labels
+    from napari_la_dinov2.launch import launch
+
+    name, image, _, meta = case
+    path = work / f"{name}.nii.gz"
+    write_labels(path, image.astype(np.uint8), meta)  # 8-bit as LA 2018; opened by the reader
+    viewer = napari.Viewer(title="LA DINOv2: left-atrium segmentation", show=True)
+    viewer.window.resize(1580, 960)
+    viewer, _, job = launch(str(path), model=model, viewer=viewer, block=False)
+    app = QApplication.instance()
+    wait(job, app)
+    snap(viewer, app, "demo", out, fit=False)
+    viewer.close()
+
+
+def surface_screen(viewer, app, case, out: Path) -> None:
+    """Surface: the 3D surface of an expert mask, as "Show 3D surface" leaves the view."""
+    from napari_la_dinov2._widgets.surface import SurfaceWidget
+
+    image, mask = add_case(viewer, case)
+    surface = SurfaceWidget(viewer)
+    dock(viewer, app, surface, "Surface", width=420)
+    surface.image.value, surface.mask.value = image, mask
+    wait(surface.show_surface(), app)
+    snap(viewer, app, "surface", out, fit=False)
+    viewer.dims.ndisplay = 2
+    viewer.window.remove_dock_widget(surface.native)
+    viewer.layers.clear()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
@@ -177,10 +216,16 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs")
     parser.add_argument("--fewshot-epochs", type=int, default=6)
     parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fine-tune the model for Compare with one quick round instead of --epochs",
+    )
+    parser.add_argument(
         "--only", nargs="+", default=["all"],
-        choices=["all", "loop", "finetune", "segment", "compare", "fewshot"],
-        help="loop: only the correction loop; finetune, segment, compare, fewshot: only these "
-        "screenshots (the steps they need still run)",
+        choices=["all", "demo", "surface", "loop", "finetune", "segment", "compare", "fewshot"],
+        help="demo: the demo's first screen; surface: the 3D surface; loop: only the correction "
+        "loop; finetune, segment, compare, fewshot: only these screenshots (the steps they "
+        "need still run)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -209,12 +254,17 @@ def main(argv=None) -> None:
     # A trained model only needs a gentle nudge; an untrained one needs the usual rate.
     lr = "1e-4" if args.model else "1e-3"
 
+    if "all" in args.only or "demo" in args.only:
+        demo_screen(cases[1], base, work, out)
     viewer = napari.Viewer(title="LA DINOv2", show=True)
     viewer.window.resize(1580, 960)
     app = QApplication.instance()
+    if "all" in args.only or "surface" in args.only:
+        surface_screen(viewer, app, cases[0], out)
     if "all" in args.only or "loop" in args.only:
         loop_screens(viewer, app, cases[1], base, work, out)
-    if args.only == ["loop"]:
+    if not {"all", "finetune", "segment", "compare", "fewshot"} & set(args.only):
+        viewer.close()
         return
 
     # 1. Fine-tune on the expert masks of one case (as if they were corrected predictions).
@@ -226,7 +276,7 @@ def main(argv=None) -> None:
     finetune.picker.image.value, finetune.picker.mask.value = image, mask
     finetune.picker.add_pair()
     finetune.model.value = base
-    finetune.quick.value = False  # a full run of --epochs for this picture
+    finetune.quick.value = args.quick  # else a full run of --epochs for this picture
     finetune.epochs.value, finetune.batch_size.value, finetune.lr.value = args.epochs, 8, lr
     finetune.output.value = str(work / "finetune")
     wait(finetune.run(), app)

@@ -1,8 +1,10 @@
 """npe2 reader: .nii, .nii.gz and .nrrd volumes as layers shown in their acquisition plane.
 
-The file is read once, in ``napari_get_reader``, through ``io.read_volume``: a file that cannot
-be read gives ``None`` (napari then tries other readers) and a warning that says why, never an
-exception. The layer shows the volume through ``display.to_display``: the through-plane axis is
+The file is read once, in ``napari_get_reader``, through ``io.read_volume``. A path that is not
+ours (another suffix) gives ``None`` (napari tries other readers). A file of ours that cannot be
+read (a text file renamed .nii.gz, a 2D NIfTI) gives a read function that raises our one
+sentence: napari shows it, instead of its generic "the reader refused the file";
+``napari_get_reader`` itself never raises. The layer shows the volume through ``display.to_display``: the through-plane axis is
 the layer's first axis (the slider), the slice is on the canvas in mm as radiologists read it,
 with anatomical axis labels; the file's meta and the display geometry ride in the metadata, so
 the writer and the widgets give the engine the file's own voxel order back. A mask file (whole
@@ -11,7 +13,6 @@ numbers, few distinct values) opens as a Labels layer, not as a grey image.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,15 @@ def _read_layer(path: str):
     return data, kwargs, layer_type
 
 
+def _refusal(sentence: str):
+    """A read function that tells napari, and so the user, why the file cannot be opened."""
+
+    def refuse(_path, **_kwargs):
+        raise InputError(sentence)
+
+    return refuse
+
+
 def napari_get_reader(path):
     """A function returning the layers of ``path`` (a path or a list of paths), or None."""
     paths = [path] if isinstance(path, str | Path) else list(path)
@@ -89,11 +99,10 @@ def napari_get_reader(path):
         try:
             layers.append(_read_layer(str(one)))
         except InputError as error:
-            warnings.warn(str(error), stacklevel=2)
-            return None
-        except Exception as error:  # a reader must never raise into napari
-            warnings.warn(
-                f"{one} could not be read ({type(error).__name__}: {error}).", stacklevel=2
+            return _refusal(str(error))
+        except Exception as error:  # a reader must never raise into napari's plugin search
+            return _refusal(
+                f"{one} could not be read ({type(error).__name__}: {error}); it is not a "
+                "NIfTI, NRRD or DICOM volume this plugin can open."
             )
-            return None
     return lambda _path: layers

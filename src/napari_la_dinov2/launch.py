@@ -23,7 +23,20 @@ def _show_slice_axis_on_slider(viewer, image, meta) -> None:
     viewer.dims.order = layer_view_order(image, meta.through_plane_axis(), viewer.dims.ndim)
     axis = viewer.dims.order[-3]
     viewer.dims.set_current_step(axis, viewer.dims.nsteps[axis] // 2)
-    viewer.reset_view()  # fit the new plane in the canvas
+
+
+def _segment_in_front_and_fit(viewer, segment_dock) -> None:
+    """The Segment tab in front and the slice fitted to the canvas, once the docks are laid out:
+    a fit done before the docks take their width leaves the atrium cut off left and right, and
+    the last dock tabified is the one in front until then."""
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    app.processEvents()  # the docks take their width, the canvas its final size
+    segment_dock.show()
+    segment_dock.raise_()
+    app.processEvents()
+    viewer.reset_view()
 
 
 def launch(
@@ -55,7 +68,8 @@ def launch(
     widgets, docks = {}, {}
     for name in WIDGETS:
         docks[name], widgets[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=True)
-    docks["Segment"].raise_()  # the Segment tab in front: it is what a user needs first
+    # The Segment tab in front: it is what a user needs first.
+    _segment_in_front_and_fit(viewer, docks["Segment"])
     job = None
     if segment:
         segment_widget = widgets["Segment"]

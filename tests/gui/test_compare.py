@@ -66,9 +66,10 @@ def test_compare_two_models_against_reference(
     # One Labels layer per model, aligned, in distinct colours, named after the case and the
     # model, and a disagreement layer shown in a colour of its own.
     assert len(widget.model_layers) == 2
-    labels = [KNOWN_MODELS.label_of(str(c)) for c in (tiny_checkpoint, foreground_checkpoint)]
+    # In the list's order (the newest checkpoint first); not named as Segment names its mask.
+    labels = [KNOWN_MODELS.label_of(source) for source in widget.models.value]
     assert [layer.name for layer in widget.model_layers] == [
-        f"{image.name} LA ({label})" for label in labels
+        f"{image.name} LA compared: {label}" for label in labels
     ]
     colours = [_rgb(layer) for layer in widget.model_layers]
     assert np.abs(colours[0] - colours[1]).max() > 0.2
@@ -82,7 +83,8 @@ def test_compare_two_models_against_reference(
         assert np.allclose(layer.scale, image.scale)
         assert np.allclose(layer.affine.affine_matrix, image.affine.affine_matrix)
     # The biased model marks nearly everything (the opening trims the volume's border).
-    assert widget.model_layers[1].data.mean() > 0.9
+    biased = widget.layer_of[KNOWN_MODELS.label_of(str(foreground_checkpoint))]
+    assert biased.data.mean() > 0.9
     votes = sum((layer.data != 0).astype(int) for layer in widget.model_layers)
     assert np.array_equal(widget.disagreement.data != 0, votes == 1)
 
@@ -161,7 +163,8 @@ def test_compare_pairwise_without_reference(
     qtbot.waitUntil(lambda: job.finished, timeout=120_000)
     assert job.error is None, job.error
     assert len(widget.rows) == 1
-    assert widget.rows[0]["reference"] == KNOWN_MODELS.label_of(str(foreground_checkpoint))
+    second = list(widget.models.value)[1]  # the list's order: the newest checkpoint first
+    assert widget.rows[0]["reference"] == KNOWN_MODELS.label_of(second)
 
 
 def test_model_list_shows_the_trained_models_and_the_selection(make_napari_viewer, qtbot, tmp_path):

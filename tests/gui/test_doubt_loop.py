@@ -63,7 +63,7 @@ def test_doubt_layer_and_doubtful_slices(
     label = widget._label
     doubt = viewer.layers[f"synthetic doubt ({label})"]
     assert mask.name == f"synthetic LA ({label})"
-    assert doubt.colormap.name == "magma" and doubt.blending == "additive"
+    assert doubt.colormap.name == "la_doubt" and doubt.blending == "translucent"
     assert doubt.data.shape == mask.data.shape == image.data.shape
     for attribute in ("scale", "translate"):
         assert np.allclose(getattr(doubt, attribute), getattr(image, attribute))

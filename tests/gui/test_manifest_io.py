@@ -100,14 +100,26 @@ def test_writer_without_meta_uses_layer_transforms(tmp_path):
     assert np.allclose(meta.affine[:3, 3], (10.0, -4.0, 3.0))
 
 
-def test_reader_returns_none_for_unreadable_files(tmp_path):
+def test_reader_says_why_a_file_of_ours_cannot_be_read(tmp_path, make_napari_viewer):
+    import nibabel as nib
+
     from napari_la_dinov2._reader import napari_get_reader
+    from napari_la_dinov2.errors import InputError
 
     broken = tmp_path / "broken.nii.gz"
-    broken.write_bytes(b"not a nifti at all")
-    with pytest.warns(UserWarning, match="broken.nii.gz"):
-        assert napari_get_reader(str(broken)) is None
-    assert napari_get_reader(str(tmp_path / "photo.png")) is None
+    broken.write_bytes(b"not a nifti at all")  # a text file renamed .nii.gz
+    flat = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((20, 20), np.float32), np.eye(4)), flat)
+    assert napari_get_reader(str(tmp_path / "photo.png")) is None  # not ours: other readers
+    viewer = make_napari_viewer()
+    for path, why in ((broken, "corrupt or not an image"), (flat, "a 3D volume is needed")):
+        read = napari_get_reader(str(path))  # never raises itself
+        with pytest.raises(InputError, match=why):
+            read(str(path))
+        # What napari shows on File > Open: our sentence, not "the reader refused the file".
+        with pytest.raises(Exception, match=why) as raised:
+            viewer.open(str(path), plugin="napari-la-dinov2")
+        assert "refused" not in str(raised.value)
 
 
 def test_sample_data_opens_with_true_mask(make_napari_viewer):

@@ -43,9 +43,10 @@ def test_surface_sits_on_the_mask_in_world_coordinates(
     assert job.error is None, job.error
     surface = widget.surface_layer
     assert surface in viewer.layers and viewer.dims.ndisplay == 3
-    vertices = np.asarray(surface.data[0])
-    # World = layer data: the surface carries no transform of its own (see add_surface_layer).
-    assert np.allclose(surface.data_to_world(vertices[0]), vertices[0])
+    # World = layer data times one isotropic scale (see SurfaceOnImageGrid).
+    vertices = np.asarray(surface.data[0]) * np.asarray(surface.scale)
+    assert np.allclose(surface.data_to_world(surface.data[0][0]), vertices[0])
+    assert np.ptp(np.asarray(surface.scale)) == 0
     distances, _ = cKDTree(_boundary_world(mask)).query(vertices)
     spacing = np.asarray(image.scale)  # mm per display axis
     # Marching cubes puts a vertex half a voxel from a boundary voxel centre; the smoothing

@@ -8,12 +8,8 @@ import math
 import numpy as np
 
 from ..measures import la_measures
+from ._colours import DISAGREE_COLOUR_NAME
 
-# One colour per model. No red (napari's default colour of label 1, so the usual colour of a
-# reference or expert mask) and no magenta (the disagreement layer's).
-MODEL_COLOURS = ["#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#bcbd22"]
-DISAGREE_COLOUR = "#ff00ff"
-DISAGREE_COLOUR_NAME = "magenta"
 # A slice's atrium must cover at least this (the union of the two masks, in mm²) and at least
 # this share of the largest slice's to be a candidate: a 1 cm blob at the atrium's edge, where
 # any two masks differ, is not where a model does worst.
@@ -72,7 +68,10 @@ def unique_name(name: str, taken) -> str:
 
 
 def model_layer_name(case: str, model: str) -> str:
-    return f"{case} LA ({model})"
+    """Not Segment's "<case> LA (<model>)": a comparison beside a segmentation by the same
+    model would otherwise be a second layer of that name, told apart only by a "#2". The model
+    last: napari's layer list elides a long name in the middle, so its end stays in sight."""
+    return f"{case} LA compared: {model}"
 
 
 def disagreement_layer_name(case: str) -> str:

@@ -5,6 +5,10 @@ its members' disagreement) as an Image layer on exactly the mask's grid, and han
 ranked by doubt (``doubt.rank_slices`` along the acquisition's through-plane axis) to a
 :class:`DoubtNavigator`: "Next / Previous doubtful slice" (and Shift-N / Shift-B in the viewer)
 move napari's slider there, and its line says where one is ("slice 46, 3 of 9 doubtful").
+
+The doubt is highest on the mask's edge, which is the atrium's wall a reader must see: it is
+drawn as a see-through yellow (no white, and far from Compare's magenta disagreement), and it
+is marked stale as soon as the mask it was computed with is edited.
 """
 
 from __future__ import annotations
@@ -14,22 +18,48 @@ from magicgui.widgets import Container, Label, PushButton
 
 from ._layers import labels_layer_kwargs, on_layer_grid, show_file_slice
 
+DOUBT_KEY = "la_dinov2_doubt"  # in a doubt layer's metadata: True
+STALE_SUFFIX = " (stale: mask edited)"
+# Transparent where the members agree, at most 55% yellow where they disagree most: the wall
+# under the doubt stays visible.
+DOUBT_COLOURS = [[1.0, 0.88, 0.1, 0.0], [1.0, 0.88, 0.1, 0.55]]
 DOUBT_SLICES = 10  # how many of the most doubtful slices the navigator walks through
 NEXT_KEY, PREVIOUS_KEY = "Shift-N", "Shift-B"  # free in napari's own key map
 
 
 def add_doubt_layer(viewer, image_layer, doubt: np.ndarray, name: str):
-    """The file-order ``doubt`` as an additive 'magma' Image layer over ``image_layer``."""
+    """The file-order ``doubt`` as a see-through yellow Image layer over ``image_layer``."""
+    from napari.utils.colormaps import Colormap
+
     shown = on_layer_grid(image_layer, doubt)
     kwargs = labels_layer_kwargs(image_layer, name)
+    kwargs["metadata"][DOUBT_KEY] = True
     top = float(doubt.max()) if doubt.size else 0.0
     return viewer.add_image(
         shown,
-        colormap="magma",
-        blending="additive",
+        colormap=Colormap(DOUBT_COLOURS, name="la_doubt"),
+        blending="translucent",
         contrast_limits=(0.0, top if top > 0 else 0.5),
         **kwargs,
     )
+
+
+def is_doubt_layer(layer) -> bool:
+    return bool((getattr(layer, "metadata", None) or {}).get(DOUBT_KEY))
+
+
+def mark_stale_on_edit(mask_layer, doubt_layer) -> None:
+    """Once the mask is painted, filled or replaced, its doubt no longer describes it: the doubt
+    layer is renamed '... (stale: mask edited)' and dimmed (the slices to check stay listed)."""
+
+    def edited(event=None):
+        if doubt_layer.name.endswith(STALE_SUFFIX):
+            return
+        doubt_layer.name = doubt_layer.name + STALE_SUFFIX
+        doubt_layer.opacity = 0.5 * doubt_layer.opacity
+
+    mask_layer.events.paint.connect(edited)
+    mask_layer.events.data.connect(edited)
 
 
 class DoubtNavigator(Container):

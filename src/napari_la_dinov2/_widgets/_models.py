@@ -6,16 +6,30 @@ lists of all the others (``KNOWN_MODELS.changed``).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from psygnal import Signal
 
 from ..models import ALIASES, list_models
 
+UNTRAINED = " (untrained)"  # the mark of a registry name: a head no one has trained yet
+# A run folder the widgets name by the time (finetune.default_run_dir): "finetune-20261203-071939".
+TIMED_RUN = re.compile(r"^(?P<kind>[a-z-]+)-\d{8}-(?P<h>\d\d)(?P<m>\d\d)(?P<s>\d\d)$")
+
+
+def checkpoint_label(path: Path) -> str:
+    """A short label for a checkpoint folder: "finetune 07:19:39" for a widget's timed run's
+    best/, else "<parent>/<folder>" (what tells two checkpoints apart is kept short)."""
+    timed = TIMED_RUN.match(path.parent.name)
+    if timed and path.name == "best":
+        return f"{timed['kind']} {timed['h']}:{timed['m']}:{timed['s']}"
+    return f"{path.parent.name}/{path.name}"
+
 
 class KnownModels:
     """Ordered ``(label, source)`` pairs: shipped models (the embedded default), added
-    checkpoints, registry names (untrained heads)."""
+    checkpoints (the newest first), registry names marked "(untrained)"."""
 
     changed = Signal()
 
@@ -23,9 +37,10 @@ class KnownModels:
         self._added: dict[str, str] = {}
 
     def choices(self, _widget=None) -> list[tuple[str, str]]:
-        added = [(label, source) for label, source in self._added.items()]
+        added = [(label, source) for label, source in reversed(self._added.items())]
         shipped = [(name, name) for name in ALIASES]
-        return [*shipped, *added, *((name, name) for name in list_models())]
+        untrained = [(name + UNTRAINED, name) for name in list_models()]
+        return [*shipped, *added, *untrained]
 
     def label_of(self, source: str) -> str:
         for label, known in self.choices():
@@ -40,7 +55,7 @@ class KnownModels:
             return self.label_of(source)
         if label is None:
             path = Path(source)
-            label = f"{path.parent.name}/{path.name}" if path.is_dir() else source
+            label = checkpoint_label(path) if path.is_dir() else source
         base, n = label, 2
         while label in self._added or label in ALIASES or label in list_models():
             label, n = f"{base} ({n})", n + 1
@@ -69,12 +84,28 @@ def device_choices() -> list[str]:
     return devices
 
 
+def refresh_in_order(combo) -> None:
+    """Reload a magicgui ComboBox or Select from its choices, in their order, keeping its value.
+
+    magicgui's reset_choices appends a new choice at the end of the list: a new checkpoint would
+    land below the dozen registry names, out of sight."""
+    value = combo.value
+    with combo.changed.blocked():
+        combo.native.clear()
+        combo.reset_choices()
+        sources = set(combo.choices)
+        if isinstance(value, list | tuple):
+            combo.value = [v for v in value if v in sources]
+        elif value in sources:
+            combo.value = value
+
+
 def follow_known_models(combo) -> None:
     """Keep a magicgui ComboBox's choices in step with KNOWN_MODELS while its widget lives."""
 
     def refresh():
         try:
-            combo.reset_choices()
+            refresh_in_order(combo)
         except RuntimeError:  # the Qt widget was deleted (viewer closed): stop following
             KNOWN_MODELS.changed.disconnect(refresh)
 

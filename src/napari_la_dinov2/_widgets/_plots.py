@@ -7,7 +7,7 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtCore import QTimer
 
-from ..training.events import EpochDone, RunDone, StepDone
+from ..training.events import EpochDone, RunDone, RunStarted, StepDone
 
 # A redraw costs 0.1-0.4 s of GUI-thread time on a busy laptop CPU: coalesce the step events
 # into at most one redraw per interval so the viewer stays responsive during training.
@@ -81,7 +81,8 @@ class TrainingPlot(FigureCanvasQTAgg):
 
 class FewShotPlot(FigureCanvasQTAgg):
     """Test Dice against training patients, live: a dot per finished run (``RunDone``), a line
-    through each model's mean over seeds."""
+    through each model's mean over seeds; while a run trains, its latest validation Dice as a
+    hollow dot at its number of patients (a run can take minutes before its test dot)."""
 
     def __init__(self):
         figure = Figure(figsize=(3.6, 2.2), dpi=80)
@@ -93,31 +94,75 @@ class FewShotPlot(FigureCanvasQTAgg):
 
     def clear(self) -> None:
         self.points: dict[str, dict[int, list[float]]] = {}  # model -> patients -> Dice
+        self.running: RunStarted | None = None
+        self.running_dice: float | None = None  # the running run's last validation Dice
         self._draw_points()
 
     def add_event(self, event) -> None:
-        if isinstance(event, RunDone):
+        if isinstance(event, RunStarted):
+            self.running, self.running_dice = event, None
+        elif isinstance(event, EpochDone) and event.run is not None and self.running:
+            self.running_dice = event.val_dice
+        elif isinstance(event, RunDone):
             self.points.setdefault(event.model, {}).setdefault(event.n_train, []).append(event.dice)
-            self._draw_points()
+            self.running, self.running_dice = None, None
+        else:
+            return
+        self._draw_points()
+
+    def _budgets(self) -> list[int]:
+        found = {n for runs in self.points.values() for n in runs}
+        return sorted(found | ({self.running.n_train} if self.running else set()))
+
+    def _draw_running(self, axes) -> None:
+        run = self.running
+        if self.running_dice is not None:
+            axes.plot(
+                [run.n_train],
+                [self.running_dice],
+                "o",
+                mfc="none",
+                color="0.4",
+                ms=6,
+                label="validation (training)",
+            )
+        elif not self.points:
+            note = (
+                f"run {run.index + 1}/{run.total} training: its validation Dice shows after\n"
+                "its first epoch, its test Dice when it ends"
+            )
+            axes.text(
+                0.5,
+                0.5,
+                note,
+                transform=axes.transAxes,
+                ha="center",
+                va="center",
+                color="0.4",
+                fontsize=8,
+            )
 
     def _draw_points(self) -> None:
         axes = self.axes
         axes.clear()
-        budgets = sorted({n for runs in self.points.values() for n in runs})
+        budgets = self._budgets()
         for colour, (model, runs) in enumerate(self.points.items()):
             xs = sorted(runs)
             for x in xs:
                 axes.plot([x] * len(runs[x]), runs[x], "o", color=f"C{colour}", ms=4, alpha=0.6)
             means = [sum(runs[x]) / len(runs[x]) for x in xs]
             axes.plot(xs, means, "-", color=f"C{colour}", lw=1.5, label=model)
+        if self.running is not None:
+            self._draw_running(axes)
         axes.set_xscale("log")
         if budgets:
             axes.set_xticks(budgets, [str(b) for b in budgets])
             # A single budget gets room either side; a dot never sits on an axis line.
             axes.set_xlim(budgets[0] / 1.5, budgets[-1] * 1.5)
-            axes.legend(fontsize=8, loc="lower right")
         else:
             axes.set_xlim(0.7, 15)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=8, loc="lower right")
         axes.minorticks_off()
         axes.set_ylim(*DICE_LIMITS)
         axes.set_xlabel("training patients")

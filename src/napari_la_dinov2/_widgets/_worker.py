@@ -48,6 +48,7 @@ from napari.utils.notifications import notification_manager, show_error, show_in
 from qtpy.QtCore import QEvent, QObject, Signal
 
 from ..errors import CancelledError, InputError
+from ._status import for_the_gui
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +226,8 @@ class Job:
         self.error = error
         if isinstance(error, CancelledError):
             show_info(f"{self.description}: cancelled ({error}).")
-        elif isinstance(error, InputError):
-            show_error(f"{self.description}: {error}")
+        elif isinstance(error, InputError):  # in the docks' words, not the command line's
+            show_error(f"{self.description}: {for_the_gui(str(error))}")
         else:  # a bug: shown as napari shows an uncaught error, with its traceback; and logged
             log.error("%s failed", self.description, exc_info=error)
             notification_manager.receive_error(type(error), error, error.__traceback__)

@@ -35,10 +35,9 @@ from ..evaluation import compare_masks
 from ..inference import Predictor
 from ..metrics import write_cases_csv
 from ..models import load_model
+from ._colours import DISAGREE_COLOUR, next_mask_colour
 from ._comparison import (
     DECIMALS,
-    DISAGREE_COLOUR,
-    MODEL_COLOURS,
     disagreement_layer_name,
     format_value,
     model_layer_name,
@@ -240,8 +239,8 @@ class CompareWidget(ScrollingDock, Container):
         masks, rows = result
         self._clear_layers()
         case = self._image_layer.name
-        for i, (name, mask) in enumerate(masks.items()):
-            colour = MODEL_COLOURS[i % len(MODEL_COLOURS)]
+        for name, mask in masks.items():
+            colour = next_mask_colour(self.viewer)  # none of the viewer's masks has it
             layer = self._add_mask(mask, model_layer_name(case, name), {1: colour}, 0.5)
             self.model_layers.append(layer)
             self.layer_of[name] = layer

@@ -44,6 +44,8 @@ from ._plots import FewShotPlot
 from ._worker import Job
 from .finetune import default_run_dir
 
+RESULT_FILES = ("results.csv", "summary.md", "fewshot.png")  # what run_fewshot writes
+
 
 def parse_list(text: str, kind, what: str) -> list:
     """'1, 10, all' -> [1, 10, 'all'] with ``kind`` applied to each item except 'all'."""
@@ -245,7 +247,7 @@ class FewShotWidget(ScrollingDock, Container):
                                stop=stop)  # fmt: skip
 
         self.curve.clear()
-        self._output = Path(config.output_dir)
+        self._output, self._runs_done = Path(config.output_dir), 0
         self.status.value = f"running into {config.output_dir}..."
         return self._start("Few-shot", job, self._done)
 
@@ -257,6 +259,7 @@ class FewShotWidget(ScrollingDock, Container):
         return f"; about {format_duration(elapsed * (1 - done_fraction) / done_fraction)} left"
 
     def _on_event(self, event) -> None:
+        self.curve.add_event(event)  # a dot per finished run; the running run's validation
         if isinstance(event, RunStarted):
             self._run_total = event.total
             self._run_text = (
@@ -274,7 +277,7 @@ class FewShotWidget(ScrollingDock, Container):
                 f" (last validation Dice {event.val_dice:.3f})"
             )
         elif isinstance(event, RunDone):
-            self.curve.add_event(event)
+            self._runs_done = event.index + 1
             self.job.set_progress(event.index + 1, event.total)
 
     def _done(self, rows: list[dict]) -> None:
@@ -292,11 +295,20 @@ class FewShotWidget(ScrollingDock, Container):
             for c, value in enumerate(values):
                 self.table.setItem(r, c, QTableWidgetItem(value))
         self.table.resizeColumnsToContents()
-        self.status.value = (
-            f"{len(self.summary)} results in {format_duration(time.perf_counter() - self._started)}; "
-            f"files (results.csv, summary.md, fewshot.png) in {self._output}"
-        )
+        self.status.value = self._outcome_text()
         self.output.value = str(default_run_dir("fewshot"))
+
+    def _outcome_text(self) -> str:
+        """What the run left: cancelled or not, and only the files that exist."""
+        took = format_duration(time.perf_counter() - self._started)
+        files = [n for n in RESULT_FILES if (self._output / n).is_file()]
+        where = f"; {', '.join(files)} in {self._output}" if files else "; no result files written"
+        if self.job is not None and self.job.stop():
+            return (
+                f"cancelled after {self._runs_done} of {self._run_total} runs, in {took}: "
+                f"{len(self.summary)} result(s){where}"
+            )
+        return f"{len(self.summary)} results in {took}{where}"
 
     def _finished(self) -> None:
         self.run_button.enabled = self.estimate_button.enabled = True

@@ -38,6 +38,7 @@ from ._layers import MODEL_KEY
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._options import collapsible
 from ._plots import TrainingPlot
+from ._status import failure_text, for_the_gui, measures_text, progress_text
 from ._worker import Job, cancel_jobs_on_close
 
 MAX_REPLAY = 3  # earlier cases of the session replayed in a round (the most recent ones)
@@ -192,8 +193,8 @@ class FinetuneWidget(Container):
             pairs = self.picker.chosen_pairs()
             config, cases, folder, replay = self._prepare()
         except InputError as error:
-            self.status.value = f"not started: {error}"
-            show_error(f"Fine-tune: {error}")
+            self.status.value = f"not started: {for_the_gui(str(error))}"
+            show_error(f"Fine-tune: {for_the_gui(str(error))}")
             return None
 
         def job(report, stop):
@@ -233,9 +234,12 @@ class FinetuneWidget(Container):
             # The napari progress bar counts steps over the whole run.
             done, total = (event.epoch - 1) * event.steps + event.step, event.epochs * event.steps
             self.job.set_progress(done, total)
+            left = self._time_left(done, total)
+            if event.step == event.steps:  # the epoch's validation runs now, uncounted above
+                left = f"; validating on {'the case' if self._single else 'the validation cases'}"
             self.status.value = (
                 f"epoch {event.epoch}/{event.epochs}, step {event.step}/{event.steps}, "
-                f"loss {event.loss:.3f}{self._time_left(done, total)}"
+                f"loss {event.loss:.3f}{left}"
             )
         elif isinstance(event, EpochDone):
             self.status.value = (
@@ -276,9 +280,8 @@ class FinetuneWidget(Container):
                 if "no checkpoint" in str(error)
                 else f"cancelled: {error}."
             )
-        elif error is not None:  # the notification has the whole sentence or the traceback
-            first = str(error).split(";")[0].split("\n")[0]
-            self.status.value = f"failed: {first[:120]}"
+        elif error is not None:  # the whole sentence (wrapped); a bug's traceback is notified
+            self.status.value = failure_text(error)
 
     def cancel(self, _=None) -> None:
         if self.job is not None and self.job.running:
@@ -287,11 +290,31 @@ class FinetuneWidget(Container):
             self.status.value = "stopping after this step; the best checkpoint so far is kept..."
 
     def segment_with_result(self, _=None) -> Job | None:
-        """Re-segment the fine-tuned image with the new checkpoint (a new Labels layer)."""
+        """Re-segment the fine-tuned image with the new checkpoint (a new Labels layer), with
+        Segment's progress, measures and (for a model of several branches) doubt."""
         from .segment import start_segmentation
 
         image = self._image_for_resegment
         if self.checkpoint is None or image is None or image not in self.viewer.layers:
             show_error("Fine-tune: no finished run, or its image layer was closed.")
             return None
-        return start_segmentation(self.viewer, image, self.checkpoint, device=self.device.value)
+        label = KNOWN_MODELS.label_of(self.checkpoint)
+
+        def progress(event) -> None:
+            self.status.value = progress_text(label, event) or self.status.value
+
+        def done(layer, result) -> None:
+            doubtful = list(result.doubtful)
+            where = f"; most doubtful slices (file order): {doubtful[:5]}" if doubtful else ""
+            self.status.value = f"'{layer.name}': {measures_text(result.measures)}{where}"
+
+        self.status.value = f"segmenting with {label}: loading the model..."
+        return start_segmentation(
+            self.viewer,
+            image,
+            self.checkpoint,
+            device=self.device.value,
+            show_doubt=None,
+            on_event=progress,
+            on_done=done,
+        )

@@ -2,8 +2,7 @@
 
 The widget only gathers choices; ``start_segmentation`` runs ``load_model``,
 ``Predictor.predict`` (or, with "Show doubt", ``doubt.doubt_map``, whose mask is the same bit
-for bit, and ``doubt.rank_slices``) and the LA measures (``measures.la_measures``, its mesh included) in a
-worker, and the result is added as a Labels layer with the image's scale, translate, affine and
+for bit, and ``doubt.rank_slices``) and the LA measures (``measures.la_measures``) in a worker, and the result is added as a Labels layer with the image's scale, translate, affine and
 metadata (so the writer saves it on the image's grid); the measures go to the status line and
 each plausibility warning to a napari warning.
 """
@@ -35,7 +34,8 @@ from ..grid import fallback_note, field_of_view_mm
 from ..inference import Predictor, RegionOfInterest
 from ..measures import LAMeasures, la_measures, plausibility_warnings
 from ..models import load_model
-from ._doubt import DOUBT_SLICES, DoubtNavigator, add_doubt_layer
+from ._colours import add_mask_layer
+from ._doubt import DOUBT_SLICES, DoubtNavigator, add_doubt_layer, mark_stale_on_edit
 from ._layers import (
     MODEL_KEY,
     PREDICTION_KEY,
@@ -47,6 +47,7 @@ from ._layers import (
 )
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._options import collapsible
+from ._status import failure_text, for_the_gui, measures_text, progress_text
 from ._worker import Job, cancel_jobs_on_close
 
 
@@ -158,16 +159,6 @@ def segment_volume(predictor, volume, meta, region, show_doubt, progress, stop) 
                 doubtful=tuple(doubtful), slice_axis=prepared.slice_axis)  # fmt: skip
 
 
-def measures_text(measures: LAMeasures | None) -> str:
-    """The status line's summary of the LA measures."""
-    if measures is None:
-        return "empty mask"
-    return (
-        f"{measures.volume_ml:.1f} mL, {measures.surface_area_cm2:.1f} cm², "
-        f"sphericity {measures.sphericity:.2f}, max diameter {measures.max_diameter_mm:.1f} mm"
-    )
-
-
 def start_segmentation(
     viewer,
     image_layer: Image,
@@ -212,18 +203,20 @@ def start_segmentation(
         return measured(meta=meta, roi=roi, **found)
 
     def add_layer(result: Segmentation):
+        doubt = None
         if result.doubt is not None:  # under the mask, so the brush stays on the mask
             name = unique_layer_name(viewer, f"{image_layer.name} doubt ({label})")
-            add_doubt_layer(viewer, image_layer, result.doubt, name)
+            doubt = add_doubt_layer(viewer, image_layer, result.doubt, name)
         # The mask is in the file's voxel order: shown as its image is.
         shown = on_layer_grid(image_layer, result.labels)
-        kwargs = labels_layer_kwargs(
-            image_layer, name=unique_layer_name(viewer, f"{image_layer.name} LA ({label})")
-        )
+        name = unique_layer_name(viewer, f"{image_layer.name} LA ({label})")
+        kwargs = labels_layer_kwargs(image_layer, name=name)
         kwargs["metadata"][PREDICTION_KEY] = result.labels.copy()  # the brush edits data only
         kwargs["metadata"][MODEL_KEY] = source
-        layer = viewer.add_labels(shown, **kwargs)
+        layer = add_mask_layer(viewer, shown, **kwargs)  # in a colour of its own
         viewer.layers.selection.active = layer
+        if doubt is not None:
+            mark_stale_on_edit(layer, doubt)
         for warning in result.warnings:
             show_warning(f"'{layer.name}': {warning}")
         if on_done is not None:
@@ -362,20 +355,17 @@ class SegmentWidget(Container):
                 on_finished=self._finished,
             )
         except InputError as error:
-            self.status.value = f"not started: {error}"
-            show_error(f"Segment: {error}")
+            self.status.value = f"not started: {for_the_gui(str(error))}"
+            show_error(f"Segment: {for_the_gui(str(error))}")
             return None
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.status.value = f"segmenting with {self._label}: loading the model..."
         return self.job
 
     def _on_event(self, event) -> None:
-        if isinstance(event, dict) and event.get("total"):
-            percent = 100 * event["done"] // event["total"]
-            self.status.value = (
-                f"segmenting with {self._label}: {percent}% "
-                f"({event['done']}/{event['total']} slices)"
-            )
+        text = progress_text(self._label, event)
+        if text:
+            self.status.value = text
 
     def cancel(self, _=None) -> None:
         if self.job is not None:
@@ -395,6 +385,5 @@ class SegmentWidget(Container):
             return
         if isinstance(error, CancelledError):
             self.status.value = "cancelled: no mask added"
-        else:  # the notification has the whole sentence (or the traceback of a bug)
-            first = str(error).split(";")[0].split("\n")[0]
-            self.status.value = f"failed: {first[:120]}"
+        else:  # the whole sentence (wrapped); a bug's traceback is in the notification
+            self.status.value = failure_text(error)

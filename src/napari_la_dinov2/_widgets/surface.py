@@ -2,7 +2,10 @@
 
 "Show 3D surface" builds the mesh of a Labels layer (``mesh.mesh_from_mask`` in a worker, on
 the mask in its image's file voxel order) and adds it as a Surface layer in the image's world
-frame, then shows the viewer in 3D. "Export mesh" writes the same mesh (LPS, as 3D Slicer
+frame, then shows the viewer in 3D, fitted on the surface, with the masks and the doubt layers
+hidden (they draw voxel blocks over it; shown again back in 2D). The Surface layer keeps the
+image's slider: its extent is the image's, and its scale, isotropic, no finer than the image's
+voxels, so the slider still counts the image's slices after it. "Export mesh" writes the same mesh (LPS, as 3D Slicer
 exports models, or RAS) as STL, OBJ, PLY or VTK, chosen in a save dialog.
 """
 
@@ -12,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton, create_widget
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Surface
 from napari.utils.notifications import show_error, show_info
 
 from ..errors import InputError
 from ..mesh import MESH_SUFFIXES, check_mesh_path, mesh_from_mask, write_mesh
+from ._doubt import is_doubt_layer
 from ._layers import layer_volume, mask_of, scanner_to_world
+from ._status import failure_text, for_the_gui
 from ._worker import Job
 
 SURFACE_COLOUR = "#e8a33c"  # warm, distinct from napari's label colours and the grey image
@@ -37,13 +42,43 @@ def mask_and_meta(labels_layer: Labels, image_layer: Image):
     return mask.copy(), meta
 
 
+class SurfaceOnImageGrid(Surface):
+    """A Surface layer that leaves napari's sliders as its image set them.
+
+    napari's slider range is the union of the layers' extents and its step the smallest layer
+    scale: a surface in world mm (scale 1) would turn 88 steps of 1.25 mm into 109 of 1 mm, some
+    of them repeating a slice. So the vertices are stored divided by one isotropic scale, the
+    image's coarsest voxel size (an isotropic scale keeps the lighting's normals true, an
+    anisotropic one would skew them), and the extent napari's dims read is the image's voxel
+    box. The fitted camera (the augmented extent) still sees the surface's own bounds.
+    """
+
+    def __init__(self, data, *, image_box: np.ndarray, **kwargs):
+        self._image_box = np.asarray(image_box, dtype=float)  # world, voxel centres, (2, 3)
+        super().__init__(data, **kwargs)
+
+    @property
+    def _type_string(self) -> str:  # napari's writers and readers know it as a surface
+        return "surface"
+
+    @property
+    def _extent_data(self) -> np.ndarray:
+        return self._image_box / np.asarray(self.scale, dtype=float)
+
+    @property
+    def _extent_data_augmented(self) -> np.ndarray:
+        return Surface._extent_data.fget(self)
+
+
 def add_surface_layer(viewer, mesh, meta, image_layer: Image, name: str):
-    """Add ``mesh`` (scanner mm, LPS) as a Surface layer over ``image_layer``. The vertices are
-    given in world coordinates with no layer transform, so the lighting sees the true shape
-    (an anisotropic layer scale would skew the normals)."""
+    """Add ``mesh`` (scanner mm, LPS) as a Surface layer over ``image_layer``, in its world
+    frame, without changing the sliders (see SurfaceOnImageGrid)."""
     vertices = scanner_to_world(image_layer, mesh.vertices, meta)
-    return viewer.add_surface(
-        (vertices, np.asarray(mesh.faces), np.ones(len(vertices))),
+    step = float(np.max(np.abs(image_layer.extent.step)))
+    layer = SurfaceOnImageGrid(
+        (vertices / step, np.asarray(mesh.faces), np.ones(len(vertices))),
+        image_box=image_layer.extent.world,
+        scale=(step, step, step),
         name=name,
         colormap=_single_colour(SURFACE_COLOUR),
         contrast_limits=(0.0, 1.0),
@@ -51,6 +86,7 @@ def add_surface_layer(viewer, mesh, meta, image_layer: Image, name: str):
         axis_labels=tuple(image_layer.axis_labels),
         units=tuple(str(u) for u in image_layer.units),
     )
+    return viewer.add_layer(layer)
 
 
 def _single_colour(colour: str):
@@ -88,7 +124,10 @@ class SurfaceWidget(Container):
         )
         self.job: Job | None = None
         self.surface_layer = None
+        self._hidden_in_3d: list = []  # layers hidden while the surface is shown in 3D
         self.exported: Path | None = None
+        napari_viewer.dims.events.ndisplay.connect(self._ndisplay_changed)
+        self.status.native.setWordWrap(True)
         self.show_button.changed.connect(self.show_surface)
         self.export_button.changed.connect(self.export)
 
@@ -111,15 +150,39 @@ class SurfaceWidget(Container):
             if self.surface_layer is not None and self.surface_layer in self.viewer.layers:
                 self.viewer.layers.remove(self.surface_layer)  # one surface, the latest
             self.surface_layer = add_surface_layer(self.viewer, mesh, meta, image_layer, name)
-            # In 3D napari draws the mask's voxels as blocks over the surface: hidden (its eye
-            # button in the layer list shows it again).
-            mask_layer.visible = False
-            self.viewer.dims.ndisplay = 3
-            self.status.value = f"surface of {len(mesh.faces)} triangles; mask hidden"
+            self._show_in_3d()
+            self.status.value = (
+                f"surface of {len(mesh.faces)} triangles; masks and doubt hidden in 3D "
+                "(shown again in 2D)"
+            )
 
         return self._start(
             lambda report, stop: mesh_from_mask(mask, meta), f"Meshing '{name}'", shown
         )
+
+    def _show_in_3d(self) -> None:
+        """3D, the camera fitted on the surface, and the layers that would draw over it hidden:
+        every mask (napari draws a mask's voxels as blocks in 3D) and doubt layer, until the
+        viewer is back in 2D."""
+        clutter = [
+            layer
+            for layer in self.viewer.layers
+            if layer.visible and (isinstance(layer, Labels) or is_doubt_layer(layer))
+        ]
+        for layer in clutter:
+            layer.visible = False
+        self._hidden_in_3d = [*self._hidden_in_3d, *clutter]
+        self.viewer.dims.ndisplay = 3
+        self.viewer.reset_view(layers=[self.surface_layer])
+
+    def _ndisplay_changed(self, event=None) -> None:
+        """Back in 2D: the layers hidden for the 3D surface are shown again."""
+        if self.viewer.dims.ndisplay != 2:
+            return
+        for layer in self._hidden_in_3d:
+            if layer in self.viewer.layers:
+                layer.visible = True
+        self._hidden_in_3d = []
 
     def export(self, _=None) -> Job | None:
         """Write the mask's mesh to the chosen file (in a worker)."""
@@ -130,7 +193,7 @@ class SurfaceWidget(Container):
             path = check_mesh_path(path, self.overwrite.value)
             mask, meta = self._chosen()
         except InputError as error:
-            show_error(f"Export mesh: {error}")
+            show_error(f"Export mesh: {for_the_gui(str(error))}")
             return None
         ras, overwrite = self.ras.value, self.overwrite.value
 
@@ -153,4 +216,4 @@ class SurfaceWidget(Container):
     def _finished(self) -> None:
         self.show_button.enabled = self.export_button.enabled = True
         if self.job is not None and self.job.error is not None:
-            self.status.value = "stopped: " + str(self.job.error)[:80]
+            self.status.value = failure_text(self.job.error)
