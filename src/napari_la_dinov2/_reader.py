@@ -13,6 +13,7 @@ numbers, few distinct values) opens as a Labels layer, not as a grey image.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
