@@ -69,8 +69,8 @@ def measure_lines(measures) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..io import read_labels_with_meta, read_volume
-    from ..measures import la_measures, plausibility_warnings
-    from ..mesh import check_mesh_path, mesh_from_mask, write_mesh
+    from ..measures import measure_mask
+    from ..mesh import check_mesh_path, write_mesh
 
     out = check_mesh_path(args.out, args.overwrite)
     image_meta = read_volume(args.image)[1] if args.image else None
@@ -78,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
     mask = select_label(labels, args.label, args.mask)
     if not mask.any():
         raise InputError(f"{args.mask} is empty (no foreground voxel); there is nothing to mesh.")
-    mesh = mesh_from_mask(mask, meta, ras=args.ras)
-    measures = la_measures(mask, meta, mesh)
-    for warning in plausibility_warnings(mask, meta, measures):
+    report = measure_mask(mask, meta, ras=args.ras)
+    mesh, measures = report.mesh, report.measures
+    for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     write_mesh(mesh, out, overwrite=args.overwrite)
 
