@@ -7,8 +7,6 @@ import math
 
 import numpy as np
 
-from ..measures import la_measures
-
 # One colour per model. No red (napari's default colour of label 1, so the usual colour of a
 # reference or expert mask) and no magenta (the disagreement layer's).
 MODEL_COLOURS = ["#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#bcbd22"]
@@ -48,17 +46,16 @@ def worst_slice(a: np.ndarray, b: np.ndarray, slice_axis: int, spacing=None) -> 
     return int(candidates[np.argmin(dices)])
 
 
-def shape_measures(masks: dict[str, np.ndarray], meta) -> dict[str, dict[str, float]]:
-    """Surface area (cm²) and sphericity of each mask (NaN for an empty one): the engine's
-    definitions, so the table agrees with ``la-dinov2 mesh``."""
-    measures = {}
-    for name, mask in masks.items():
-        found = la_measures(mask, meta) if np.any(mask) else None
-        measures[name] = {
+def shape_measures(measures: dict) -> dict[str, dict[str, float]]:
+    """The table's surface area (cm²) and sphericity of each model's mask, from the engine's
+    measures (None for an empty mask: NaN), so the table agrees with ``la-dinov2 mesh``."""
+    return {
+        name: {
             "surface_area_cm2": found.surface_area_cm2 if found else math.nan,
             "sphericity": found.sphericity if found else math.nan,
         }
-    return measures
+        for name, found in measures.items()
+    }
 
 
 def unique_name(name: str, taken) -> str:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 from magicgui.widgets import Container, Label, PushButton
 
+from ..segmentation import DOUBTFUL_SLICES
 from ._layers import labels_layer_kwargs, on_layer_grid, show_file_slice
 
-DOUBT_SLICES = 10  # how many of the most doubtful slices the navigator walks through
+DOUBT_SLICES = DOUBTFUL_SLICES  # the most doubtful slices the navigator walks through
 NEXT_KEY, PREVIOUS_KEY = "Shift-N", "Shift-B"  # free in napari's own key map
 
 

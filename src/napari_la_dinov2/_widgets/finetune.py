@@ -288,10 +288,12 @@ class FinetuneWidget(Container):
 
     def segment_with_result(self, _=None) -> Job | None:
         """Re-segment the fine-tuned image with the new checkpoint (a new Labels layer)."""
+        from ..segmentation import InferenceSettings
         from .segment import start_segmentation
 
         image = self._image_for_resegment
         if self.checkpoint is None or image is None or image not in self.viewer.layers:
             show_error("Fine-tune: no finished run, or its image layer was closed.")
             return None
-        return start_segmentation(self.viewer, image, self.checkpoint, device=self.device.value)
+        settings = InferenceSettings(model=self.checkpoint, device=self.device.value)
+        return start_segmentation(self.viewer, image, settings)
