@@ -108,3 +108,40 @@ def test_functions_and_files_stay_readable():
                     long_functions.append(f"{name}.{node.name}: {length} lines")
     assert not long_files, long_files
     assert not long_functions, long_functions
+
+
+# The engine's one entry: the only module that builds a Predictor (training's validation
+# also builds its own, on the model it is training: it needs no region, measures nor doubt).
+ENTRY = f"{NAME}.segmentation"
+PREDICTOR_BUILDERS = {ENTRY}
+PREDICTOR_BUILDER_PACKAGES = (f"{NAME}.training.",)
+# Measuring a mask: the measures module itself, the entry, and `la-dinov2 mesh` (a mask file in).
+MEASURING = {"la_measures", "plausibility_warnings", "measure_mask"}
+MEASURERS = {f"{NAME}.measures", ENTRY, f"{NAME}.cli.mesh"}
+
+
+def _called_names(name: str) -> set[str]:
+    """The names this module calls, as ``f(...)`` or ``module.f(...)``."""
+    found = set()
+    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+        if isinstance(node, ast.Call):
+            func = node.func
+            found.add(func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", ""))
+    return found
+
+
+def test_only_the_entry_builds_a_predictor():
+    assert {"Predictor", "measure_mask"} <= _called_names(ENTRY)  # the walk sees the calls
+    builders = {
+        name
+        for name in MODULES
+        if "Predictor" in _called_names(name)
+        and name not in PREDICTOR_BUILDERS
+        and not name.startswith(PREDICTOR_BUILDER_PACKAGES)
+    }
+    assert not builders, f"build a Predictor through {ENTRY}: {sorted(builders)}"
+
+
+def test_only_the_entry_measures_a_mask():
+    measurers = {name for name in MODULES if _called_names(name) & MEASURING} - MEASURERS
+    assert not measurers, f"measure a mask through {ENTRY}: {sorted(measurers)}"

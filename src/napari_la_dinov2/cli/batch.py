@@ -19,6 +19,35 @@ _SINGLE_SCAN_OPTIONS = (("png", "--png"), ("mesh_out", "--mesh-out"), ("series",
                         ("roi", "--roi"), ("center", "--center"), ("doubt_out", "--doubt-out"))  # fmt: skip
 
 
+def inference_settings(args: argparse.Namespace, *, doubt: bool = False):
+    """The engine's settings from the model, region and output options."""
+    from ..segmentation import InferenceSettings
+
+    return InferenceSettings(
+        model=args.model if args.checkpoint is None else args.checkpoint,
+        backbone_source=getattr(args, "backbone_source", None),
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        morphology=not args.no_morphology,
+        largest_cc=not args.no_largest_cc,
+        slice_axis=getattr(args, "slice_axis", None),
+        doubt=doubt,
+        ras=getattr(args, "ras", False),
+    )
+
+
+def load_engine(settings):
+    """The engine of ``settings``, saying on stderr when its model is untrained."""
+    from ..segmentation import SegmentationEngine
+
+    engine = SegmentationEngine(settings)
+    if engine.model.untrained_warning():
+        print(f"warning: {engine.model.untrained_warning()}", file=sys.stderr)
+    return engine
+
+
 def _check_options(args: argparse.Namespace) -> None:
     for name, flag in _SINGLE_SCAN_OPTIONS:
         if getattr(args, name, None):
@@ -38,7 +67,6 @@ def run_folder(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..batch import plan_batch, run_batch
-    from .segment import inference_settings, load_engine
 
     _check_options(args)
     plan = plan_batch(args.input, args.out, overwrite=args.overwrite)

@@ -173,35 +173,6 @@ def parse_center(text: str, shape) -> tuple[int, int, int]:
     return center
 
 
-def inference_settings(args: argparse.Namespace, *, doubt: bool = False):
-    """The engine's settings from the model, region and output options."""
-    from ..segmentation import InferenceSettings
-
-    return InferenceSettings(
-        model=args.model if args.checkpoint is None else args.checkpoint,
-        backbone_source=getattr(args, "backbone_source", None),
-        device=args.device,
-        precision=args.precision,
-        batch_size=args.batch_size,
-        threshold=args.threshold,
-        morphology=not args.no_morphology,
-        largest_cc=not args.no_largest_cc,
-        slice_axis=getattr(args, "slice_axis", None),
-        doubt=doubt,
-        ras=getattr(args, "ras", False),
-    )
-
-
-def load_engine(settings):
-    """The engine of ``settings``, saying on stderr when its model is untrained."""
-    from ..segmentation import SegmentationEngine
-
-    engine = SegmentationEngine(settings)
-    if engine.model.untrained_warning():
-        print(f"warning: {engine.model.untrained_warning()}", file=sys.stderr)
-    return engine
-
-
 def _same_file(a: Path, b: Path) -> bool:
     return a.expanduser().resolve() == b.expanduser().resolve()
 
@@ -243,6 +214,8 @@ def run(args: argparse.Namespace) -> int:
 
     paths = check_outputs(args)
     roi = RegionOfInterest.parse(args.roi) if args.roi else None
+    from .batch import inference_settings, load_engine
+
     settings = inference_settings(args, doubt=bool(args.doubt_out))
     settings.check()
     volume, meta = read_volume(Path(args.input), series_uid=args.series)
