@@ -58,16 +58,6 @@ def shape_measures(measures: dict) -> dict[str, dict[str, float]]:
     }
 
 
-def unique_name(name: str, taken) -> str:
-    """``name``, or ``name #2``, ``#3``... when a layer already has it (napari would make it
-    ``name [1]``, which says nothing)."""
-    taken = set(taken)
-    found, n = name, 2
-    while found in taken:
-        found, n = f"{name} #{n}", n + 1
-    return found
-
-
 def model_layer_name(case: str, model: str) -> str:
     return f"{case} LA ({model})"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from psygnal import Signal
 
 from ..models import ALIASES, list_models
+from ._layers import unique_name
 
 
 class KnownModels:
@@ -41,9 +42,7 @@ class KnownModels:
         if label is None:
             path = Path(source)
             label = f"{path.parent.name}/{path.name}" if path.is_dir() else source
-        base, n = label, 2
-        while label in self._added or label in ALIASES or label in list_models():
-            label, n = f"{base} ({n})", n + 1
+        label = unique_name(label, {*self._added, *ALIASES, *list_models()})
         self._added[label] = source
         self.changed.emit()
         return label

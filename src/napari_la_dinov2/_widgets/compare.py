@@ -43,7 +43,6 @@ from ._comparison import (
     format_value,
     model_layer_name,
     shape_measures,
-    unique_name,
     viewer_grid,
     worst_slice,
 )
@@ -54,6 +53,7 @@ from ._layers import (
     layer_volume,
     mask_of,
     on_layer_grid,
+    unique_layer_name,
 )
 from ._models import KNOWN_MODELS, device_choices, follow_known_models, size_model_list
 from ._options import ScrollingDock
@@ -229,7 +229,7 @@ class CompareWidget(ScrollingDock, Container):
 
     def _add_mask(self, data: np.ndarray, name: str, colours: dict, opacity: float) -> Labels:
         image_layer = self._image_layer
-        name = unique_name(name, (layer.name for layer in self.viewer.layers))
+        name = unique_layer_name(self.viewer, name)
         layer = self.viewer.add_labels(
             on_layer_grid(image_layer, data),  # file order -> as the image is shown
             **labels_layer_kwargs(image_layer, name=name),
