@@ -35,7 +35,8 @@ class KnownModels:
         return str(source)
 
     def add(self, source: str | Path, label: str | None = None) -> str:
-        """Add a checkpoint folder or hub repo id; returns its label (the source itself)."""
+        """Add a checkpoint folder or hub repo id; returns its label in the model list: ``label``
+        if given, else ``parent/folder`` of a folder or the repo id, made unique (``name (2)``)."""
         source = str(source)
         if source in self._added.values():
             return self.label_of(source)
