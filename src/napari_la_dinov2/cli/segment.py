@@ -234,6 +234,12 @@ def run(args: argparse.Namespace) -> int:
             "--mesh-out and nothing was written; check the image and the region, or run "
             "without --mesh-out to keep the empty mask."
         )
+    if paths[3] is not None and result.doubt is None:
+        raise InputError(
+            f"{engine.model.display_name} averages each slice with its mirror image (its "
+            "checkpoint recommends it), which leaves no doubt map; nothing was written; run "
+            "without --doubt-out."
+        )
     title = f"{Path(args.input).name}: {engine.model.display_name}"
     _write(args, paths, volume, meta, result, title)
     _report(args, paths, engine, result, meta)
