@@ -40,3 +40,19 @@ def test_same_parameters_and_bit_identical_logits_as_monai(config):
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         assert torch.equal(ours(x), monai(x))
+
+
+def test_the_default_models_members_are_monais_unet_to_the_bit():
+    """The embedded default model's weights in MONAI's class and in ours: the same logits."""
+    from monai.networks.nets import UNet as MonaiUNet
+
+    from napari_la_dinov2.models import load_model
+
+    x = torch.randn(2, 3, 192, 192, generator=torch.Generator().manual_seed(0))
+    for branch in load_model("default").branches:
+        ours, kwargs = branch.net.net.eval(), branch.net.rebuild_kwargs()
+        kwargs.update(channels=tuple(kwargs["channels"]), strides=tuple(kwargs["strides"]))
+        monai = MonaiUNet(spatial_dims=2, out_channels=1, norm="batch", **kwargs).eval()
+        monai.load_state_dict(ours.state_dict(), strict=True)
+        with torch.inference_mode():
+            assert torch.equal(ours(x), monai(x))
