@@ -32,8 +32,7 @@ sys.path.insert(0, str(REPO_ROOT / "src"))
 from speed import cpu_model  # noqa: E402 (this folder is on the path of a script run from it)
 
 from napari_la_dinov2.batch import plan_batch, run_batch  # noqa: E402
-from napari_la_dinov2.inference import Predictor  # noqa: E402
-from napari_la_dinov2.models import load_model  # noqa: E402
+from napari_la_dinov2.segmentation import InferenceSettings, SegmentationEngine  # noqa: E402
 
 
 def la2018_dir() -> Path | None:
@@ -90,11 +89,12 @@ def main() -> None:
         for case in ids:  # links, not copies: the cases are read where they lie
             (in_dir / f"{case}.nii.gz").symlink_to(data / "images" / f"{case}.nii.gz")
         print(f"before the model: peak RSS {peak_rss_mb():.0f} MB")
-        predictor = Predictor(load_model("default"), device=args.device, batch_size=args.batch_size)
+        settings = InferenceSettings(device=args.device, batch_size=args.batch_size)
+        engine = SegmentationEngine(settings)
         print(f"model loaded:     peak RSS {peak_rss_mb():.0f} MB")
         plan = plan_batch(in_dir, out_dir)
         start = time.perf_counter()
-        for index, result in enumerate(run_batch(plan, predictor, "default"), start=1):
+        for index, result in enumerate(run_batch(plan, engine, "default"), start=1):
             if result.error is not None:
                 print(f"case {index} ({result.name}) failed: {result.row['status']}")
             if index in args.report:

@@ -42,10 +42,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from napari_la_dinov2.doubt import doubt_map, rank_slices  # noqa: E402
-from napari_la_dinov2.inference import Predictor  # noqa: E402
+from napari_la_dinov2.doubt import rank_slices  # noqa: E402
 from napari_la_dinov2.metrics import dice  # noqa: E402
 from napari_la_dinov2.models import load_model  # noqa: E402
+from napari_la_dinov2.segmentation import InferenceSettings, SegmentationEngine  # noqa: E402
 from napari_la_dinov2.training import TrainConfig, finetune, load_case_folder  # noqa: E402
 from napari_la_dinov2.training.state import read_history  # noqa: E402
 
@@ -89,10 +89,9 @@ def doubt_capture(mask, truth, doubt, slice_axis: int) -> tuple[float, float]:
 
 def predict(model, case):
     """(mask, doubt, slice axis) of ``model`` on ``case``, as the Segment dock makes them."""
-    predictor = Predictor(model, device="cpu", batch_size=8)
-    prepared = predictor.prepare(case.image, case.meta)
-    probability, doubt = doubt_map(predictor, prepared)
-    return predictor.labels(probability, prepared), doubt, prepared.slice_axis
+    settings = InferenceSettings(device="cpu", batch_size=8, doubt=True)
+    result = SegmentationEngine(settings, model=model).segment(case.image, case.meta)
+    return result.labels, result.doubt, result.slice_axis
 
 
 def fixed_slices(mask, truth, doubt, slice_axis: int, k: int) -> np.ndarray:

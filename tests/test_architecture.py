@@ -4,6 +4,7 @@ below the widget layer, and functions and files of a readable size."""
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,99 @@ def test_functions_and_files_stay_readable():
                     long_functions.append(f"{name}.{node.name}: {length} lines")
     assert not long_files, long_files
     assert not long_functions, long_functions
+
+
+# The engine's one entry: the only module that builds a Predictor (training's validation
+# also builds its own, on the model it is training: it needs no region, measures nor doubt).
+ENTRY = f"{NAME}.segmentation"
+PREDICTOR_BUILDERS = {ENTRY}
+PREDICTOR_BUILDER_PACKAGES = (f"{NAME}.training.",)
+# Measuring a mask: the measures module itself, the entry, and `la-dinov2 mesh` (a mask file in).
+MEASURING = {"la_measures", "plausibility_warnings", "measure_mask"}
+MEASURERS = {f"{NAME}.measures", ENTRY, f"{NAME}.cli.mesh"}
+
+
+def _called_names(name: str) -> set[str]:
+    """The names this module calls, as ``f(...)`` or ``module.f(...)``."""
+    found = set()
+    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+        if isinstance(node, ast.Call):
+            func = node.func
+            found.add(func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", ""))
+    return found
+
+
+def test_only_the_entry_builds_a_predictor():
+    assert {"Predictor", "measure_mask"} <= _called_names(ENTRY)  # the walk sees the calls
+    builders = {
+        name
+        for name in MODULES
+        if "Predictor" in _called_names(name)
+        and name not in PREDICTOR_BUILDERS
+        and not name.startswith(PREDICTOR_BUILDER_PACKAGES)
+    }
+    assert not builders, f"build a Predictor through {ENTRY}: {sorted(builders)}"
+
+
+def test_only_the_entry_measures_a_mask():
+    measurers = {name for name in MODULES if _called_names(name) & MEASURING} - MEASURERS
+    assert not measurers, f"measure a mask through {ENTRY}: {sorted(measurers)}"
+
+
+# Calls that change a standard module's shared lists in place (sys.meta_path.insert(...)).
+_MUTATORS = {"append", "insert", "extend", "remove", "pop", "clear", "__setitem__"}
+
+
+def _standard_module_aliases(tree: ast.AST) -> set[str]:
+    """The names a module binds to standard-library modules (``import sys``, ``import os.path
+    as osp``, ``from importlib import machinery``)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.partition(".")[0] in sys.stdlib_module_names:
+                    names.add(alias.asname or alias.name.partition(".")[0])
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            if node.module.partition(".")[0] in sys.stdlib_module_names:
+                names |= {alias.asname or alias.name for alias in node.names}
+    return names
+
+
+def _root_name(node: ast.AST) -> str | None:
+    while isinstance(node, ast.Attribute | ast.Subscript):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _patches_of_standard_modules(name: str, source: str | None = None) -> list[str]:
+    tree = ast.parse(MODULES[name].read_text() if source is None else source)
+    standard = _standard_module_aliases(tree)
+    found = []
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign | ast.Delete):
+            targets = node.targets if isinstance(node, ast.Assign | ast.Delete) else [node.target]
+        patched = [t for t in targets if isinstance(t, ast.Attribute) and _root_name(t) in standard]
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            if node.func.attr in _MUTATORS and isinstance(owner, ast.Attribute):
+                if _root_name(owner) in standard and _root_name(owner) != "os":
+                    patched.append(owner)  # sys.meta_path.insert(...), not os.environ's
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "setattr":
+            if node.args and _root_name(node.args[0]) in standard:
+                patched.append(node.args[0])
+        found += [f"{name}:{node.lineno}: {ast.unparse(t)}" for t in patched]
+    return found
+
+
+def test_the_patch_check_sees_a_patch():
+    source = "import pkgutil, sys\npkgutil.walk_packages = len\nsys.meta_path.insert(0, 1)\n"
+    assert len(_patches_of_standard_modules(ENTRY, source)) == 2
+
+
+def test_nothing_patches_a_standard_module():
+    """Inside napari other plugins share the process: the package changes no attribute of
+    pkgutil, sys (meta_path, path_hooks, modules' entries aside from its own imports) or any
+    other standard module."""
+    patches = [p for name in MODULES for p in _patches_of_standard_modules(name)]
+    assert not patches, patches

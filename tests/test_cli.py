@@ -226,7 +226,7 @@ def test_internal_error_exits_1_with_traceback(
     def broken(*args, **kwargs):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr("napari_la_dinov2.inference.Predictor.predict", broken)
+    monkeypatch.setattr("napari_la_dinov2.inference.Predictor.probabilities", broken)
     out = tmp_path / "mask.nii.gz"
     code, _, err = _run(
         ["segment", synthetic_nifti, "--out", out, "--checkpoint", tiny_checkpoint], capsys
@@ -242,7 +242,7 @@ def test_ctrl_c_exits_130_and_writes_nothing(
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("napari_la_dinov2.inference.Predictor.predict", interrupted)
+    monkeypatch.setattr("napari_la_dinov2.inference.Predictor.probabilities", interrupted)
     out = tmp_path / "mask.nii.gz"
     code, _, _ = _run(
         ["segment", synthetic_nifti, "--out", out, "--checkpoint", tiny_checkpoint], capsys

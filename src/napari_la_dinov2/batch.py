@@ -23,11 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from .errors import InputError
-from .io import SUPPORTED_SUFFIXES, VolumeMeta, case_name, read_volume, write_labels
-from .measures import LAMeasures, la_measures, plausibility_warnings
+from .io import SUPPORTED_SUFFIXES, case_name, read_volume, write_labels
+from .measures import LAMeasures
 from .outputs import atomic_write, check_output_folder
 
 STATS_NAME = "stats.csv"
@@ -165,15 +163,6 @@ def plan_batch(in_dir: str | Path, out_dir: str | Path, *, overwrite: bool = Fal
     return plan
 
 
-def measure_mask(
-    labels: np.ndarray, meta: VolumeMeta, *, region=None, mesh=None
-) -> tuple[LAMeasures | None, list[str]]:
-    """The LA measures of a mask (None for an empty one) and its plausibility warnings;
-    ``region``: the index slices segmented; ``mesh``: its surface when already made."""
-    measures = la_measures(labels, meta, mesh) if np.any(labels) else None
-    return measures, plausibility_warnings(labels, meta, measures, region=region)
-
-
 def measure_columns(measures: LAMeasures | None) -> dict[str, str]:
     """The measures as CSV text (an empty mask: volume 0 and the shape columns left blank)."""
     if measures is None:
@@ -184,18 +173,17 @@ def measure_columns(measures: LAMeasures | None) -> dict[str, str]:
     }
 
 
-def segment_case(predictor, source: Path, mask_path: Path) -> dict[str, str]:
-    """Read, segment, measure and write one case; the row's status, warnings and measures.
-    Raises InputError for a scan that cannot be segmented (the caller records it)."""
+def segment_case(engine, source: Path, mask_path: Path) -> dict[str, str]:
+    """Read, segment, measure and write one case with a
+    :class:`~napari_la_dinov2.segmentation.SegmentationEngine`; the row's status, warnings and
+    measures. Raises InputError for a scan that cannot be segmented (the caller records it)."""
     volume, meta = read_volume(source)
-    labels = predictor.predict(volume, meta, slice_axis=meta.through_plane_axis())
-    del volume  # the largest array of the case: free it before the mesh is made
-    measures, warnings = measure_mask(labels, meta)
-    write_labels(mask_path, labels, meta, overwrite=True)  # the plan allowed it
+    result = engine.segment(volume, meta)
+    write_labels(mask_path, result.labels, meta, overwrite=True)  # the plan allowed it
     return {
         "status": STATUS_OK,
-        "warnings": " | ".join([*meta.extra.get("read_warnings", ()), *warnings]),
-        **measure_columns(measures),
+        "warnings": " | ".join([*meta.extra.get("read_warnings", ()), *result.warnings]),
+        **measure_columns(result.measures),
     }
 
 
@@ -230,7 +218,7 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def run_batch(plan: BatchPlan, predictor, model_name: str) -> Iterator[CaseResult]:
+def run_batch(plan: BatchPlan, engine, model_name: str) -> Iterator[CaseResult]:
     """Segment the plan's cases one by one, yielding each result as it is recorded. A case that
     fails gets its row (status: the error's sentence) and the run goes on; Ctrl-C stops it."""
     plan.out_dir.mkdir(exist_ok=True)
@@ -240,7 +228,7 @@ def run_batch(plan: BatchPlan, predictor, model_name: str) -> Iterator[CaseResul
         write_stats(plan.stats_path, plan.rows)
         start, error = time.perf_counter(), None
         try:
-            row = segment_case(predictor, source, plan.mask_path(name))
+            row = segment_case(engine, source, plan.mask_path(name))
         except InputError as failure:
             row, error = {"status": _one_line(failure)}, failure
         except Exception as failure:  # a bug: recorded, reported, and the batch goes on

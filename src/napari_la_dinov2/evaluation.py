@@ -28,8 +28,12 @@ from .metrics import evaluate_case
 
 def select_label(labels: np.ndarray, path: str | os.PathLike, label: int | None = None):
     """The left-atrium mask of a label file: its non-zero voxels when it holds one non-zero
-    value (or none); with several, those equal to ``label``, refused without one."""
+    value (or none); with several, those equal to ``label``, refused without one. The one
+    reading of ``--label`` (``evaluate`` and ``mesh``): a binary mask is the atrium whatever
+    ``label`` says, so one ``--label`` serves a multi-label reference and binary predictions."""
     values = np.unique(labels)
+    if not np.all(np.isfinite(values)):  # checked first: np.mod would warn on stderr
+        raise InputError(f"{path} holds NaN or infinite values; give a label mask.")
     if not np.all(np.equal(np.mod(values, 1), 0)):
         raise InputError(f"{path} holds non-integer values; give a label mask.")
     present = [int(v) for v in values if v != 0]

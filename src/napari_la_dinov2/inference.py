@@ -185,7 +185,8 @@ class PreparedVolume:
 
 
 class Predictor:
-    """Runs one model over volumes: ``predict(volume XYZ, meta) -> uint8 labels XYZ``, or
+    """Runs one model over volumes: ``predict(volume, meta) -> uint8 labels`` (3D arrays in the
+    file's voxel order, the labels of the volume's shape), or
     ``prepare`` then ``probabilities`` then ``labels`` (see the module docstring)."""
 
     def __init__(

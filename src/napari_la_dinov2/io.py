@@ -234,15 +234,29 @@ def write_labels(
         from .dicom_seg import write_seg
 
         write_seg(path, labels, meta, overwrite=overwrite, group=group)
-    elif _suffix(path) in NRRD_SUFFIXES:
+    else:
+        _write_on_grid(path, labels, meta, overwrite, group)
+    return path
+
+
+def write_map(path, values: np.ndarray, meta: VolumeMeta, overwrite: bool = False, *, group=None):
+    """Write a float32 map (e.g. the model's doubt) on the grid of ``meta``, as NIfTI or NRRD."""
+    path = check_output_path(path, overwrite, role="map", noun="map")
+    if tuple(np.shape(values)) != tuple(meta.shape):
+        raise InputError(f"the map has shape {np.shape(values)}, its image {tuple(meta.shape)}.")
+    _write_on_grid(path, np.asarray(values, dtype=np.float32), meta, overwrite, group)
+    return path
+
+
+def _write_on_grid(path: Path, data: np.ndarray, meta: VolumeMeta, overwrite, group) -> None:
+    if _suffix(path) in NRRD_SUFFIXES:
         atomic_write(
-            path, lambda tmp: _write_nrrd(tmp, labels, meta), overwrite=overwrite, group=group
+            path, lambda tmp: _write_nrrd(tmp, data, meta), overwrite=overwrite, group=group
         )
     else:
         atomic_write(
-            path, lambda tmp: _write_nifti(tmp, labels, meta), overwrite=overwrite, group=group
+            path, lambda tmp: _write_nifti(tmp, data, meta), overwrite=overwrite, group=group
         )
-    return path
 
 
 def check_mask_output(path: str | os.PathLike, meta: VolumeMeta) -> None:
@@ -278,7 +292,7 @@ def _write_nifti(tmp: Path, labels: np.ndarray, meta: VolumeMeta) -> None:
         image.set_qform(meta.affine, code=1)
         image.set_sform(meta.affine, code=1)
         image.header.set_xyzt_units("mm")
-    image.header.set_data_dtype(np.uint8)
+    image.header.set_data_dtype(labels.dtype)
     # nibabel picks the writer from the name, so the temporary file keeps the real suffix.
     nib.save(image, str(tmp))
 

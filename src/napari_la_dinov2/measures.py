@@ -206,3 +206,27 @@ def plausibility_warnings(
             "the mask has several separate parts and only the largest was meshed and measured."
         )
     return warnings
+
+
+@dataclass(frozen=True)
+class MaskReport:
+    """What :func:`measure_mask` says of a mask: its measures (None when empty), its
+    plausibility warnings and its surface mesh (None when empty)."""
+
+    measures: LAMeasures | None
+    warnings: tuple[str, ...]
+    mesh: object | None = None
+
+
+def measure_mask(
+    mask: np.ndarray, meta: VolumeMeta, *, region=None, ras: bool = False
+) -> MaskReport:
+    """The one way this package measures a mask: its surface mesh (LPS, or RAS with ``ras``), its
+    LA measures when it is not empty, and its plausibility warnings. ``region``: the index
+    slices that were segmented (the border warning then speaks of them), None for the volume."""
+    mask = np.asarray(mask) != 0
+    if not mask.any():
+        return MaskReport(None, tuple(plausibility_warnings(mask, meta, None, region)))
+    mesh = mesh_from_mask(mask, meta, ras=ras)
+    measures = la_measures(mask, meta, mesh)
+    return MaskReport(measures, tuple(plausibility_warnings(mask, meta, measures, region)), mesh)

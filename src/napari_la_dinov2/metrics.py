@@ -1,4 +1,5 @@
-"""Segmentation metrics: a thin layer over MONAI, plus left-atrium volume and the results table.
+"""Segmentation metrics: Dice, IoU and the LA volume in numpy, the 95% Hausdorff and average
+surface distances from MONAI's functions (imported only when asked for), and the results table.
 
 Masks are binary 3D arrays on the image grid (any non-zero voxel is foreground); distances are
 in mm using the voxel spacing (mm per array axis, ``meta.spacing``).

@@ -66,9 +66,10 @@ def time_volume(model, volume, meta=None, *, device: str = "auto", repeats: int 
     """Median wall time (s) of segmenting ``volume`` with ``model`` (see the module docstring)."""
     import torch
 
-    from .inference import Predictor
+    from .segmentation import InferenceSettings, SegmentationEngine
 
-    predictor = Predictor(model, device=device)
+    # The network's time alone: the engine's Predictor, without the mesh and measures.
+    predictor = SegmentationEngine(InferenceSettings(device=device), model=model).predictor
     prepared = predictor.prepare(volume, meta)
     with torch.inference_mode():  # warm-up: kernels, caches, CUDA context
         predictor.branches[0].net(predictor.inputs(prepared, 0, 0, 1))

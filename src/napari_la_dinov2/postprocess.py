@@ -12,7 +12,7 @@ The largest component is scipy's labelling, not MONAI's
 ``monai.transforms.utils.get_largest_connected_component_mask``: on 8 LA 2018 label volumes with
 added islands both keep the same voxels, in the same time (31 vs 34 ms), but MONAI's lives in
 ``monai.transforms``, whose import is MONAI's full package import (about 2.5 s here, the
-cold-start cost that ``models/_monai_nets.py`` exists to avoid) and adds scikit-image and
+cold-start cost that ``models/unet.py`` exists to avoid) and adds scikit-image and
 pandas; scipy.ndimage is needed for the morphology anyway.
 """
 

@@ -201,7 +201,7 @@ class IntensityStats:
     Why not MONAI's ScaleIntensityRangePercentiles: it rescales a whole float copy of the
     volume at once, where the Predictor streams batches of slices (a 640x640x88 scan would
     hold another 144 MB), and ``monai.transforms`` needs MONAI's package-wide import, which
-    costs about 2.5 s before the first slice (see models/_monai_nets.py). The window is the
+    costs about 2.5 s before the first slice (see models/unet.py). The window is the
     same robust percentile window, computed once per volume on a strided sample."""
 
     low: float

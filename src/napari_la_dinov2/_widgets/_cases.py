@@ -14,7 +14,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
 
 from ..errors import InputError
-from ._layers import PREDICTION_KEY, layer_volume, mask_of
+from ._layers import PREDICTION_KEY, layer_volume, mask_of, unique_name
 
 
 def model_mask_of(labels_layer, shape) -> np.ndarray | None:
@@ -40,9 +40,7 @@ def cases_from_layers(pairs, *, predictions: bool = False) -> list:
                 f"the labels layer '{labels_layer.name}' has shape {labels.shape} but the image "
                 f"'{image_layer.name}' has {image.shape}; pick the mask made on that image."
             )
-        name, n = image_layer.name, 2
-        while name in names:
-            name, n = f"{image_layer.name}-{n}", n + 1
+        name = unique_name(image_layer.name, names)
         names.add(name)
         prediction = model_mask_of(labels_layer, image.shape) if predictions else None
         cases.append(Case(name, image.copy(), (labels != 0).astype(np.uint8), meta, prediction))

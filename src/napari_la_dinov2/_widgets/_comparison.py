@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 
-from ..measures import la_measures
 from ._colours import DISAGREE_COLOUR_NAME
 
 # A slice's atrium must cover at least this (the union of the two masks, in mm²) and at least
@@ -44,27 +43,16 @@ def worst_slice(a: np.ndarray, b: np.ndarray, slice_axis: int, spacing=None) -> 
     return int(candidates[np.argmin(dices)])
 
 
-def shape_measures(masks: dict[str, np.ndarray], meta) -> dict[str, dict[str, float]]:
-    """Surface area (cm²) and sphericity of each mask (NaN for an empty one): the engine's
-    definitions, so the table agrees with ``la-dinov2 mesh``."""
-    measures = {}
-    for name, mask in masks.items():
-        found = la_measures(mask, meta) if np.any(mask) else None
-        measures[name] = {
+def shape_measures(measures: dict) -> dict[str, dict[str, float]]:
+    """The table's surface area (cm²) and sphericity of each model's mask, from the engine's
+    measures (None for an empty mask: NaN), so the table agrees with ``la-dinov2 mesh``."""
+    return {
+        name: {
             "surface_area_cm2": found.surface_area_cm2 if found else math.nan,
             "sphericity": found.sphericity if found else math.nan,
         }
-    return measures
-
-
-def unique_name(name: str, taken) -> str:
-    """``name``, or ``name #2``, ``#3``... when a layer already has it (napari would make it
-    ``name [1]``, which says nothing)."""
-    taken = set(taken)
-    found, n = name, 2
-    while found in taken:
-        found, n = f"{name} #{n}", n + 1
-    return found
+        for name, found in measures.items()
+    }
 
 
 def model_layer_name(case: str, model: str) -> str:

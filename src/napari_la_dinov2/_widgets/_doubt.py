@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from magicgui.widgets import Container, Label, PushButton
 
+from ..segmentation import DOUBTFUL_SLICES
 from ._layers import labels_layer_kwargs, on_layer_grid, show_file_slice
 
 DOUBT_KEY = "la_dinov2_doubt"  # in a doubt layer's metadata: True
@@ -23,7 +24,7 @@ STALE_SUFFIX = " (stale: mask edited)"
 # Transparent where the members agree, at most 55% yellow where they disagree most: the wall
 # under the doubt stays visible.
 DOUBT_COLOURS = [[1.0, 0.88, 0.1, 0.0], [1.0, 0.88, 0.1, 0.55]]
-DOUBT_SLICES = 10  # how many of the most doubtful slices the navigator walks through
+DOUBT_SLICES = DOUBTFUL_SLICES  # the most doubtful slices the navigator walks through
 NEXT_KEY, PREVIOUS_KEY = "Shift-N", "Shift-B"  # free in napari's own key map
 
 

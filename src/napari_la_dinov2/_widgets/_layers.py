@@ -161,12 +161,19 @@ def file_to_layer_index(layer, points) -> np.ndarray:
     )
 
 
+def unique_name(name: str, taken) -> str:
+    """``name``, or ``name (2)``, ``name (3)``... when ``taken`` holds it already: the one
+    convention of the docks for layer, model and case names (napari's own ``name [1]`` says
+    nothing of what repeats)."""
+    taken, found, n = set(taken), name, 2
+    while found in taken:
+        found, n = f"{name} ({n})", n + 1
+    return found
+
+
 def unique_layer_name(viewer, name: str) -> str:
-    """``name``, or ``name (2)``, ``name (3)``... when a layer has it already."""
-    taken, base, n = {layer.name for layer in viewer.layers}, name, 2
-    while name in taken:
-        name, n = f"{base} ({n})", n + 1
-    return name
+    """``name``, made unique among the viewer's layers (see :func:`unique_name`)."""
+    return unique_name(name, (layer.name for layer in viewer.layers))
 
 
 def file_shape_of(layer) -> tuple[int, ...]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from psygnal import Signal
 
 from ..models import ALIASES, list_models
+from ._layers import unique_name
 
 UNTRAINED = " (untrained)"  # the mark of a registry name: a head no one has trained yet
 # A run folder the widgets name by the time (finetune.default_run_dir): "finetune-20261203-071939".
@@ -49,16 +50,15 @@ class KnownModels:
         return str(source)
 
     def add(self, source: str | Path, label: str | None = None) -> str:
-        """Add a checkpoint folder or hub repo id; returns its label (the source itself)."""
+        """Add a checkpoint folder or hub repo id; returns its label in the model list: ``label``
+        if given, else ``parent/folder`` of a folder or the repo id, made unique (``name (2)``)."""
         source = str(source)
         if source in self._added.values():
             return self.label_of(source)
         if label is None:
             path = Path(source)
             label = checkpoint_label(path) if path.is_dir() else source
-        base, n = label, 2
-        while label in self._added or label in ALIASES or label in list_models():
-            label, n = f"{base} ({n})", n + 1
+        label = unique_name(label, {*self._added, *ALIASES, *list_models()})
         self._added[label] = source
         self.changed.emit()
         return label

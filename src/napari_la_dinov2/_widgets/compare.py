@@ -1,10 +1,11 @@
 """Compare widget: several models on one image, side by side, with a metrics table.
 
-The worker runs each model through the engine's Predictor and scores the masks with
+The worker runs each model through the engine's entry (``segmentation.SegmentationEngine``, as
+``la-dinov2 segment`` does) and scores the masks with
 ``evaluation.compare_masks`` (against a reference Labels layer, or pairwise without one). The
 widget shows one Labels layer per model in its own colour, a layer of the voxels where the models
 disagree, a grid-view toggle, and the table (with each mask's LA volume, surface area and
-sphericity, from ``measures.la_measures`` in the worker); selecting a row shows that row's worst
+sphericity, from the engine's measures); selecting a row shows that row's worst
 slice.
 """
 
@@ -32,9 +33,8 @@ from qtpy.QtWidgets import QAbstractItemView, QFileDialog, QTableWidget, QTableW
 
 from ..errors import InputError
 from ..evaluation import compare_masks
-from ..inference import Predictor
 from ..metrics import write_cases_csv
-from ..models import load_model
+from ..segmentation import InferenceSettings, SegmentationEngine
 from ._colours import DISAGREE_COLOUR, next_mask_colour
 from ._comparison import (
     DECIMALS,
@@ -42,7 +42,6 @@ from ._comparison import (
     format_value,
     model_layer_name,
     shape_measures,
-    unique_name,
     viewer_grid,
     worst_slice,
 )
@@ -53,6 +52,7 @@ from ._layers import (
     layer_volume,
     mask_of,
     on_layer_grid,
+    unique_layer_name,
 )
 from ._models import KNOWN_MODELS, device_choices, follow_known_models, size_model_list
 from ._options import ScrollingDock
@@ -182,18 +182,20 @@ class CompareWidget(ScrollingDock, Container):
         )  # read widgets here, not in the worker
 
         def job(report, stop):
-            masks = {}
+            masks, measures = {}, {}
             for i, source in enumerate(sources):
-                predictor = Predictor(load_model(source), device=device, batch_size=batch_size)
+                engine = SegmentationEngine(
+                    InferenceSettings(model=source, device=device, batch_size=batch_size)
+                )
 
                 def progress(done, total, i=i):
                     report({"done": i * total + done, "total": len(sources) * total})
 
-                masks[labels[source]] = predictor.predict(
-                    volume, meta, progress=progress, cancel=stop
-                )
+                result = engine.segment(volume, meta, progress=progress, cancel=stop)
+                masks[labels[source]] = result.labels
+                measures[labels[source]] = result.measures
             rows = compare_masks(masks, reference, meta.spacing, reference_name)
-            shapes = shape_measures(masks, meta)
+            shapes = shape_measures(measures)
             for row in rows:
                 other = reference if reference is not None else masks[row["reference"]]
                 row["worst_slice"] = worst_slice(
@@ -226,7 +228,7 @@ class CompareWidget(ScrollingDock, Container):
 
     def _add_mask(self, data: np.ndarray, name: str, colours: dict, opacity: float) -> Labels:
         image_layer = self._image_layer
-        name = unique_name(name, (layer.name for layer in self.viewer.layers))
+        name = unique_layer_name(self.viewer, name)
         layer = self.viewer.add_labels(
             on_layer_grid(image_layer, data),  # file order -> as the image is shown
             **labels_layer_kwargs(image_layer, name=name),

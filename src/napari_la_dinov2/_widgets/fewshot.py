@@ -11,7 +11,6 @@ budget (the engine also writes results.csv, summary.md and fewshot.png in the ou
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -64,13 +63,11 @@ def format_duration(seconds: float) -> str:
 
 def summary_rows(rows: list[dict]) -> list[dict]:
     """Per model and budget: seeds and test Dice (mean and SD over seeds of each run's mean)."""
-    per_run: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
-        key = (row["model"], row["budget_kind"], row["budget"], row["n_train"])
-        per_run[key][row["seed"]].append(float(row["dice"]))
+    from ..training.fewshot_results import rows_by_seed
+
     table = []
-    for (model, kind, budget, n_train), seeds in per_run.items():
-        means = np.array([np.mean(v) for v in seeds.values()])
+    for (model, kind, budget, n_train), seeds in rows_by_seed(rows).items():
+        means = np.array([np.mean([float(r["dice"]) for r in v]) for v in seeds.values()])
         table.append(
             {
                 "model": model,

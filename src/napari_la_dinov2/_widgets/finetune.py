@@ -292,6 +292,7 @@ class FinetuneWidget(Container):
     def segment_with_result(self, _=None) -> Job | None:
         """Re-segment the fine-tuned image with the new checkpoint (a new Labels layer), with
         Segment's progress, measures and (for a model of several branches) doubt."""
+        from ..segmentation import InferenceSettings
         from .segment import start_segmentation
 
         image = self._image_for_resegment
@@ -309,12 +310,5 @@ class FinetuneWidget(Container):
             self.status.value = f"'{layer.name}': {measures_text(result.measures)}{where}"
 
         self.status.value = f"segmenting with {label}: loading the model..."
-        return start_segmentation(
-            self.viewer,
-            image,
-            self.checkpoint,
-            device=self.device.value,
-            show_doubt=None,
-            on_event=progress,
-            on_done=done,
-        )
+        settings = InferenceSettings(model=self.checkpoint, device=self.device.value, doubt=None)
+        return start_segmentation(self.viewer, image, settings, on_event=progress, on_done=done)

@@ -1,16 +1,17 @@
 """Segment widget: image layer + model -> a Labels layer on the image's grid.
 
-The widget only gathers choices; ``start_segmentation`` runs ``load_model``,
-``Predictor.predict`` (or, with "Show doubt", ``doubt.doubt_map``, whose mask is the same bit
-for bit, and ``doubt.rank_slices``) and the LA measures (``measures.la_measures``) in a worker, and the result is added as a Labels layer with the image's scale, translate, affine and
-metadata (so the writer saves it on the image's grid); the measures go to the status line and
-each plausibility warning to a napari warning.
+The widget only gathers choices into the engine's
+:class:`~napari_la_dinov2.segmentation.InferenceSettings` and a region (a rectangle or a
+centre point); ``start_segmentation`` runs
+:meth:`~napari_la_dinov2.segmentation.SegmentationEngine.segment` in a worker, exactly as
+``la-dinov2 segment`` does, and the result is added as a Labels layer with the image's scale,
+translate, affine and metadata (so the writer saves it on the image's grid); the measures go to
+the status line, each plausibility warning to a napari warning, and with "Show doubt" the
+doubt to a layer and its slices to the navigator.
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FileEdit,
+    FloatSpinBox,
     Label,
     LineEdit,
     PushButton,
@@ -28,14 +30,18 @@ from magicgui.widgets import (
 from napari.layers import Image, Points, Shapes
 from napari.utils.notifications import show_error, show_warning
 
-from ..doubt import doubt_map, rank_slices
 from ..errors import CancelledError, InputError
-from ..grid import fallback_note, field_of_view_mm
-from ..inference import Predictor, RegionOfInterest
-from ..measures import LAMeasures, la_measures, plausibility_warnings
-from ..models import load_model
+from ..inference import RegionOfInterest
+from ..measures import LAMeasures
+from ..segmentation import (
+    PRECISIONS,
+    InferenceSettings,
+    SegmentationEngine,
+    SegmentationResult,
+    warn_notes,
+)
 from ._colours import add_mask_layer
-from ._doubt import DOUBT_SLICES, DoubtNavigator, add_doubt_layer, mark_stale_on_edit
+from ._doubt import DoubtNavigator, add_doubt_layer, mark_stale_on_edit
 from ._layers import (
     MODEL_KEY,
     PREDICTION_KEY,
@@ -101,108 +107,46 @@ def center_from_points(points: Points, image: Image) -> tuple[int, int, int]:
     return tuple(int(c) for c in center)
 
 
-def region_for_model(model, center, meta) -> RegionOfInterest:
-    """The model's training field of view around ``center`` (as ``la-dinov2 segment --center``)."""
-    extent, recorded = field_of_view_mm(model.provenance)
-    if not recorded:  # a worker's warnings become notifications
-        warnings.warn(fallback_note(model.display_name), UserWarning, stacklevel=2)
-    return RegionOfInterest.around(center, meta, extent)
-
-
 FLIP_CHOICES = {"as the model recommends": None, "on": True, "off": False}
 # Doubt costs nothing extra for a model of several branches (each branch's opinion is needed
 # anyway); a single network needs a second, mirrored pass, so it is off by default there.
 DOUBT_CHOICES = {"for models with several branches": None, "on": True, "off": False}
 
 
-def wants_doubt(choice: bool | None, predictor: Predictor) -> bool:
-    """Whether to run ``doubt_map``: its mask is the predictor's only without flip averaging."""
-    if predictor.flip_tta:
-        if choice:
-            warnings.warn("no doubt map with flip averaging on; turn it off to see the doubt",
-                          UserWarning, stacklevel=2)  # fmt: skip
-        return False
-    return len(predictor.branches) > 1 if choice is None else choice
-
-
-@dataclass(frozen=True)
-class Segmentation:
-    """What the segmentation worker returns: the mask in the file's voxel order, its LA
-    measures (None for an empty mask) and the plausibility warnings."""
-
-    labels: np.ndarray
-    measures: LAMeasures | None
-    warnings: list[str]
-    doubt: np.ndarray | None = None  # the doubt map (file order), with "Show doubt"
-    doubtful: tuple[int, ...] = ()  # the most doubtful slices, most doubtful first
-    slice_axis: int = 2
-
-
-def measured(labels: np.ndarray, meta, roi: RegionOfInterest | None, **doubt) -> Segmentation:
-    """``labels`` with its measures and warnings (in the worker: the mesh takes a while)."""
-    measures = la_measures(labels, meta) if labels.any() else None
-    region = None if roi is None else roi.clamp(labels.shape, meta.through_plane_axis())
-    found = plausibility_warnings(labels, meta, measures, region)
-    return Segmentation(labels, measures, found, **doubt)
-
-
-def segment_volume(predictor, volume, meta, region, show_doubt, progress, stop) -> dict:
-    """The mask, and with ``show_doubt`` the doubt and the doubtful slices (in the worker)."""
-    if not wants_doubt(show_doubt, predictor):
-        labels = predictor.predict(volume, meta, roi=region, progress=progress, cancel=stop)
-        return dict(labels=labels, slice_axis=meta.through_plane_axis())
-    prepared = predictor.prepare(volume, meta, roi=region)
-    probability, doubt = doubt_map(predictor, prepared, progress=progress, cancel=stop)
-    labels = predictor.labels(probability, prepared)
-    doubtful = rank_slices(doubt, prepared.slice_axis, DOUBT_SLICES, mask=labels)
-    return dict(labels=labels, doubt=doubt,
-                doubtful=tuple(doubtful), slice_axis=prepared.slice_axis)  # fmt: skip
 
 
 def start_segmentation(
     viewer,
     image_layer: Image,
-    source: str,
+    settings: InferenceSettings,
     *,
     label: str | None = None,
-    device: str = "auto",
-    batch_size: int = 8,
     roi: RegionOfInterest | None = None,
     center: tuple[int, int, int] | None = None,
-    morphology: bool = True,
-    largest_cc: bool = True,
-    flip_tta: bool | None = None,
-    show_doubt: bool | None = False,
     on_event=None,
     on_done=None,
     on_finished=None,
 ) -> Job:
-    """Segment ``image_layer`` with ``source`` in a worker; add the mask as a Labels layer
-    "<image> LA (<model>)" (the model's own mask kept in its metadata, PREDICTION_KEY) and show
-    each plausibility warning. ``center`` (file voxel indices) replaces ``roi`` by the model's
-    field of view around it. ``show_doubt`` (None: for models with several branches) adds the
-    doubt as an Image layer. ``on_done(layer, result)`` runs after that."""
+    """Segment ``image_layer`` with ``settings`` (the engine's, as on the command line) in a
+    worker; add the mask as a Labels layer "<image> LA (<model>)" (the model's own mask kept in
+    its metadata, PREDICTION_KEY) and show each plausibility warning. ``center`` (file voxel
+    indices) segments the model's field of view around it in place of ``roi``. With doubt on,
+    the doubt is added as an Image layer. ``on_done(layer, result)`` runs after that."""
     volume, meta = layer_volume(image_layer)
+    source = settings.model
     label = label or KNOWN_MODELS.label_of(source)
 
     def job(report, stop):
-        model = load_model(source)
-        if model.untrained_warning():  # napari shows a worker's warnings as notifications
-            warnings.warn(model.untrained_warning(), UserWarning, stacklevel=1)
-        predictor = Predictor(
-            model,
-            device=device,
-            batch_size=batch_size,
-            morphology=morphology,
-            largest_cc=largest_cc,
-            flip_tta=flip_tta,
-        )
-        region = roi if center is None else region_for_model(model, center, meta)
+        engine = SegmentationEngine(settings)
+        warn_notes(engine)  # napari shows a worker's warnings as notifications
         progress = lambda done, total: report({"done": done, "total": total})  # noqa: E731
-        found = segment_volume(predictor, volume, meta, region, show_doubt, progress, stop)
-        return measured(meta=meta, roi=roi, **found)
+        result = engine.segment(
+            volume, meta, roi=roi, center=center, progress=progress, cancel=stop
+        )
+        warn_notes(engine, result)
+        return result
 
-    def add_layer(result: Segmentation):
+    def add_layer(result: SegmentationResult):
         doubt = None
         if result.doubt is not None:  # under the mask, so the brush stays on the mask
             name = unique_layer_name(viewer, f"{image_layer.name} doubt ({label})")
@@ -250,6 +194,10 @@ class SegmentWidget(Container):
         self.add_hub = PushButton(text="Add hub model")
         self.device = ComboBox(label="Device", choices=device_choices(), value="auto")
         self.batch_size = SpinBox(label="Batch size", value=8, min=1, max=512)
+        self.precision = ComboBox(label="Precision", choices=list(PRECISIONS), value="auto")
+        self.precision.tooltip = "autocast on a CUDA GPU (auto: bf16); CPUs always run fp32"
+        self.threshold = FloatSpinBox(label="Threshold", value=0.5, min=0.01, max=0.99, step=0.05)
+        self.threshold.tooltip = "the probability above which a voxel is atrium"
         self.roi = create_widget(
             annotation=Shapes, label="ROI rectangle", options={"nullable": True}
         )
@@ -270,7 +218,8 @@ class SegmentWidget(Container):
         self.navigator = DoubtNavigator(napari_viewer)
         options = Container(widgets=[
             self.roi, self.centre, self.folder, self.hub_id, self.add_hub, self.device,
-            self.batch_size, self.morphology, self.largest_cc, self.flip_tta,
+            self.batch_size, self.precision, self.threshold, self.morphology, self.largest_cc,
+            self.flip_tta,
         ])  # fmt: skip
         buttons = Container(
             widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False
@@ -317,6 +266,20 @@ class SegmentWidget(Container):
         if label:
             self.status.value = f"model added: {label}"
 
+    def settings(self) -> InferenceSettings:
+        """The engine's settings from the dock's choices."""
+        return InferenceSettings(
+            model=self.model.value,
+            device=self.device.value,
+            precision=self.precision.value,
+            batch_size=self.batch_size.value,
+            threshold=self.threshold.value,
+            morphology=self.morphology.value,
+            largest_cc=self.largest_cc.value,
+            flip_tta=FLIP_CHOICES[self.flip_tta.value],
+            doubt=DOUBT_CHOICES[self.show_doubt.value],
+        )
+
     def _region(self, image_layer):
         """``(roi, center)`` from the ROI rectangle or the centre point (InputError)."""
         _, meta = layer_volume(image_layer)
@@ -341,15 +304,9 @@ class SegmentWidget(Container):
             self.job = start_segmentation(
                 self.viewer,
                 image_layer,
-                self.model.value,
-                device=self.device.value,
-                batch_size=self.batch_size.value,
+                self.settings(),
                 roi=roi,
                 center=center,
-                morphology=self.morphology.value,
-                largest_cc=self.largest_cc.value,
-                flip_tta=FLIP_CHOICES[self.flip_tta.value],
-                show_doubt=DOUBT_CHOICES[self.show_doubt.value],
                 on_event=self._on_event,
                 on_done=self._done,
                 on_finished=self._finished,
@@ -372,7 +329,7 @@ class SegmentWidget(Container):
             self.job.cancel()
             self.status.value = "cancelling after the current batch..."
 
-    def _done(self, layer, result: Segmentation) -> None:
+    def _done(self, layer, result: SegmentationResult) -> None:
         self.last_layer, self.last_measures = layer, result.measures
         self.status.value = f"done: {measures_text(result.measures)}"  # the layer is selected
         if result.doubt is not None:

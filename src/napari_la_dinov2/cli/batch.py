@@ -16,27 +16,36 @@ from ..errors import InputError
 
 # Options that name one file or one scan's region: meaningless for a folder of scans.
 _SINGLE_SCAN_OPTIONS = (("png", "--png"), ("mesh_out", "--mesh-out"), ("series", "--series"),
-                        ("roi", "--roi"), ("center", "--center"))  # fmt: skip
+                        ("roi", "--roi"), ("center", "--center"), ("doubt_out", "--doubt-out"))  # fmt: skip
 
 
-def build_predictor(args: argparse.Namespace, device):
-    """Load the model of ``--model``/``--checkpoint`` and wrap it in a Predictor."""
-    from ..inference import Predictor
-    from ..models import load_model
+def inference_settings(args: argparse.Namespace, *, doubt: bool = False):
+    """The engine's settings from the model, region and output options."""
+    from ..segmentation import InferenceSettings
 
-    name = args.model if args.checkpoint is None else args.checkpoint
-    model = load_model(name, backbone_source=getattr(args, "backbone_source", None))
-    if model.untrained_warning():
-        print(f"warning: {model.untrained_warning()}", file=sys.stderr)
-    return Predictor(
-        model,
-        device=device,
-        batch_size=args.batch_size,
+    return InferenceSettings(
+        model=args.model if args.checkpoint is None else args.checkpoint,
+        backbone_source=getattr(args, "backbone_source", None),
+        device=args.device,
         precision=args.precision,
+        batch_size=args.batch_size,
         threshold=args.threshold,
         morphology=not args.no_morphology,
         largest_cc=not args.no_largest_cc,
+        slice_axis=getattr(args, "slice_axis", None),
+        doubt=doubt,
+        ras=getattr(args, "ras", False),
     )
+
+
+def load_engine(settings):
+    """The engine of ``settings``, saying on stderr when its model is untrained."""
+    from ..segmentation import SegmentationEngine
+
+    engine = SegmentationEngine(settings)
+    if engine.model.untrained_warning():
+        print(f"warning: {engine.model.untrained_warning()}", file=sys.stderr)
+    return engine
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -63,19 +72,18 @@ def run_folder(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..batch import plan_batch, run_batch
-    from ..inference import autocast_dtype, resolve_device
 
     _check_options(args)
     plan = plan_batch(args.input, args.out, overwrite=args.overwrite)
-    device = resolve_device(args.device)
-    autocast_dtype(device, args.precision)
+    settings = inference_settings(args)
+    settings.check()
     if not plan.todo:
         print(f"{plan.stats_path}: all {len(plan.skipped)} cases already done (--overwrite redoes)")
         return 0
-    predictor = build_predictor(args, device)
-    model_name = predictor.model.display_name
+    engine = load_engine(settings)
+    model_name = engine.model.display_name
     failed, broken = 0, 0
-    results = run_batch(plan, predictor, model_name)
+    results = run_batch(plan, engine, model_name)
     for result in tqdm(results, total=len(plan.todo), unit="case", desc="segment", file=sys.stderr):
         shown = _one_line(result.name)  # a case name may hold a newline
         for warning in filter(None, result.row.get("warnings", "").split(" | ")):
@@ -89,6 +97,6 @@ def run_folder(args: argparse.Namespace) -> int:
     done = len(plan.todo) - failed - broken
     print(
         f"{plan.stats_path}: {done} cases segmented, {len(plan.skipped)} already done, "
-        f"{failed + broken} failed; model {model_name} on {predictor.device}"
+        f"{failed + broken} failed; model {model_name} on {engine.device}"
     )
     return 1 if broken else 2 if failed else 0

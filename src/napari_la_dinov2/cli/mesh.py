@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
 from ..errors import InputError
 
 
@@ -40,27 +38,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def select_label(labels: np.ndarray, label: int | None, name: str) -> np.ndarray:
-    """The binary mask of ``label``; without it, of the single non-zero value the mask holds
-    (several values are refused: which structure is the atrium is the user's choice)."""
-    values = np.unique(labels)
-    if not np.all(np.isfinite(values)):  # checked first: np.mod would warn on stderr
-        raise InputError(f"{name} holds NaN or infinite values; give a label mask.")
-    if not np.all(np.equal(np.mod(values, 1), 0)):
-        raise InputError(f"{name} holds non-integer values; give a label mask.")
-    present = [int(v) for v in values if v != 0]
-    if label is not None:
-        if label not in present:
-            listing = ", ".join(map(str, present)) or "no label"
-            raise InputError(f"{name} has no label {label} (it holds {listing}).")
-        return labels == label
-    if len(present) > 1:
-        raise InputError(
-            f"{name} holds labels {', '.join(map(str, present))}; pass --label N to choose one."
-        )
-    return labels != 0
-
-
 def measure_lines(measures) -> list[str]:
     """The LA measures as a header line and a value line, tab-separated (``segment`` too)."""
     from ..batch import measure_columns
@@ -70,21 +47,22 @@ def measure_lines(measures) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..evaluation import select_label
     from ..io import read_labels_with_meta, read_volume
-    from ..measures import la_measures, plausibility_warnings
-    from ..mesh import check_mesh_path, mesh_from_mask, write_mesh
+    from ..measures import measure_mask
+    from ..mesh import check_mesh_path, write_mesh
 
     # A missing folder is refused, as for every output of the command line (a typo would
     # otherwise become a new tree of folders).
     out = check_mesh_path(args.out, args.overwrite, allow_missing_folder=False)
     image_meta = read_volume(args.image)[1] if args.image else None
     labels, meta = read_labels_with_meta(args.mask, image_meta)
-    mask = select_label(labels, args.label, args.mask)
+    mask = select_label(labels, args.mask, args.label)
     if not mask.any():
         raise InputError(f"{args.mask} is empty (no foreground voxel); there is nothing to mesh.")
-    mesh = mesh_from_mask(mask, meta, ras=args.ras)
-    measures = la_measures(mask, meta, mesh)
-    for warning in plausibility_warnings(mask, meta, measures):
+    report = measure_mask(mask, meta, ras=args.ras)
+    mesh, measures = report.mesh, report.measures
+    for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     write_mesh(mesh, out, overwrite=args.overwrite)
 

@@ -50,6 +50,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
+    from ..evaluation import select_label
     from ..interactive import Click, ClickSession, Refiner, load_click_model
     from ..io import (
         MASK_SUFFIXES,
@@ -58,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
         read_volume,
         write_labels,
     )
-    from .mesh import select_label
 
     if not args.clicks:
         raise InputError("no click given; pass --add i,j,k and/or --remove i,j,k.")
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.out, args.overwrite, suffixes=MASK_SUFFIXES, allow_missing_folder=False)
     volume, meta = read_volume(args.image)
     labels, _ = read_labels_with_meta(args.mask, meta)
-    mask = select_label(labels, args.label, args.mask).astype("uint8")
+    mask = select_label(labels, args.mask, args.label).astype("uint8")
     for click in clicks:
         click.check_inside(meta.shape)
     refiner = Refiner(load_click_model(args.click_model), device=args.device)

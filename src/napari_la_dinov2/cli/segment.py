@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from ..errors import InputError
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _positive_int(text: str) -> int:
@@ -94,7 +91,10 @@ def _add_model_options(parser) -> None:
     )
     parser.add_argument("--batch-size", type=_positive_int, default=8, help="slices per batch")
     parser.add_argument(
-        "--precision", default="auto", choices=PRECISIONS, help="autocast on CUDA (auto: bf16)"
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="autocast on CUDA (auto: bf16)",
     )
     parser.add_argument(
         "--no-morphology", action="store_true", help="skip the in-plane opening + closing"
@@ -140,6 +140,12 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ras", action="store_true", help="the mesh in RAS instead of LPS (Slicer's export)"
     )
+    parser.add_argument(
+        "--doubt-out",
+        metavar="DOUBT.nii.gz",
+        help="also write the model's doubt (float32, on the mask's grid) and list the slices "
+        "to check first on stderr",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
@@ -167,24 +173,13 @@ def parse_center(text: str, shape) -> tuple[int, int, int]:
     return center
 
 
-def center_region(center, meta, slice_axis: int, model):
-    """The region of the model's training field of view around ``center`` (says on stderr
-    when the model does not record its field of view and the fallback is used)."""
-    from ..grid import fallback_note, field_of_view_mm
-    from ..inference import RegionOfInterest
-
-    extent, recorded = field_of_view_mm(model.provenance)
-    if not recorded:
-        print(f"note: {fallback_note(model.display_name)}", file=sys.stderr)
-    return RegionOfInterest.around(center, meta, extent, slice_axis)
-
-
 def _same_file(a: Path, b: Path) -> bool:
     return a.expanduser().resolve() == b.expanduser().resolve()
 
 
-def check_outputs(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None]:
-    """The mask, overlay and mesh paths, each refused now if it could not be written later."""
+def check_outputs(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None, Path | None]:
+    """The mask, overlay, mesh and doubt paths, each refused now if it could not be written
+    later."""
     from ..io import MASK_SUFFIXES, check_output_path
     from ..mesh import check_mesh_path
 
@@ -196,10 +191,17 @@ def check_outputs(args: argparse.Namespace) -> tuple[Path, Path | None, Path | N
     mesh = None
     if args.mesh_out:
         mesh = check_mesh_path(args.mesh_out, args.overwrite, allow_missing_folder=False)
+    doubt = None
+    if args.doubt_out:
+        doubt = check(args.doubt_out, suffixes=MASK_SUFFIXES[:-1], role="doubt map", noun="map")
+        if _same_file(doubt, out):
+            raise InputError(
+                f"--doubt-out {doubt} is the mask's file; give the doubt another name."
+            )
     source = Path(args.input)
     if source.exists() and _same_file(source, out):
         raise InputError(f"{out} is the input image; the mask must be written to another file.")
-    return out, png, mesh
+    return out, png, mesh, doubt
 
 
 def run(args: argparse.Namespace) -> int:
@@ -207,57 +209,74 @@ def run(args: argparse.Namespace) -> int:
         from .batch import run_folder
 
         return run_folder(args)
-    from ..batch import measure_mask
-    from ..inference import RegionOfInterest, autocast_dtype, resolve_device
+    from ..inference import RegionOfInterest
     from ..io import check_mask_output, read_volume
-    from ..metrics import la_volume_ml
-    from .batch import build_predictor
 
-    out, png, mesh_out = check_outputs(args)
+    paths = check_outputs(args)
     # `is not None`: an empty --roi "" or --center "" (a script's unset variable) is refused,
     # not read as "no region" (which would segment the whole volume).
     roi = RegionOfInterest.parse(args.roi) if args.roi is not None else None
-    device = resolve_device(args.device)
-    autocast_dtype(device, args.precision)
+    from .batch import inference_settings, load_engine
+
+    settings = inference_settings(args, doubt=bool(args.doubt_out))
+    settings.check()
     volume, meta = read_volume(Path(args.input), series_uid=args.series)
-    check_mask_output(out, meta)  # a .dcm (DICOM SEG) output needs a DICOM input
+    check_mask_output(paths[0], meta)  # a .dcm (DICOM SEG) output needs a DICOM input
     slice_axis = args.slice_axis if args.slice_axis is not None else meta.through_plane_axis()
     (roi or RegionOfInterest()).clamp(volume.shape, slice_axis)  # checked before loading
     center = parse_center(args.center, volume.shape) if args.center is not None else None
 
-    predictor = build_predictor(args, device)
-    if center is not None:  # the model's training field of view around the click
-        roi = center_region(center, meta, slice_axis, predictor.model)
-    region = (roi or RegionOfInterest()).clamp(volume.shape, slice_axis)
-    labels, seconds = _predict(predictor, volume, meta, slice_axis, roi)
-    mesh = _mesh(labels, meta, args) if mesh_out is not None else None
-    # The warnings speak of the region segmented when there was one, else of the volume.
-    measures, warnings = measure_mask(
-        labels, meta, region=region if roi is not None else None, mesh=mesh
-    )
-    title = f"{Path(args.input).name}: {predictor.model.display_name}"
-    _write(args, (out, png, mesh_out), volume, labels, meta, mesh, slice_axis, title)
-    # DICOM files skipped on reading (named), then the mask's plausibility warnings: printed
-    # once all is written, so that a refusal stays one line.
-    for warning in [*meta.extra.get("read_warnings", ()), *warnings]:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(
-        f"{out}: LA volume {la_volume_ml(labels, meta.spacing):.1f} mL ({int(labels.sum())} voxels) in "
-        f"{seconds:.1f} s; model {predictor.model.display_name} on {predictor.device}"
-        + (f"; overlay {png}" if png is not None else "")
-        + (f"; mesh {mesh_out}" if mesh_out is not None else "")
-    )
-    if measures is not None:
-        from .mesh import measure_lines
-
-        print("\n".join(measure_lines(measures)))
+    engine = load_engine(settings)
+    result = _segment(engine, volume, meta, roi, center)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if paths[2] is not None and result.mesh is None:
+        raise InputError(
+            "no left atrium was found (the mask is empty), so there is no surface for "
+            "--mesh-out and nothing was written; check the image and the region, or run "
+            "without --mesh-out to keep the empty mask."
+        )
+    if paths[3] is not None and result.doubt is None:
+        raise InputError(
+            f"{engine.model.display_name} averages each slice with its mirror image (its "
+            "checkpoint recommends it), which leaves no doubt map; nothing was written; run "
+            "without --doubt-out."
+        )
+    title = f"{Path(args.input).name}: {engine.model.display_name}"
+    _write(args, paths, volume, meta, result, title)
+    _report(args, paths, engine, result, meta)
     return 0
 
 
-def _predict(predictor, volume, meta, slice_axis, roi):
+def _report(args, paths, engine, result, meta) -> None:
+    """Warnings and the slices to check on stderr; the summary and measures on stdout."""
+    from ..metrics import la_volume_ml
+    from .mesh import measure_lines
+
+    out, png, mesh_out, doubt_out = paths
+    # DICOM files skipped on reading (named), then the mask's plausibility warnings: printed
+    # once all is written, so that a refusal stays one line.
+    for warning in [*meta.extra.get("read_warnings", ()), *result.warnings]:
+        print(f"warning: {warning}", file=sys.stderr)
+    if doubt_out is not None:
+        listing = ", ".join(map(str, result.doubtful)) or "none"
+        print(f"slices to check first (axis {result.slice_axis}): {listing}", file=sys.stderr)
+    labels = result.labels
+    print(
+        f"{out}: LA volume {la_volume_ml(labels, meta.spacing):.1f} mL ({int(labels.sum())} "
+        f"voxels) in {result.seconds:.1f} s; model {engine.model.display_name} on "
+        f"{engine.device}"
+        + (f"; overlay {png}" if png is not None else "")
+        + (f"; mesh {mesh_out}" if mesh_out is not None else "")
+        + (f"; doubt {doubt_out}" if doubt_out is not None else "")
+    )
+    if result.measures is not None:
+        print("\n".join(measure_lines(result.measures)))
+
+
+def _segment(engine, volume, meta, roi, center):
     from tqdm import tqdm
 
-    start = time.perf_counter()
     with tqdm(unit="slice", desc="segment", file=sys.stderr, leave=False) as bar:
 
         def progress(done: int, total: int) -> None:
@@ -266,35 +285,32 @@ def _predict(predictor, volume, meta, slice_axis, roi):
                 bar.total = total
             bar.update(done - bar.n)
 
-        labels = predictor.predict(volume, meta, slice_axis=slice_axis, roi=roi, progress=progress)
-    return labels, time.perf_counter() - start
+        return engine.segment(volume, meta, roi=roi, center=center, progress=progress)
 
 
-def _mesh(labels, meta, args):
-    from ..mesh import mesh_from_mask
-
-    if not labels.any():
-        raise InputError(
-            "no left atrium was found (the mask is empty), so there is no surface for "
-            "--mesh-out and nothing was written; check the image and the region, or run "
-            "without --mesh-out to keep the empty mask."
-        )
-    return mesh_from_mask(labels, meta, ras=args.ras)
-
-
-def _write(args, paths, volume, labels, meta, mesh, slice_axis, title) -> None:
-    """The mask, its overlay and its mesh as one unit: all are written, or none."""
-    from ..io import write_labels
+def _write(args, paths, volume, meta, result, title) -> None:
+    """The mask, its overlay, mesh and doubt as one unit: all are written, or none."""
+    from ..io import write_labels, write_map
     from ..mesh import write_mesh
     from ..outputs import OutputGroup
     from ..overlay import save_overlay
 
-    out, png, mesh_out = paths
+    out, png, mesh_out, doubt_out = paths
     with OutputGroup(overwrite=args.overwrite) as group:
-        write_labels(out, labels, meta, overwrite=args.overwrite, group=group)
+        write_labels(out, result.labels, meta, overwrite=args.overwrite, group=group)
         if png is not None:
-            save_overlay(png, volume, labels, spacing=meta.spacing, slice_axis=slice_axis,
-                         title=title, axcodes=meta.axcodes, overwrite=args.overwrite,
-                         group=group)  # fmt: skip
-        if mesh is not None:
-            write_mesh(mesh, mesh_out, overwrite=args.overwrite, group=group)
+            save_overlay(
+                png,
+                volume,
+                result.labels,
+                spacing=meta.spacing,
+                slice_axis=result.slice_axis,
+                title=title,
+                axcodes=meta.axcodes,
+                overwrite=args.overwrite,
+                group=group,
+            )
+        if mesh_out is not None:
+            write_mesh(result.mesh, mesh_out, overwrite=args.overwrite, group=group)
+        if doubt_out is not None:
+            write_map(doubt_out, result.doubt, meta, overwrite=args.overwrite, group=group)

@@ -1,4 +1,5 @@
-"""The paper's CNN baselines, all from MONAI: UNet, Attention UNet and a ResNet50-encoder UNet.
+"""The paper's CNN baselines: UNet (MONAI's, as written out in :mod:`.unet`), and MONAI's
+Attention UNet and ResNet50-encoder UNet (imported from MONAI when one is built).
 
 Each takes ``BxCxHxW`` slices (320x320 in the paper) and returns ``Bx1xHxW`` logits. The
 ResNet50 encoder gets torchvision's ImageNet weights, published on the hub as safetensors
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ._monai_nets import monai_classes
+from .unet import UNet
 
 RESNET50_IMAGENET_REPO = "timm/resnet50.tv_in1k"
 
@@ -53,15 +54,15 @@ class UNet2D(nn.Module):
             num_res_units=num_res_units,
             dropout=dropout,
         )
-        self.net = monai_classes()["UNet"](
-            spatial_dims=2,
+        # MONAI's UNet (spatial_dims=2, norm="batch") without MONAI's package-wide import:
+        # the same layers under the same names (see models/unet.py).
+        self.net = UNet(
             in_channels=in_channels,
             out_channels=1,
             channels=tuple(channels),
             strides=tuple(strides),
             num_res_units=num_res_units,
             dropout=dropout,
-            norm="batch",
         )
 
     def rebuild_kwargs(self) -> dict:
@@ -89,7 +90,9 @@ class AttentionUNet2D(nn.Module):
         self._kwargs = dict(
             in_channels=in_channels, channels=list(channels), strides=list(strides), dropout=dropout
         )
-        self.net = monai_classes()["AttentionUnet"](
+        from monai.networks.nets import AttentionUnet
+
+        self.net = AttentionUnet(
             spatial_dims=2,
             in_channels=in_channels,
             out_channels=1,
@@ -153,7 +156,9 @@ class ResNet50UNet2D(nn.Module):
         super().__init__()
         if len(decoder_channels) != 5 or min(decoder_channels) < 1:
             raise ValueError("decoder_channels must list 5 positive widths")
-        self.net = monai_classes()["FlexibleUNet"](
+        from monai.networks.nets import FlexibleUNet
+
+        self.net = FlexibleUNet(
             in_channels=3,
             out_channels=1,
             backbone="resnet50",

@@ -270,18 +270,19 @@ def _setup(cases, config: TrainConfig, val_cases, replay, progress, stop, cache)
         load_optimizer(optimizer, run_dir / "last")
         position = saved_position(run_dir / "last", default=len(history) * steps)
     scheduler = make_schedule(optimizer, config.schedule, steps * config.epochs, position)
+    provenance = _provenance_base(model, config, split, val_on_train, run_dir, train_cases)
     return _Run(
-        config, run_dir, model, predictor, batches, module, optimizer, scheduler, history,
-        _make_loss(config.loss),
-        val_set or train_cases, _provenance_base(model, config, split, val_on_train, run_dir, train_cases),
-        steps, rank, world, report, stop,
+        config=config, run_dir=run_dir, model=model, predictor=predictor, batches=batches,
+        module=module, optimizer=optimizer, scheduler=scheduler, resumed_history=history,
+        loss_fn=_make_loss(config.loss), val_set=val_set or train_cases, provenance=provenance,
+        steps=steps, rank=rank, world=world, report=report, stop=stop,
     )  # fmt: skip
 
 
 def _train_epoch(run: _Run, epoch: int, rng) -> tuple[list[float], bool]:
     """One epoch of steps: the losses, and whether the stop flag ended it early."""
     config, device = run.config, run.predictor.device
-    _train_mode(run.model, config)  # each epoch: the previous one's validation left eval mode
+    _train_mode(run.model, config)  # evaluate() after each epoch puts the model in eval mode
     run.batches.new_epoch(rng, run.slices_per_epoch)
     losses = []
     for step in range(run.steps):
