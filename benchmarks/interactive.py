@@ -39,11 +39,12 @@ from interactive_arms import STEPS, CaseState, ceiling, embedded_in_field  # noq
 from train_default import cpu_name  # noqa: E402
 
 from napari_la_dinov2.grid import field_of_view_mm  # noqa: E402
-from napari_la_dinov2.inference import Predictor, RegionOfInterest  # noqa: E402
+from napari_la_dinov2.inference import RegionOfInterest  # noqa: E402
 from napari_la_dinov2.interactive import Refiner, load_click_model, next_click  # noqa: E402
 from napari_la_dinov2.io import read_volume  # noqa: E402
 from napari_la_dinov2.metrics import dice, surface_dice  # noqa: E402
 from napari_la_dinov2.models import load_model  # noqa: E402
+from napari_la_dinov2.segmentation import InferenceSettings, SegmentationEngine  # noqa: E402
 
 WORSE = 0.005  # a click "lowers" a case's Dice when it drops by more than this
 
@@ -173,7 +174,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     default = load_model("default")
-    predictor = Predictor(default, device="cpu")
+    engine = SegmentationEngine(InferenceSettings(model="default", device="cpu"), model=default)
+    predictor = engine.predictor  # the automatic mask and its probabilities, kept for the arms
     refiner = Refiner(load_click_model(args.click_model), monotone=not args.free)
     names = default_split(default)[args.cases][: args.limit]
     rows, ceilings, field_rows, lines = [], [], [], []

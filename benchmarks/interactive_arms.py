@@ -89,8 +89,7 @@ def step_brush(state: CaseState, mask, clicks: list[Click], **_) -> np.ndarray:
 
 def step_finetune(state: CaseState, mask, clicks: list[Click], *, work: Path, **_) -> np.ndarray:
     """A quick round on the case with every clicked slice painted, from the default model."""
-    from napari_la_dinov2.inference import Predictor
-    from napari_la_dinov2.models import load_model
+    from napari_la_dinov2.segmentation import InferenceSettings, SegmentationEngine
     from napari_la_dinov2.training import TrainConfig, finetune
     from napari_la_dinov2.training.cases import Case
 
@@ -104,8 +103,8 @@ def step_finetune(state: CaseState, mask, clicks: list[Click], *, work: Path, **
     run = work / f"{state.name}-{len(clicks)}"
     config = TrainConfig.quick_round(model="default", device="cpu", output_dir=str(run))
     result = finetune([case], config)
-    model = load_model(str(Path(result.run_dir) / "best"))
-    return Predictor(model, device="cpu").predict(state.image, state.meta)
+    settings = InferenceSettings(model=str(Path(result.run_dir) / "best"), device="cpu")
+    return SegmentationEngine(settings).segment(state.image, state.meta).labels
 
 
 STEPS = dict(clicks=step_clicks, naive=step_naive, brush=step_brush, finetune=step_finetune)

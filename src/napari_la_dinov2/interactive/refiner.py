@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..inference import Predictor, PreparedVolume, sigmoid_in_place
+from ..inference import PreparedVolume, sigmoid_in_place
+from ..segmentation import InferenceSettings, SegmentationEngine
 from ..volume import VolumeMeta
 from .clicks import Click, click_maps
 from .geometry import crop_start, network_inputs, to_input, window_index
@@ -64,8 +65,9 @@ class Refiner:
         self.model = model or load_click_model()
         self.monotone = monotone
         # The Predictor's first level (region, intensity window, each view's slices) is the
-        # same for clicks: one preparation for both.
-        self.predictor = Predictor(self.model, device=device)
+        # same for clicks: one preparation for both, through the engine's one entry.
+        settings = InferenceSettings(model="click model", device=device)
+        self.predictor = SegmentationEngine(settings, model=self.model).predictor
         self.device = self.predictor.device
         self.branches = self.model.branches
 
