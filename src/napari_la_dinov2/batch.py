@@ -133,7 +133,7 @@ def write_stats(path: Path, rows: dict[str, dict[str, str]]) -> None:
     for name in sorted(rows):
         writer.writerow(rows[name])
     text = buffer.getvalue()
-    atomic_write(path, lambda tmp: tmp.write_text(text, newline=""))
+    atomic_write(path, lambda tmp: tmp.write_text(text, newline="", encoding="utf-8"))
 
 
 def plan_batch(in_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> BatchPlan:

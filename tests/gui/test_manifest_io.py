@@ -28,7 +28,7 @@ def test_manifest_validates_and_every_python_name_resolves():
     manifest = PluginManifest.from_file(PACKAGE_MANIFEST)
     manifest.validate_imports()  # raises if a python_name does not import
     names = [c.python_name for c in manifest.contributions.commands]
-    assert len(names) == 8
+    assert len(names) == 9
     for name in names:
         module, attr = name.split(":")
         assert callable(getattr(importlib.import_module(module), attr))
@@ -37,6 +37,7 @@ def test_manifest_validates_and_every_python_name_resolves():
         "Fine-tune",
         "Few-shot",
         "Compare",
+        "Correct",
         "Surface",
     }
     # The installed entry point finds the same manifest.

@@ -24,7 +24,7 @@ from .schedule import save_schedule
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def save_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
