@@ -94,6 +94,8 @@ class CorrectWidget(Container):
             scale=tuple(image.scale),
             translate=tuple(image.translate),
             affine=image.affine.affine_matrix.copy(),
+            axis_labels=tuple(image.axis_labels),
+            units=tuple(str(u) for u in image.units),  # as the image: no mixed-units warning
             face_color=self._colour(),
             features={"positive": np.empty(0, bool)},
         )
