@@ -1,7 +1,7 @@
 """The README's main job with a display: open napari on a volume, segment it, dock the widgets.
 
 ``launch()`` opens a volume (the LGE phantom by default) through the plugin's reader, puts the
-slice axis on the slider, docks Segment, Fine-tune, Surface, Few-shot and Compare, and starts a
+slice axis on the slider, docks Segment, Correct, Fine-tune, Surface, Few-shot and Compare, and starts a
 segmentation with the chosen model (the embedded default unless told otherwise) in a worker, so
 the viewer is usable at once. A model that cannot be loaded is reported as a notification.
 Without a display the command line writes the mask and a PNG overlay instead.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 PLUGIN = "napari-la-dinov2"
-WIDGETS = ("Segment", "Fine-tune", "Surface", "Few-shot", "Compare")
+WIDGETS = ("Segment", "Correct", "Fine-tune", "Surface", "Few-shot", "Compare")
 
 
 def _show_slice_axis_on_slider(viewer, image, meta) -> None:

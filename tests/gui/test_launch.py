@@ -19,7 +19,7 @@ def test_launch_opens_docks_and_segments(
     write_labels(path, image.astype(np.uint8), meta)  # uint8 like the LA 2018 images
     viewer = make_napari_viewer()
     viewer, widgets, job = launch(str(path), model=str(tiny_checkpoint), viewer=viewer, block=False)
-    assert set(widgets) == set(WIDGETS) and "Surface" in WIDGETS
+    assert set(widgets) == set(WIDGETS) and {"Surface", "Correct"} <= set(WIDGETS)
     # The docks (given napari's proxy of the viewer) stop their jobs when the window closes.
     assert viewer.window._qt_window._la_dinov2_close_watcher is not None
     # The reader shows the slice axis (z, the coarse one) first, on the slider, in napari's
