@@ -23,6 +23,13 @@ def click_model_dir(tmp_path_factory) -> Path:
     return refiner.model.save(tmp_path_factory.mktemp("clicks") / "tiny-clicks")
 
 
+def _refine(capsys, image, mask, out, model, *extra) -> tuple[int, str]:
+    code, _, err = _run(
+        ["refine", image, mask, *extra, "--out", out, "--click-model", model], capsys
+    )
+    return code, err
+
+
 @pytest.fixture
 def pair(tmp_path) -> tuple[Path, Path]:
     image, truth = synthetic_case(shape=(40, 36, 14))
@@ -74,6 +81,7 @@ def test_refine_applies_the_clicks_in_order_on_the_image_grid(
     [
         (["--add", "40,5,5"], "outside the volume"),
         (["--remove", "5,5,-1"], "outside the volume"),
+        (["--add", "-1,5,5"], "outside the volume"),
         (["--add", "5,5"], "three integers"),
         ([], "no click given"),
     ],
@@ -81,12 +89,8 @@ def test_refine_applies_the_clicks_in_order_on_the_image_grid(
 def test_refine_refuses_bad_clicks_before_any_work(
     pair, click_model_dir, tmp_path, capsys, extra, message
 ):
-    image_path, mask_path = pair
     out = tmp_path / "refined.nii.gz"
-    code, _, err = _run(
-        ["refine", image_path, mask_path, *extra, "--out", out, "--click-model", click_model_dir],
-        capsys,
-    )
+    code, err = _refine(capsys, *pair, out, click_model_dir, *extra)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
 
@@ -98,51 +102,11 @@ def test_refine_refuses_a_mask_on_another_grid_and_an_existing_output(
     other = tmp_path / "other.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((40, 36, 13), np.uint8), SYNTHETIC_AFFINE), str(other))
     out = tmp_path / "refined.nii.gz"
-    code, _, err = _run(
-        [
-            "refine",
-            image_path,
-            other,
-            "--add",
-            "5,5,5",
-            "--out",
-            out,
-            "--click-model",
-            click_model_dir,
-        ],
-        capsys,
-    )
+    code, err = _refine(capsys, image_path, other, out, click_model_dir, "--add", "5,5,5")
     assert code == 2 and "grid" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
     out.write_bytes(b"keep me")
-    code, _, err = _run(
-        [
-            "refine",
-            image_path,
-            mask_path,
-            "--add",
-            "5,5,5",
-            "--out",
-            out,
-            "--click-model",
-            click_model_dir,
-        ],
-        capsys,
-    )
+    code, err = _refine(capsys, *pair, out, click_model_dir, "--add", "5,5,5")
     assert code == 2 and "--overwrite" in err and out.read_bytes() == b"keep me"
-    code, _, err = _run(
-        [
-            "refine",
-            image_path,
-            mask_path,
-            "--add",
-            "5,5,5",
-            "--out",
-            out,
-            "--click-model",
-            click_model_dir,
-            "--overwrite",
-        ],
-        capsys,
-    )
+    code, err = _refine(capsys, *pair, out, click_model_dir, "--add", "5,5,5", "--overwrite")
     assert code == 0, err
