@@ -200,7 +200,7 @@ def test_fewshot_summary_has_the_ci_over_cases_and_the_paired_tests(tmp_path):
                 for row in results
             ]  # fmt: skip
     write_summary(tmp_path / "summary.md", rows)
-    text = (tmp_path / "summary.md").read_text()
+    text = (tmp_path / "summary.md").read_text(encoding="utf-8")
     assert "| B | 4 patients | 4 | 2 | 80.0 ± 0.0 | 80.0 to 80.0 | 66.7 ± 0.0 |" in text
     a_dice = np.mean([2 * (90 - i) / (180 - i) for i in range(10)]) * 100
     assert f"| A | 4 patients | 4 | 2 | {a_dice:.1f} ± 0.0 |" in text

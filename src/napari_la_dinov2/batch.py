@@ -111,7 +111,7 @@ def read_stats(path: Path) -> dict[str, dict[str, str]]:
     if not path.exists():
         return {}
     try:
-        with path.open(newline="") as handle:
+        with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             rows = list(reader)
             header = reader.fieldnames or []
