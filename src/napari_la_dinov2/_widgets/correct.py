@@ -12,6 +12,8 @@ changed by clicks as it weighs brush corrections.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from magicgui.widgets import CheckBox, Container, Label, PushButton, create_widget
 from napari.layers import Image, Labels
@@ -23,13 +25,9 @@ from ._layers import layer_to_file_index, layer_volume, mask_of, on_layer_grid, 
 from ._worker import Job, cancel_jobs_on_close
 
 POSITIVE, NEGATIVE = "#3ddc84", "#ff4d4d"
-_REFINERS: dict[str, Refiner] = {}  # the click model is loaded once per process
-
-
+@functools.cache  # the click model is loaded once per process
 def shared_refiner() -> Refiner:
-    if "embedded" not in _REFINERS:
-        _REFINERS["embedded"] = Refiner(load_click_model())
-    return _REFINERS["embedded"]
+    return Refiner(load_click_model())
 
 
 class CorrectWidget(Container):
