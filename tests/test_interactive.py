@@ -257,3 +257,18 @@ def test_slices_between_computed_ones_are_interpolated():
     at = computed_slices(slice(0, 8), 0.625, 1.25)
     line = 2.0 * np.arange(8, dtype=np.float32)[:, None] + np.ones((8, 3), np.float32)
     np.testing.assert_allclose(between_slices(line[at], at, 8), line, rtol=1e-6)
+
+
+def test_a_stroke_becomes_points_evenly_along_it():
+    from napari_la_dinov2.interactive.clicks import stroke_points
+
+    # an L of 40 mm then 20 mm on a 0.5 x 1 x 2 mm grid, a point every 10 mm or a little less
+    path = np.array([[0, 0, 0], [80, 0, 0], [80, 20, 0]], float)
+    points = stroke_points(path, (0.5, 1.0, 2.0), 10.0)
+    assert len(points) == 7
+    np.testing.assert_allclose(points[0], path[0])
+    np.testing.assert_allclose(points[-1], path[-1])
+    np.testing.assert_allclose(points[4], [80, 0, 0])  # 40 mm along: the corner
+    steps = np.linalg.norm(np.diff(points, axis=0) * [0.5, 1.0, 2.0], axis=1)
+    np.testing.assert_allclose(steps, 10.0)
+    assert stroke_points(np.array([[3, 4, 5.0]]), (1, 1, 1), 10.0).tolist() == [[3, 4, 5]]

@@ -80,3 +80,17 @@ def click_maps(
             target = maps[0 if click.positive else 1][tuple(near)]
             np.maximum(target, blob, out=target)
     return maps
+
+
+def stroke_points(path: np.ndarray, spacing: Sequence[float], step_mm: float) -> np.ndarray:
+    """A scribble as clicks: the points of the polyline ``path`` (``N x 3`` voxel coordinates,
+    ``spacing`` mm per voxel along each) every ``step_mm`` along it, its first and last
+    vertices included, as ``M x 3`` coordinates (a one-vertex path gives that vertex)."""
+    path = np.asarray(path, dtype=float).reshape(-1, 3)
+    lengths = np.linalg.norm(np.diff(path, axis=0) * np.asarray(spacing, float), axis=1)
+    along = np.concatenate([[0.0], np.cumsum(lengths)])
+    if along[-1] <= 0:
+        return path[:1].copy()
+    count = max(1, int(np.ceil(along[-1] / float(step_mm))))
+    wanted = np.linspace(0.0, along[-1], count + 1)
+    return np.stack([np.interp(wanted, along, path[:, a]) for a in range(3)], axis=1)
