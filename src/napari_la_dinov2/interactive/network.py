@@ -28,7 +28,7 @@ from ..preprocess import Preprocessing
 
 PROMPT_CHANNELS = ("mask", "positive", "negative")
 CLICK_FORMAT = "napari-la-dinov2/clicks-1"
-WINDOW_MM = 20.0  # half-size of the box a click may change, in mm along each axis
+WINDOW_MM = 25.0  # half-size of the box a click may change, in mm along each axis
 CROP = 96  # side of the crop of the model's input the networks run on
 EMBEDDED = Path(__file__).resolve().parents[1] / "weights" / "la_clicks"
 
