@@ -37,10 +37,14 @@ def test_the_embedded_click_model_is_trained_on_the_defaults_patients_as_its_car
     default = load_model("default")
     assert model.provenance["trained_on"] == default.provenance["trained_on"]
     # the model card states what the shipped config holds
-    card = (EMBEDDED / "MODEL_CARD.md").read_text(encoding="utf-8")
+    card = " ".join((EMBEDDED / "MODEL_CARD.md").read_text(encoding="utf-8").split())
     assert f"({model.window_mm:g} mm on either side of the click" in card
     assert f"on a {model.crop} x {model.crop} crop" in card
     assert f"one every {model.slice_mm:g} mm" in card
+    assert (
+        f"above {model.add_threshold:g}, a negative one removes those below {model.remove_threshold:g}"
+        in card
+    )
     for run in model.provenance["runs"]:
         assert f"{run['steps']} steps, {model.window_mm:g} mm, slices {model.slice_mm:g} mm" in card
 
@@ -61,5 +65,6 @@ def test_a_click_where_the_mask_is_right_changes_almost_nothing(unseen_case):
     refined = refiner.refine(prepared, auto, [Click(centre, True)])
     window = refiner.window(prepared, Click(centre, True))
     changed = int((refined != auto).sum())
-    assert changed <= 0.01 * auto[window].size
+    assert changed <= 0.02 * auto[window].size  # a positive click adds at a lower bar (0.25)
+    assert dice(refined, truth) > dice(auto, truth) - 0.005  # and harms nothing measurable
     assert np.array_equal(refined[_outside(auto.shape, window)], auto[_outside(auto.shape, window)])
