@@ -219,8 +219,9 @@ def report_header(args, names) -> list[str]:
         f"# Interactive correction benchmark ({args.cases} patients: {len(names)})",
         f"machine: {cpu_name()}, {os.cpu_count()} cores, torch threads {args.threads}, "
         f"torch {torch.__version__}, {platform.system()}; load {os.getloadavg()[0]:.1f}",
-        f"click model: window {model.window_mm} mm, crop {model.crop}; "
-        f"runs {json.dumps(model.provenance.get('runs'))}",
+        f"click model: window {model.window_mm} mm, crop {model.crop}, slices "
+        f"{model.slice_mm or 'all'} mm apart, thresholds add {model.add_threshold} / remove "
+        f"{model.remove_threshold}; runs {json.dumps(model.provenance.get('runs'))}",
         f"clicks: {args.clicks} per case, protocol: deepest point of the largest error region",
         "",
     ]
