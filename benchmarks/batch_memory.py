@@ -99,10 +99,12 @@ def main() -> None:
                 print(f"case {index} ({result.name}) failed: {result.row['status']}")
             if index in args.report:
                 now = current_rss_mb()
-                print(f"after case {index:2d}: peak RSS {peak_rss_mb():.0f} MB"
-                      + (f", current RSS {now:.0f} MB" if now is not None else "")
-                      + f"  ({time.perf_counter() - start:.0f} s so far; {result.name}, "
-                      f"{result.row.get('volume_ml', '?')} mL)")  # fmt: skip
+                print(
+                    f"after case {index:2d}: peak RSS {peak_rss_mb():.0f} MB"
+                    + (f", current RSS {now:.0f} MB" if now is not None else "")
+                    + f"  ({time.perf_counter() - start:.0f} s so far; {result.name}, "
+                    f"{result.row.get('volume_ml', '?')} mL)"
+                )
 
 
 if __name__ == "__main__":

@@ -97,9 +97,14 @@ def main() -> None:
 
     started = time.perf_counter()
     batches = TokenBatches(
-        Predictor(model, device=device), [case], [], cache=FeatureCache(), flips=False,
-        generator=torch.Generator(), sampling={},
-    )  # fmt: skip
+        Predictor(model, device=device),
+        [case],
+        [],
+        cache=FeatureCache(),
+        flips=False,
+        generator=torch.Generator(),
+        sampling={},
+    )
     model.train()
     fill = time.perf_counter() - started
     decoder_module = batches.module
@@ -126,8 +131,10 @@ def main() -> None:
         f"model: DINOv2 ViT-S/14 (random weights, frozen) + head {args.head} + decoder "
         f"{decoder} ({parameters / 1e6:.2f} M trainable), input {args.input_size}x{args.input_size}, batch {args.batch}"
     )
-    print(f"volume: {case.name}, {count} slices; tokens {tuple(batches.tokens[0].shape)} "
-          f"float16, {batches.tokens[0].numel() * 2 / 2**20:.0f} MiB")  # fmt: skip
+    print(
+        f"volume: {case.name}, {count} slices; tokens {tuple(batches.tokens[0].shape)} "
+        f"float16, {batches.tokens[0].numel() * 2 / 2**20:.0f} MiB"
+    )
     print(f"cache fill (one backbone pass, once per case): {fill:.1f} s")
     print(f"one epoch recomputing the backbone: {full:.1f} s")
     print(f"one epoch on cached features:       {cached:.1f} s")

@@ -127,8 +127,10 @@ def main(argv=None) -> int:
             seconds[name].append(time.perf_counter() - start)
             scores[name].append(dice(labels, truth))
             shapes[name] = volume.shape
-            say(f"  {case} {name}: Dice {scores[name][-1]:.4f} shape {volume.shape} "
-                f"{seconds[name][-1]:.1f} s")  # fmt: skip
+            say(
+                f"  {case} {name}: Dice {scores[name][-1]:.4f} shape {volume.shape} "
+                f"{seconds[name][-1]:.1f} s"
+            )
     native = float(np.mean(scores["native 0.625 x 0.625 x 1.25"]))
     table = [
         "",
@@ -138,8 +140,10 @@ def main(argv=None) -> int:
     for name in GRIDS:
         mean, sd = float(np.mean(scores[name])), float(np.std(scores[name]))
         shape = " x ".join(map(str, shapes[name]))
-        table.append(f"| {name} | {shape} | {mean:.4f} ± {sd:.4f} | {mean - native:+.4f} | "
-                     f"{np.mean(seconds[name]):.1f} |")  # fmt: skip
+        table.append(
+            f"| {name} | {shape} | {mean:.4f} ± {sd:.4f} | {mean - native:+.4f} | "
+            f"{np.mean(seconds[name]):.1f} |"
+        )
     for text in table:
         say(text)
     if args.out:

@@ -15,8 +15,13 @@ NAME = PACKAGE.name
 ADAPTERS = ("_widgets", "_reader", "_writer", "_sample_data", "launch")
 GUI_LIBRARIES = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt")
 # Model layers, each importing only those before it.
-MODEL_LAYERS = [("baselines", "dinov2", "ensemble", "limits"), ("registry",), ("segmenter",),
-                ("checkpoint",), ("packing",)]  # fmt: skip
+MODEL_LAYERS = [
+    ("baselines", "dinov2", "ensemble", "limits"),
+    ("registry",),
+    ("segmenter",),
+    ("checkpoint",),
+    ("packing",),
+]
 MAX_FUNCTION_LINES = 80
 MAX_FILE_LINES = 400
 

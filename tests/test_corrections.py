@@ -25,13 +25,20 @@ def _case(name, seed=0, corrected_slices=(), replay=False):
     prediction = mask.copy()
     for z in corrected_slices:  # the model had missed the atrium on these slices
         prediction[:, :, z] = 0
-    return Case(name, image, mask, VolumeMeta.from_spacing(SHAPE, (0.625, 0.625, 1.25)),
-                prediction=prediction if corrected_slices else None, replay=replay)  # fmt: skip
+    return Case(
+        name,
+        image,
+        mask,
+        VolumeMeta.from_spacing(SHAPE, (0.625, 0.625, 1.25)),
+        prediction=prediction if corrected_slices else None,
+        replay=replay,
+    )
 
 
 def _prepared(case, view="through-plane"):
-    preprocessing = Preprocessing.from_dict({**TINY_UNET_PREPROCESSING, "intensity": "zscore",
-                                             "views": [view]})  # fmt: skip
+    preprocessing = Preprocessing.from_dict(
+        {**TINY_UNET_PREPROCESSING, "intensity": "zscore", "views": [view]}
+    )
     return PreparedCase.of(case, preprocessing.transforms()[0])
 
 
@@ -54,19 +61,30 @@ def test_corrected_slices_are_drawn_as_often_as_their_weight_says():
 
 
 def test_replayed_cases_take_their_share_of_the_draw():
-    prepared = [_prepared(_case("new", corrected_slices=(2,))),
-                _prepared(_case("old1", 1, replay=True)), _prepared(_case("old2", 2, replay=True))]  # fmt: skip
-    sampler = SliceSampler(prepared, foreground_fraction=0.6, correction_weight=4.0,
-                           replay_share=0.25)  # fmt: skip
+    prepared = [
+        _prepared(_case("new", corrected_slices=(2,))),
+        _prepared(_case("old1", 1, replay=True)),
+        _prepared(_case("old2", 2, replay=True)),
+    ]
+    sampler = SliceSampler(
+        prepared, foreground_fraction=0.6, correction_weight=4.0, replay_share=0.25
+    )
     picks = sampler.epoch(np.random.default_rng(1), 40_000)
     replayed = np.mean([c > 0 for c, _ in picks])
     assert replayed == pytest.approx(0.25, abs=0.02)
 
 
 def test_a_round_with_corrections_and_replay_records_both(tmp_path):
-    config = TrainConfig(model="unet", model_kwargs=TINY_UNET_KWARGS,
-                         preprocessing=TINY_UNET_PREPROCESSING, epochs=1, steps_per_epoch=2,
-                         batch_size=4, device="cpu", output_dir=str(tmp_path / "round"))  # fmt: skip
+    config = TrainConfig(
+        model="unet",
+        model_kwargs=TINY_UNET_KWARGS,
+        preprocessing=TINY_UNET_PREPROCESSING,
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=4,
+        device="cpu",
+        output_dir=str(tmp_path / "round"),
+    )
     corrected = _case("today", corrected_slices=(4, 5))
     earlier = [_case("monday", 1), _case("tuesday", 2)]
     result = finetune([corrected], config, replay=earlier)
@@ -82,14 +100,23 @@ def test_a_round_with_corrections_and_replay_records_both(tmp_path):
 def test_frozen_norm_statistics_stay_while_the_weights_learn(tmp_path, frozen):
     """A round on one case must not replace the BatchNorm statistics the model was trained
     with by that case's (freeze_norm_stats, on in the quick round)."""
-    config = TrainConfig(model="unet", model_kwargs=TINY_UNET_KWARGS,
-                         preprocessing=TINY_UNET_PREPROCESSING, epochs=2, steps_per_epoch=2,
-                         batch_size=4, lr=1e-3, device="cpu", freeze_norm_stats=frozen,
-                         output_dir=str(tmp_path / "round"))  # fmt: skip
+    config = TrainConfig(
+        model="unet",
+        model_kwargs=TINY_UNET_KWARGS,
+        preprocessing=TINY_UNET_PREPROCESSING,
+        epochs=2,
+        steps_per_epoch=2,
+        batch_size=4,
+        lr=1e-3,
+        device="cpu",
+        freeze_norm_stats=frozen,
+        output_dir=str(tmp_path / "round"),
+    )
     result = finetune([_case("today", corrected_slices=(4,))], config)
     torch.manual_seed(config.seed)  # the weights the run started from
-    start = load_model("unet", pretrained=False, preprocessing=TINY_UNET_PREPROCESSING,
-                       **TINY_UNET_KWARGS).state_dict()  # fmt: skip
+    start = load_model(
+        "unet", pretrained=False, preprocessing=TINY_UNET_PREPROCESSING, **TINY_UNET_KWARGS
+    ).state_dict()
     tuned = load_model(result.last_checkpoint).state_dict()
     stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
     weights = [k for k in start if k.endswith("conv.weight")]

@@ -42,9 +42,14 @@ def test_the_default_model_fine_tunes_on_a_corrected_real_case(
     default = load_model("default")
     case = load_case_folder(real_data_dir, names=default.unseen(real_case_ids)[:1])
     config = TrainConfig(
-        model="default", epochs=1, steps_per_epoch=2, batch_size=4, lr=1e-5, device="cpu",
+        model="default",
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=4,
+        lr=1e-5,
+        device="cpu",
         output_dir=str(tmp_path / "round"),
-    )  # fmt: skip
+    )
     result = finetune(case, config)
     tuned = load_model(result.best_checkpoint)
     assert tuned.preprocessing == default.preprocessing  # views, 2.5D context, size kept

@@ -171,13 +171,13 @@ HOSTILE_CONFIGS = {
             model="dinov2_vits14",
             model_kwargs={"backbone_source": "evil/dinov2"},
             preprocessing=None,
-        ),  # fmt: skip
+        ),
         "--backbone-source",
     ),
     "unofficial ResNet50 weights": (
         lambda c: c.update(
             model="res50_unet", model_kwargs={"weights_source": "/tmp/x"}, preprocessing=None
-        ),  # fmt: skip
+        ),
         "--backbone-source",
     ),
 }
@@ -206,9 +206,10 @@ def test_checkpoint_naming_a_pickled_backbone_folder(image, checkpoint, tmp_path
     --backbone-source; with it, the checkpoint's own weights decide and nothing unpickles."""
     evil = pickled_backbone(tmp_path / "evil")
     edit = lambda c: c.update(  # noqa: E731
-        model="dinov2_vits14", preprocessing=None,
+        model="dinov2_vits14",
+        preprocessing=None,
         model_kwargs={"backbone_source": str(evil), "pretrained": True},
-    )  # fmt: skip
+    )
     folder = hostile_checkpoint(checkpoint, tmp_path / "ck", edit)
     out = tmp_path / "out"
     out.mkdir()
@@ -237,8 +238,19 @@ def test_a_pickled_only_backbone_is_refused_everywhere(tmp_path, capfd):
     finally:
         dinov2._refuse_pickled_only = dinov2_refuse
     cases = write_case_folder(tmp_path / "cases", 2)
-    argv = ["train", "--cases", cases, "--model", "dinov2_vits14", "--out", tmp_path / "run",
-            "--backbone-source", evil, "--set", "device=cpu"]  # fmt: skip
+    argv = [
+        "train",
+        "--cases",
+        cases,
+        "--model",
+        "dinov2_vits14",
+        "--out",
+        tmp_path / "run",
+        "--backbone-source",
+        evil,
+        "--set",
+        "device=cpu",
+    ]
     refused(argv, capfd, tmp_path, message="only pickled weights")
     assert not (evil / "FLAG").exists()
 
@@ -249,8 +261,13 @@ def test_official_backbone_names():
     for size in ("small", "base", "large", "giant"):
         assert is_official_backbone(f"facebook/dinov2-{size}")
         assert is_official_backbone(f"facebook/dinov2-with-registers-{size}")
-    for other in ("facebook/dinov2-small/../x", "evil/dinov2-small", "facebook/dinov2-huge",
-                  "./facebook/dinov2-small", "/tmp/facebook/dinov2-small"):  # fmt: skip
+    for other in (
+        "facebook/dinov2-small/../x",
+        "evil/dinov2-small",
+        "facebook/dinov2-huge",
+        "./facebook/dinov2-small",
+        "/tmp/facebook/dinov2-small",
+    ):
         assert not is_official_backbone(other)
 
 
@@ -365,8 +382,12 @@ def test_bad_device_refused_before_loading(argv, message, image, tmp_path, capfd
 def test_empty_checkpoint_name_is_refused(image, tmp_path, capfd):
     out = tmp_path / "out"
     out.mkdir()
-    refused(["segment", image, "--out", out / "m.nii.gz", "--checkpoint", ""], capfd, out,
-            message="empty")  # fmt: skip
+    refused(
+        ["segment", image, "--out", out / "m.nii.gz", "--checkpoint", ""],
+        capfd,
+        out,
+        message="empty",
+    )
 
 
 # --- Training: existing runs, outputs, settings ------------------------------------------------
@@ -404,18 +425,18 @@ TRAIN_REFUSALS = {
         lambda t: t / "run",
         ["--set", "feature_cache=on"],
         "feature_cache 'on' needs",
-    ),  # fmt: skip
+    ),
     "widths 1e9": (
         lambda t: t / "run",
         ["--set", "model_kwargs.channels=[1000000000,1000000000]", "model_kwargs.strides=[2]"],
         "widths",
-    ),  # fmt: skip
+    ),
     "device meta": (lambda t: t / "run", ["--device", "meta"], "unknown device"),
     "an unofficial checkpoint backbone": (
         lambda t: t / "run",
         ["--model", "UNOFFICIAL"],
         "--backbone-source",
-    ),  # fmt: skip
+    ),
 }
 
 
@@ -467,15 +488,21 @@ def test_training_killed_at_any_moment_resumes(delay, cases, tmp_path, capfd):
     """SIGKILL a real `la-dinov2 train` once last/ exists (at several moments, while it saves
     later epochs), then --resume: exit 0, a history of every epoch once, nothing temporary."""
     epochs = 8
-    config = tiny_unet_config(tmp_path / "cfg.yaml", epochs=epochs, patience=epochs,
-                              split=[0.67, 0.33, 0.0])  # fmt: skip
+    config = tiny_unet_config(
+        tmp_path / "cfg.yaml", epochs=epochs, patience=epochs, split=[0.67, 0.33, 0.0]
+    )
     run_dir = tmp_path / "run"
     argv = ["train", "--cases", str(cases), "--config", str(config), "--out", str(run_dir)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1] / "src"),
-                                         env.get("PYTHONPATH", "")])  # fmt: skip
-    process = subprocess.Popen([sys.executable, "-m", "napari_la_dinov2.cli", *argv], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).parents[1] / "src"), env.get("PYTHONPATH", "")]
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "napari_la_dinov2.cli", *argv],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 240
         while not (run_dir / "last").exists() and process.poll() is None:
@@ -504,8 +531,15 @@ def _oblique() -> np.ndarray:
     return oblique_affine()
 
 
-def _valid_nifti(folder, affine=AFFINE, dtype=np.float32, nan=False, kind=nib.Nifti1Image,
-                 qform=None, suffix=".nii.gz"):  # fmt: skip
+def _valid_nifti(
+    folder,
+    affine=AFFINE,
+    dtype=np.float32,
+    nan=False,
+    kind=nib.Nifti1Image,
+    qform=None,
+    suffix=".nii.gz",
+):
     volume, _ = synthetic_case(SHAPE)
     volume = volume.astype(dtype)
     if nan:
@@ -523,8 +557,12 @@ def _valid_nrrd(folder, detached=False):
     import nrrd
 
     volume, _ = synthetic_case(SHAPE)
-    header = {"space": "left-posterior-superior", "space directions": np.diag([0.9, 1.1, 2.0]),
-              "space origin": np.array([10.0, -5.0, 3.0]), "kinds": ["domain"] * 3}  # fmt: skip
+    header = {
+        "space": "left-posterior-superior",
+        "space directions": np.diag([0.9, 1.1, 2.0]),
+        "space origin": np.array([10.0, -5.0, 3.0]),
+        "kinds": ["domain"] * 3,
+    }
     path = folder / ("x.nhdr" if detached else "x.nrrd")
     nrrd.write(str(path), volume, header, detached_header=detached)
     return path

@@ -99,9 +99,15 @@ def test_finetune_records_the_training_grid(tmp_path):
         "zyx", zyx_image, zyx_mask, VolumeMeta.from_spacing(zyx_image.shape, (2.0, 0.7, 0.7))
     )
     config = TrainConfig(
-        model="unet", model_kwargs=TINY_UNET_KWARGS, preprocessing=TINY_UNET_PREPROCESSING,
-        epochs=1, steps_per_epoch=1, batch_size=4, device="cpu", output_dir=str(tmp_path / "run"),
-    )  # fmt: skip
+        model="unet",
+        model_kwargs=TINY_UNET_KWARGS,
+        preprocessing=TINY_UNET_PREPROCESSING,
+        epochs=1,
+        steps_per_epoch=1,
+        batch_size=4,
+        device="cpu",
+        output_dir=str(tmp_path / "run"),
+    )
     result = finetune([xyz, zyx], config, val_cases=[xyz])
     grid = load_model(result.best_checkpoint).provenance["training_grid"]
     # In-plane 1 and 2 are x, y of the first and y, x of the second (their array order).

@@ -195,10 +195,16 @@ def test_fewshot_summary_has_the_ci_over_cases_and_the_paired_tests(tmp_path):
     for seed in (0, 1):
         for model, results in _constructed(10).items():
             rows += [
-                {"model": model, "budget_kind": "patients", "budget": 4, "n_train": 4,
-                 "seed": seed, **row}
+                {
+                    "model": model,
+                    "budget_kind": "patients",
+                    "budget": 4,
+                    "n_train": 4,
+                    "seed": seed,
+                    **row,
+                }
                 for row in results
-            ]  # fmt: skip
+            ]
     write_summary(tmp_path / "summary.md", rows)
     text = (tmp_path / "summary.md").read_text(encoding="utf-8")
     assert "| B | 4 patients | 4 | 2 | 80.0 ± 0.0 | 80.0 to 80.0 | 66.7 ± 0.0 |" in text

@@ -73,8 +73,10 @@ def _plane(header, where: str):
 
 def _check_orientation(where: str, row_dir: np.ndarray, col_dir: np.ndarray) -> None:
     lengths = np.linalg.norm(row_dir), np.linalg.norm(col_dir)
-    if max(abs(n - 1.0) for n in lengths) > ORIENTATION_TOLERANCE or \
-            abs(row_dir @ col_dir) > ORIENTATION_TOLERANCE:  # fmt: skip
+    if (
+        max(abs(n - 1.0) for n in lengths) > ORIENTATION_TOLERANCE
+        or abs(row_dir @ col_dir) > ORIENTATION_TOLERANCE
+    ):
         raise InputError(
             f"{where} has an ImageOrientationPatient whose two directions are not unit vectors "
             f"at right angles (lengths {lengths[0]:.3g} and {lengths[1]:.3g}, cosine "

@@ -292,8 +292,16 @@ class Predictor:
         sigmoid_in_place(logits_sum)
         return full
 
-    def branch_logits(self, prepared: PreparedVolume, b: int, *, logits_of=None,
-                      count=None, progress=None, cancel=None) -> np.ndarray:  # fmt: skip
+    def branch_logits(
+        self,
+        prepared: PreparedVolume,
+        b: int,
+        *,
+        logits_of=None,
+        count=None,
+        progress=None,
+        cancel=None,
+    ) -> np.ndarray:
         """Branch ``b``'s own logits over the region (float32, ``prepared.region_shape``);
         ``count``: (slices done before, slices in all) for progress."""
         if logits_of is None:

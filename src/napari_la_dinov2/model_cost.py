@@ -127,7 +127,8 @@ def model_cost(
         from .io import read_volume
 
         volume, meta = read_volume(image)
-        cost["seconds_per_volume"] = time_volume(model, volume, meta, device=device,
-                                                 repeats=repeats)  # fmt: skip
+        cost["seconds_per_volume"] = time_volume(
+            model, volume, meta, device=device, repeats=repeats
+        )
         cost["timing"] = f"measured: {Path(image).name} on {resolve_device(device).type}"
     return cost

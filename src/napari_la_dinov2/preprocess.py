@@ -279,9 +279,12 @@ class SliceTransform:
             return F.interpolate(x, size=(self.size, self.size), mode="nearest-exact")
         shrinking = max(x.shape[-2:]) > self.size
         return F.interpolate(
-            x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+            x,
+            size=(self.size, self.size),
+            mode="bilinear",
+            align_corners=False,
             antialias=shrinking,
-        )  # fmt: skip
+        )
 
     def _pad_square(self, x: torch.Tensor, mask: bool) -> torch.Tensor:
         left, right, top, bottom = self._padding(*x.shape[-2:])
@@ -304,7 +307,9 @@ class SliceTransform:
             maps = self._pad_square(maps, mask=True)
         if tuple(maps.shape[-2:]) == (self.size, self.size):
             return maps
-        return F.interpolate(maps, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return F.interpolate(
+            maps, size=(self.size, self.size), mode="bilinear", align_corners=False
+        )
 
     def prepare(self, slices: torch.Tensor, stats: IntensityStats) -> torch.Tensor:
         """``BxHxW`` (or ``BxKxHxW``) raw -> ``BxCxSxS``. Resizing the [0, 1] image before the

@@ -39,9 +39,16 @@ def _cli_region(region: str) -> list[str]:
 
 @pytest.mark.parametrize("region", ["box", "centre"])
 def test_the_command_line_and_the_dock_agree(
-    region, make_napari_viewer, qtbot, small_case, foreground_checkpoint, add_case, notifications,
-    tmp_path, capsys,
-):  # fmt: skip
+    region,
+    make_napari_viewer,
+    qtbot,
+    small_case,
+    foreground_checkpoint,
+    add_case,
+    notifications,
+    tmp_path,
+    capsys,
+):
     viewer = make_napari_viewer()
     image, _ = add_case(viewer, small_case)
     widget = SegmentWidget(viewer)
@@ -64,12 +71,26 @@ def test_the_command_line_and_the_dock_agree(
     source, out = tmp_path / "case.nii.gz", tmp_path / "mask.nii.gz"
     nib.save(nib.Nifti1Image(volume, meta.affine), str(source))
     capsys.readouterr()
-    argv = ["segment", str(source), "--out", str(out), "--checkpoint", str(foreground_checkpoint),
-            "--threshold", str(THRESHOLD), "--precision", "fp32", *_cli_region(region)]  # fmt: skip
+    argv = [
+        "segment",
+        str(source),
+        "--out",
+        str(out),
+        "--checkpoint",
+        str(foreground_checkpoint),
+        "--threshold",
+        str(THRESHOLD),
+        "--precision",
+        "fp32",
+        *_cli_region(region),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr()
-    cli_warnings = [line.removeprefix("warning: ") for line in printed.err.splitlines()
-                    if line.startswith("warning: ")]  # fmt: skip
+    cli_warnings = [
+        line.removeprefix("warning: ")
+        for line in printed.err.splitlines()
+        if line.startswith("warning: ")
+    ]
     # The model's own warning (untrained heads) comes first, then the mask's.
     assert "no trained segmentation weights" in cli_warnings[0]
     assert cli_warnings[0] in notifications["warning"]

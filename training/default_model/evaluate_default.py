@@ -268,12 +268,19 @@ def grid_section(model) -> str:
     if not grid:
         return ""
     results = REPO / "benchmarks" / "results" / "resolution-cpu.txt"
-    table = [line for line in results.read_text().splitlines() if line.startswith("|")] \
-        if results.is_file() else []  # fmt: skip
+    table = (
+        [line for line in results.read_text().splitlines() if line.startswith("|")]
+        if results.is_file()
+        else []
+    )
     spacing = " x ".join(f"{v:g}" for v in grid["spacing_mm"])
     extent = " x ".join(f"{v:g}" for v in grid["field_of_view_mm"])
-    return GRID_SECTION.format(spacing=spacing, extent=extent, cases=grid["cases"],
-                               table="\n".join(table) or "(not measured)")  # fmt: skip
+    return GRID_SECTION.format(
+        spacing=spacing,
+        extent=extent,
+        cases=grid["cases"],
+        table="\n".join(table) or "(not measured)",
+    )
 
 
 def model_card(model, runs, split, results, seconds, train_seconds, use_tta, member_dice) -> str:

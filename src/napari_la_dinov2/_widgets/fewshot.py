@@ -123,7 +123,7 @@ class FewShotWidget(ScrollingDock, Container):
                     widgets=[self.estimate_button, self.run_button, self.cancel_button],
                 ),
                 self.status,
-            ],  # fmt: skip
+            ],
             scrollable=True,  # every button stays reachable on a short screen
         )
         for label in (self.plan, self.status):
@@ -240,8 +240,7 @@ class FewShotWidget(ScrollingDock, Container):
         def job(report, stop):
             from ..training.fewshot import run_fewshot
 
-            return run_fewshot(with_folder_cases(cases, folder), config, progress=report,
-                               stop=stop)  # fmt: skip
+            return run_fewshot(with_folder_cases(cases, folder), config, progress=report, stop=stop)
 
         self.curve.clear()
         self._output, self._runs_done = Path(config.output_dir), 0

@@ -113,8 +113,6 @@ FLIP_CHOICES = {"as the model recommends": None, "on": True, "off": False}
 DOUBT_CHOICES = {"for models with several branches": None, "on": True, "off": False}
 
 
-
-
 def start_segmentation(
     viewer,
     image_layer: Image,
@@ -216,18 +214,36 @@ class SegmentWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
         self.navigator = DoubtNavigator(napari_viewer)
-        options = Container(widgets=[
-            self.roi, self.centre, self.folder, self.hub_id, self.add_hub, self.device,
-            self.batch_size, self.precision, self.threshold, self.morphology, self.largest_cc,
-            self.flip_tta,
-        ])  # fmt: skip
+        options = Container(
+            widgets=[
+                self.roi,
+                self.centre,
+                self.folder,
+                self.hub_id,
+                self.add_hub,
+                self.device,
+                self.batch_size,
+                self.precision,
+                self.threshold,
+                self.morphology,
+                self.largest_cc,
+                self.flip_tta,
+            ]
+        )
         buttons = Container(
             widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False
         )
         buttons.margins = (0, 0, 0, 0)
-        super().__init__(widgets=[
-            self.image, self.model, self.show_doubt, buttons, self.status, self.navigator,
-        ])  # fmt: skip
+        super().__init__(
+            widgets=[
+                self.image,
+                self.model,
+                self.show_doubt,
+                buttons,
+                self.status,
+                self.navigator,
+            ]
+        )
         # Rarely changed: folded away so that Segment and Fine-tune fit one screen together.
         self.more = collapsible(self, options, "Region, device and post-processing", at=3)
         self._folded = options

@@ -15,8 +15,14 @@ import traceback
 from ..errors import InputError
 
 # Options that name one file or one scan's region: meaningless for a folder of scans.
-_SINGLE_SCAN_OPTIONS = (("png", "--png"), ("mesh_out", "--mesh-out"), ("series", "--series"),
-                        ("roi", "--roi"), ("center", "--center"), ("doubt_out", "--doubt-out"))  # fmt: skip
+_SINGLE_SCAN_OPTIONS = (
+    ("png", "--png"),
+    ("mesh_out", "--mesh-out"),
+    ("series", "--series"),
+    ("roi", "--roi"),
+    ("center", "--center"),
+    ("doubt_out", "--doubt-out"),
+)
 
 
 def inference_settings(args: argparse.Namespace, *, doubt: bool = False):

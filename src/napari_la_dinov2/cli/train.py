@@ -63,8 +63,12 @@ def resolve_train_config(args: argparse.Namespace):
     from ..training.configfile import apply_overrides, load_config_file, train_config_from
 
     settings = load_config_file(args.config)
-    given = (("model", args.model), ("output_dir", args.out), ("device", args.device),
-             ("backbone_source", getattr(args, "backbone_source", None)))  # fmt: skip
+    given = (
+        ("model", args.model),
+        ("output_dir", args.out),
+        ("device", args.device),
+        ("backbone_source", getattr(args, "backbone_source", None)),
+    )
     for key, value in given:
         if value is not None:
             settings[key] = value

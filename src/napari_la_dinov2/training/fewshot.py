@@ -57,10 +57,22 @@ from .finetune import finetune
 from .state import atomic_write_text
 
 RESULT_FIELDS = (
-    "model", "budget_kind", "budget", "n_train", "seed", "case",
-    "dice", "iou", "hd95_mm", "assd_mm", "volume_ml_pred", "volume_ml_truth",
-    "best_val_dice", "train_seconds", "run_dir",
-)  # fmt: skip
+    "model",
+    "budget_kind",
+    "budget",
+    "n_train",
+    "seed",
+    "case",
+    "dice",
+    "iou",
+    "hd95_mm",
+    "assd_mm",
+    "volume_ml_pred",
+    "volume_ml_truth",
+    "best_val_dice",
+    "train_seconds",
+    "run_dir",
+)
 
 
 @dataclass
@@ -160,8 +172,16 @@ def _read_rows(path: Path) -> list[dict]:
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:
-        for key in ("dice", "iou", "hd95_mm", "assd_mm", "volume_ml_pred", "volume_ml_truth",
-                    "best_val_dice", "train_seconds"):  # fmt: skip
+        for key in (
+            "dice",
+            "iou",
+            "hd95_mm",
+            "assd_mm",
+            "volume_ml_pred",
+            "volume_ml_truth",
+            "best_val_dice",
+            "train_seconds",
+        ):
             row[key] = float(row[key])
         row["n_train"], row["seed"] = int(row["n_train"]), int(row["seed"])
     return rows
@@ -218,9 +238,17 @@ def run_fewshot(cases: list[Case], config: FewShotConfig, progress=None, stop=No
             try:
                 train_cases = [by_name[name] for name in subsets[(n, seed)]]
                 done_runs[key] = _train_and_test(
-                    model, label, train_cases, val_set, test_set, seed, run_dir, config,
-                    _tagged(progress, index), stop,
-                )  # fmt: skip
+                    model,
+                    label,
+                    train_cases,
+                    val_set,
+                    test_set,
+                    seed,
+                    run_dir,
+                    config,
+                    _tagged(progress, index),
+                    stop,
+                )
             except CancelledError:
                 break
         budget = {"model": label, "budget_kind": kind, "budget": value, "n_train": n}
@@ -260,8 +288,9 @@ def _finished(run_dir: Path, train_cases: list[Case], test_set: list[Case]) -> l
     return [{k: v for k, v in r.items() if k not in per_budget} for r in rows]
 
 
-def _train_and_test(model, label, train_cases, val_set, test_set, seed, run_dir, config,
-                    progress, stop) -> list[dict]:  # fmt: skip
+def _train_and_test(
+    model, label, train_cases, val_set, test_set, seed, run_dir, config, progress, stop
+) -> list[dict]:
     if config.resume:
         earlier = _finished(run_dir, train_cases, test_set)
         if earlier is not None:
@@ -284,7 +313,7 @@ def _train_and_test(model, label, train_cases, val_set, test_set, seed, run_dir,
             "best_val_dice": result.best_val_dice,
             "train_seconds": seconds,
             "run_dir": str(run_dir),
-        }  # fmt: skip
+        }
         for row in rows
     ]
     _write_rows(run_dir / "test_metrics.csv", [{"model": label, "seed": seed, **r} for r in rows])

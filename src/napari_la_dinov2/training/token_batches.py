@@ -89,8 +89,19 @@ class TokenBatches:
     when ``flips``: the mirrored slice's own tokens, with the mirrored mask), and validation
     on the validation volumes' cached tokens through the Predictor."""
 
-    def __init__(self, predictor, train_cases, val_cases, *, cache, flips, generator,
-                 sampling: dict, progress=None, stop=None):  # fmt: skip
+    def __init__(
+        self,
+        predictor,
+        train_cases,
+        val_cases,
+        *,
+        cache,
+        flips,
+        generator,
+        sampling: dict,
+        progress=None,
+        stop=None,
+    ):
         store = TokenStore(predictor, cache, stop)
         transform = store.transform
         self.prepared = [PreparedCase.of(c, transform) for c in train_cases]

@@ -29,8 +29,9 @@ from napari_la_dinov2.training import load_case_folder
 
 parser = argparse.ArgumentParser()
 parser.add_argument("part", choices=("val", "test"))
-parser.add_argument("--view", nargs=3, action="append", required=True,
-                    metavar=("NAME", "RUN", "DATA"))  # fmt: skip
+parser.add_argument(
+    "--view", nargs=3, action="append", required=True, metavar=("NAME", "RUN", "DATA")
+)
 parser.add_argument("--no-flips", dest="flips", action="store_false")
 args = parser.parse_args()
 
