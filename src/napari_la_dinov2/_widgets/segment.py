@@ -187,49 +187,11 @@ class SegmentWidget(Container):
             label="Show doubt", choices=list(DOUBT_CHOICES), value=next(iter(DOUBT_CHOICES))
         )
         self.show_doubt.tooltip = "the model's doubt as a layer, and the slices to check first"
-        self.folder = FileEdit(label="Checkpoint folder", mode="d", value="")
-        self.hub_id = LineEdit(label="Hub repo id")
-        self.add_hub = PushButton(text="Add hub model")
-        self.device = ComboBox(label="Device", choices=device_choices(), value="auto")
-        self.batch_size = SpinBox(label="Batch size", value=8, min=1, max=512)
-        self.precision = ComboBox(label="Precision", choices=list(PRECISIONS), value="auto")
-        self.precision.tooltip = "autocast on a CUDA GPU (auto: bf16); CPUs always run fp32"
-        self.threshold = FloatSpinBox(label="Threshold", value=0.5, min=0.01, max=0.99, step=0.05)
-        self.threshold.tooltip = "the probability above which a voxel is atrium"
-        self.roi = create_widget(
-            annotation=Shapes, label="ROI rectangle", options={"nullable": True}
-        )
-        # One click on the atrium of a full field-of-view scan: the model's field of view there.
-        self.centre = create_widget(
-            annotation=Points, label="Centre (Points)", options={"nullable": True}
-        )
-        self.morphology = CheckBox(text="Opening + closing", value=True)
-        self.largest_cc = CheckBox(text="Keep the largest component", value=True)
-        # A checkpoint records whether flip averaging helped on its validation cases; the
-        # command line follows that recommendation, and so does this default.
-        self.flip_tta = ComboBox(
-            label="Flip averaging", choices=list(FLIP_CHOICES), value="as the model recommends"
-        )
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
         self.navigator = DoubtNavigator(napari_viewer)
-        options = Container(
-            widgets=[
-                self.roi,
-                self.centre,
-                self.folder,
-                self.hub_id,
-                self.add_hub,
-                self.device,
-                self.batch_size,
-                self.precision,
-                self.threshold,
-                self.morphology,
-                self.largest_cc,
-                self.flip_tta,
-            ]
-        )
+        options = self._folded_options()
         buttons = Container(
             widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False
         )
@@ -259,6 +221,49 @@ class SegmentWidget(Container):
         self.cancel_button.changed.connect(self.cancel)
         follow_known_models(self.model)
         cancel_jobs_on_close(napari_viewer)
+
+    def _folded_options(self) -> Container:
+        """The rarely changed choices (region, checkpoint, device, precision, post-processing),
+        folded under one heading."""
+        self.folder = FileEdit(label="Checkpoint folder", mode="d", value="")
+        self.hub_id = LineEdit(label="Hub repo id")
+        self.add_hub = PushButton(text="Add hub model")
+        self.device = ComboBox(label="Device", choices=device_choices(), value="auto")
+        self.batch_size = SpinBox(label="Batch size", value=8, min=1, max=512)
+        self.precision = ComboBox(label="Precision", choices=list(PRECISIONS), value="auto")
+        self.precision.tooltip = "autocast on a CUDA GPU (auto: bf16); CPUs always run fp32"
+        self.threshold = FloatSpinBox(label="Threshold", value=0.5, min=0.01, max=0.99, step=0.05)
+        self.threshold.tooltip = "the probability above which a voxel is atrium"
+        self.roi = create_widget(
+            annotation=Shapes, label="ROI rectangle", options={"nullable": True}
+        )
+        # One click on the atrium of a full field-of-view scan: the model's field of view there.
+        self.centre = create_widget(
+            annotation=Points, label="Centre (Points)", options={"nullable": True}
+        )
+        self.morphology = CheckBox(text="Opening + closing", value=True)
+        self.largest_cc = CheckBox(text="Keep the largest component", value=True)
+        # A checkpoint records whether flip averaging helped on its validation cases; the
+        # command line follows that recommendation, and so does this default.
+        self.flip_tta = ComboBox(
+            label="Flip averaging", choices=list(FLIP_CHOICES), value="as the model recommends"
+        )
+        return Container(
+            widgets=[
+                self.roi,
+                self.centre,
+                self.folder,
+                self.hub_id,
+                self.add_hub,
+                self.device,
+                self.batch_size,
+                self.precision,
+                self.threshold,
+                self.morphology,
+                self.largest_cc,
+                self.flip_tta,
+            ]
+        )
 
     def reset_choices(self, *_) -> None:
         """napari refreshes the layer pickers here; the folded ones too."""

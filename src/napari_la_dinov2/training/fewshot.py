@@ -196,33 +196,22 @@ def run_fewshot(cases: list[Case], config: FewShotConfig, progress=None, stop=No
     test cases and write results.csv, summary.md and fewshot.png (module docstring).
 
     ``progress(event)``: :class:`~.events.RunStarted` before each run, then that run's
-    finetune events with ``run`` set to its index, then :class:`~.events.RunDone`. ``stop`` (threading.Event or callable): ends the current run as finetune does and
-    starts no other; what finished is still written. Returns the result rows.
+    finetune events with ``run`` set to its index, then :class:`~.events.RunDone`. ``stop``
+    (threading.Event or callable): ends the current run as finetune does and starts no other;
+    what finished is still written. Returns the result rows.
     """
     budgets = config.budgets()
     by_name = {c.name: c for c in cases}
     if len(by_name) != len(cases):
         raise InputError("two cases have the same name; give each case a unique name.")
     split = fixed_split(list(by_name), config)
-    pool = split["train"]
     out = Path(config.output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     labels = [model_label(m) for m in config.models]
     if len(set(labels)) != len(labels):
         raise InputError("two models have the same name; give distinct checkpoint folders.")
-
-    plan = []  # (model, label, kind, value, n, seed)
-    for model, label in zip(config.models, labels):
-        for kind, value in budgets:
-            for seed in config.seeds:
-                plan.append((model, label, kind, value, budget_size(kind, value, len(pool)), seed))
-    subsets = {(n, s): training_subset(pool, n, s) for *_, n, s in plan}
-    resolved = config.to_dict() | {
-        "fixed_split": split,
-        "subsets": {f"n{n}_seed{s}": names for (n, s), names in sorted(subsets.items())},
-    }
-    atomic_write_text(out / "fewshot_config.json", json.dumps(resolved, indent=2) + "\n")
-
+    plan, subsets = _plan(config, budgets, labels, split["train"])
+    _write_resolved_config(out / "fewshot_config.json", config, split, subsets)
     val_set = [by_name[n] for n in split["val"]]  # empty: finetune validates on training
     test_set = [by_name[n] for n in split["test"]]
     rows: list[dict] = []
@@ -232,7 +221,6 @@ def run_fewshot(cases: list[Case], config: FewShotConfig, progress=None, stop=No
             break
         if progress:
             progress(RunStarted(index, len(plan), label, kind, value, n, seed))
-        run_dir = out / "runs" / label / f"n{n}_seed{seed}"
         key = (label, n, seed)
         if key not in done_runs:
             try:
@@ -244,7 +232,7 @@ def run_fewshot(cases: list[Case], config: FewShotConfig, progress=None, stop=No
                     val_set,
                     test_set,
                     seed,
-                    run_dir,
+                    out / "runs" / label / f"n{n}_seed{seed}",
                     config,
                     _tagged(progress, index),
                     stop,
@@ -263,6 +251,28 @@ def run_fewshot(cases: list[Case], config: FewShotConfig, progress=None, stop=No
         write_summary(out / "summary.md", rows)
         plot_fewshot(rows, out / "fewshot.png")
     return rows
+
+
+def _plan(config: FewShotConfig, budgets: list, labels: list[str], pool: list[str]):
+    """Every run, as (model, label, budget kind, budget, patients, seed), model by model, and
+    the training patients of each (patients, seed): nested subsets of the pool."""
+    plan = []
+    for model, label in zip(config.models, labels):
+        for kind, value in budgets:
+            for seed in config.seeds:
+                plan.append((model, label, kind, value, budget_size(kind, value, len(pool)), seed))
+    subsets = {(n, s): training_subset(pool, n, s) for *_, n, s in plan}
+    return plan, subsets
+
+
+def _write_resolved_config(path: Path, config: FewShotConfig, split: dict, subsets: dict):
+    """The configuration with the fixed split and each run's training patients: what
+    reproduces the experiment."""
+    resolved = config.to_dict() | {
+        "fixed_split": split,
+        "subsets": {f"n{n}_seed{s}": names for (n, s), names in sorted(subsets.items())},
+    }
+    atomic_write_text(path, json.dumps(resolved, indent=2) + "\n")
 
 
 def _tagged(progress, index: int):
