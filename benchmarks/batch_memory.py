@@ -29,7 +29,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
-from speed import cpu_model  # noqa: E402 (this folder is on the path of a script run from it)
+from speed_measuring import cpu_model  # noqa: E402 (this folder is on the path of a script run from it)
 
 from napari_la_dinov2.batch import plan_batch, run_batch  # noqa: E402
 from napari_la_dinov2.segmentation import InferenceSettings, SegmentationEngine  # noqa: E402

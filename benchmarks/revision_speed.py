@@ -7,7 +7,9 @@ same machine load. Each process loads the embedded default model, segments one r
 
 - the pipeline: ``Predictor(load_model("default")).predict(volume, meta)``, the same public
   call in every revision (intensity statistics, slicing, resizing, the three networks, resizing
-  back, threshold, post-processing);
+  back, threshold, post-processing). It builds the Predictor itself, not through the engine's
+  entry (``segmentation.SegmentationEngine``), on purpose: older revisions have no such entry,
+  and the entry's measures and checks are not the engine speed compared here;
 - the networks alone: the three members on random inputs of the very batches the pipeline
   feeds them (the same shapes), so the overhead of the pipeline over its networks can be told.
 
