@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from napari_la_dinov2.inference import Predictor
-from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.models import build_model
 from napari_la_dinov2.training import Case
 from napari_la_dinov2.training.feature_cache import FeatureCache
 from napari_la_dinov2.training.slices import PreparedCase, make_batch
 from napari_la_dinov2.training.token_batches import TokenBatches
+from napari_la_dinov2.volume_files import VolumeMeta
 
 
 def volume() -> Case:

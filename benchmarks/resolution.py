@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from napari_la_dinov2.grid import acquisition_axes, resample
-from napari_la_dinov2.io import VolumeMeta, read_volume
 from napari_la_dinov2.metrics import dice
 from napari_la_dinov2.segmentation import InferenceSettings, SegmentationEngine
+from napari_la_dinov2.volume_files import VolumeMeta, read_volume
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLIT = ROOT / "training" / "default_model" / "results" / "split.json"

@@ -36,7 +36,10 @@ import json, sys, time
 import numpy as np, torch
 torch.set_num_threads(int(sys.argv[3]))
 from napari_la_dinov2.inference import Predictor
-from napari_la_dinov2.io import read_volume
+try:
+    from napari_la_dinov2.volume_files import read_volume
+except ImportError:  # revisions before io.py was renamed volume_files.py
+    from napari_la_dinov2.io import read_volume
 from napari_la_dinov2.models import load_model
 
 volume, meta = read_volume(sys.argv[1])

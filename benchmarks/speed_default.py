@@ -93,10 +93,10 @@ def measure_volume(case: Path, batch_size: int, repeats: int) -> dict:
     import torch
 
     from napari_la_dinov2.inference import Predictor
-    from napari_la_dinov2.io import read_volume
     from napari_la_dinov2.models import load_model
     from napari_la_dinov2.postprocess import postprocess
     from napari_la_dinov2.preprocess import IntensityStats, view_axis
+    from napari_la_dinov2.volume_files import read_volume
 
     volume, meta = read_volume(case)
     predictor = Predictor(load_model("default"), device="cpu", batch_size=batch_size)

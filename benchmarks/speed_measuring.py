@@ -157,7 +157,7 @@ def synthetic_volume(shape, seed: int = 0) -> np.ndarray:
 
 def test_volume(shape_text: str | None, slices: int):
     """``(volume XYZ, meta, description)``: a real case's central slices, else synthetic."""
-    from napari_la_dinov2.io import VolumeMeta, read_volume
+    from napari_la_dinov2.volume_files import VolumeMeta, read_volume
 
     if shape_text is None:
         case = la2018_case()

@@ -71,8 +71,8 @@ def test_segment_prints_measures_and_writes_a_closed_mesh(
 ):
     import trimesh
 
-    from napari_la_dinov2.io import read_labels_with_meta
     from napari_la_dinov2.measures import la_measures
+    from napari_la_dinov2.volume_files import read_labels_with_meta
 
     out, mesh_out = tmp_path / "mask.nii.gz", tmp_path / "la.stl"
     argv = ["segment", synthetic_nifti, "--out", out, "--checkpoint", foreground_checkpoint]
@@ -142,8 +142,8 @@ def test_mask_overlay_and_mesh_are_written_all_or_none(
 def test_default_model_on_a_real_case_prints_the_written_masks_measures(
     tmp_path, real_data_dir, real_case_ids, capsys
 ):
-    from napari_la_dinov2.io import read_labels_with_meta
     from napari_la_dinov2.measures import la_measures
+    from napari_la_dinov2.volume_files import read_labels_with_meta
 
     source = real_data_dir / "images" / f"{real_case_ids[-1]}.nii.gz"
     out = tmp_path / "mask.nii.gz"

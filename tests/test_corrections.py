@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from napari_la_dinov2.errors import InputError
-from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.models import load_model
 from napari_la_dinov2.preprocess import Preprocessing
 from napari_la_dinov2.training import Case, TrainConfig, finetune
 from napari_la_dinov2.training.slices import PreparedCase, SliceSampler
+from napari_la_dinov2.volume_files import VolumeMeta
 from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 
 SHAPE = (40, 36, 10)

@@ -17,8 +17,8 @@ from napari_la_dinov2.evaluation import (
     evaluate_models,
     match_folders,
 )
-from napari_la_dinov2.io import VolumeMeta, read_labels, write_labels
 from napari_la_dinov2.metrics import evaluate_case
+from napari_la_dinov2.volume_files import VolumeMeta, read_labels, write_labels
 
 SPACING = (0.625, 0.625, 1.25)
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from napari_la_dinov2.inference import Predictor
-from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.models import save_checkpoint
 from napari_la_dinov2.training import Case, TrainConfig, finetune, validate
 from napari_la_dinov2.training.events import FeaturesComputed
@@ -18,6 +17,7 @@ from napari_la_dinov2.training.feature_cache import FeatureCache, backbone_finge
 from napari_la_dinov2.training.finetune import evaluate
 from napari_la_dinov2.training.slices import PreparedCase, make_batch
 from napari_la_dinov2.training.token_batches import TokenBatches, TokenStore
+from napari_la_dinov2.volume_files import VolumeMeta
 from tests.conftest import synthetic_case
 
 

@@ -8,7 +8,6 @@ import csv
 import pytest
 
 from napari_la_dinov2.errors import InputError
-from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.training import Case, TrainConfig
 from napari_la_dinov2.training.estimate import format_duration, planned_runs
 from napari_la_dinov2.training.events import EpochDone, RunDone, RunStarted, StepDone
@@ -20,6 +19,7 @@ from napari_la_dinov2.training.fewshot import (
     run_fewshot,
     training_subset,
 )
+from napari_la_dinov2.volume_files import VolumeMeta
 from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 
 

@@ -20,7 +20,7 @@ import pytest
 import napari_la_dinov2.dicom_zip as dicom_zip
 from napari_la_dinov2.cli import main
 from napari_la_dinov2.errors import InputError
-from napari_la_dinov2.io import read_volume
+from napari_la_dinov2.volume_files import read_volume
 from tests.dicom_corruptions import (
     CORRUPTIONS,
     broken_series,

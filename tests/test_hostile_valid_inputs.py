@@ -75,7 +75,7 @@ def test_odd_but_valid_input_gets_a_mask_on_its_grid(
     tmp_path,
     capfd,
 ):
-    from napari_la_dinov2.io import read_volume
+    from napari_la_dinov2.volume_files import read_volume
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -96,6 +96,6 @@ def test_odd_but_valid_input_gets_a_mask_on_its_grid(
 
 
 def read_volume_labels(path):
-    from napari_la_dinov2.io import read_labels_with_meta
+    from napari_la_dinov2.volume_files import read_labels_with_meta
 
     return read_labels_with_meta(path)

@@ -19,15 +19,15 @@ from napari_la_dinov2.inference import (
     autocast_dtype,
     resolve_device,
 )
-from napari_la_dinov2.io import (
+from napari_la_dinov2.metrics import dice
+from napari_la_dinov2.models import build_model, load_model
+from napari_la_dinov2.volume_files import (
     VolumeMeta,
     read_labels,
     read_labels_with_meta,
     read_volume,
     write_labels,
 )
-from napari_la_dinov2.metrics import dice
-from napari_la_dinov2.models import build_model, load_model
 from tests.conftest import TINY_UNET_KWARGS, synthetic_case
 
 

@@ -13,8 +13,8 @@ import torch
 
 from napari_la_dinov2.errors import CancelledError, is_cancelled, raise_if_cancelled
 from napari_la_dinov2.inference import Predictor, RegionOfInterest
-from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.models import build_model
+from napari_la_dinov2.volume_files import VolumeMeta
 from tests.conftest import TINY_UNET_KWARGS
 from tests.test_inference import bright_box_volume, intensity_model
 

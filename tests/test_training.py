@@ -18,7 +18,6 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from napari_la_dinov2.errors import CancelledError, InputError
-from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.models import load_model, save_checkpoint
 from napari_la_dinov2.training import (
     Case,
@@ -29,6 +28,7 @@ from napari_la_dinov2.training import (
     validate,
 )
 from napari_la_dinov2.training.events import EpochDone, StepDone
+from napari_la_dinov2.volume_files import VolumeMeta
 from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 
 UNET = dict(model="unet", model_kwargs=TINY_UNET_KWARGS, preprocessing=TINY_UNET_PREPROCESSING)
@@ -225,7 +225,7 @@ _KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
 from conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
-from napari_la_dinov2.io import VolumeMeta
+from napari_la_dinov2.volume_files import VolumeMeta
 from napari_la_dinov2.training import Case, TrainConfig, finetune
 cases = []
 for i in range(2):

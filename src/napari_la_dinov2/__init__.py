@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ._version import __version__
 from .errors import CancelledError, InputError
-from .io import VolumeMeta, read_labels, read_volume, write_labels
+from .volume_files import VolumeMeta, read_labels, read_volume, write_labels
 
 # Public name -> the submodule it comes from, imported when the name is first used.
 _LAZY = {

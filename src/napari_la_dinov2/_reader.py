@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .io import case_name, is_supported_path, read_labels_with_meta, read_volume
+from .volume_files import case_name, is_supported_path, read_labels_with_meta, read_volume
 
 # More distinct values than this is an image: a label map has a handful (LA 2018: 0 and 1;
 # whole-heart sets: 8); an 8-bit LGE image has a hundred or more.

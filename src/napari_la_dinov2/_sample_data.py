@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .io import VolumeMeta
+from .volume_files import VolumeMeta
 
 SAMPLE_SHAPE = (144, 120, 44)
 SAMPLE_SPACING = (0.625, 0.625, 1.25)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import MASK_SUFFIXES, write_labels
+from .volume_files import MASK_SUFFIXES, write_labels
 
 
 def write_labels_layer(path: str, data, attributes: dict) -> list[str]:

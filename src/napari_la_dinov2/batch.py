@@ -2,7 +2,7 @@
 
 The cases of ``IN_DIR`` are its volume files (.nii, .nii.gz, .nrrd, .nhdr), its .zip files
 and its sub-folders holding DICOM files (one series each), named by
-:func:`~napari_la_dinov2.io.case_name`. Each gets ``OUT_DIR/<case>.nii.gz`` and a row of
+:func:`~napari_la_dinov2.volume_files.case_name`. Each gets ``OUT_DIR/<case>.nii.gz`` and a row of
 ``stats.csv`` (:data:`COLUMNS`): ``ok`` or the sentence saying why it failed, the plausibility
 warnings, the LA measures, the model and the seconds the case took (reading to writing).
 
@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import csv
 import glob
-import io as text_io
+import io
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
-from .io import SUPPORTED_SUFFIXES, case_name, read_volume, write_labels
 from .measures import LAMeasures
 from .outputs import atomic_write, check_output_folder
+from .volume_files import SUPPORTED_SUFFIXES, case_name, read_volume, write_labels
 
 STATS_NAME = "stats.csv"
 MASK_SUFFIX = ".nii.gz"
@@ -127,7 +127,7 @@ def read_stats(path: Path) -> dict[str, dict[str, str]]:
 
 def write_stats(path: Path, rows: dict[str, dict[str, str]]) -> None:
     """Rewrite ``stats.csv`` atomically, one row per case in name order."""
-    buffer = text_io.StringIO()
+    buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", restval="")
     writer.writeheader()
     for name in sorted(rows):

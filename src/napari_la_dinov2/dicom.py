@@ -1,6 +1,6 @@
 """DICOM in: an MR series from a folder, a .zip or one multi-frame file.
 
-``read_dicom`` gives the same ``(array, VolumeMeta)`` as :func:`~napari_la_dinov2.io.read_volume`:
+``read_dicom`` gives the same ``(array, VolumeMeta)`` as :func:`~napari_la_dinov2.volume_files.read_volume`:
 array axes (column, row, slice) as dcm2niix writes NIfTI, so axis 2 is the slice axis, and
 ``meta.affine`` maps voxel (i, j, k) to RAS mm. DICOM's patient space is LPS and its
 ImageOrientationPatient gives first the direction along a row (the way the column index grows),

@@ -1,6 +1,6 @@
 """Evaluate predicted masks against references: files, folders, or masks held in memory.
 
-Files are read with :func:`~napari_la_dinov2.io.read_labels_with_meta`; a prediction must lie
+Files are read with :func:`~napari_la_dinov2.volume_files.read_labels_with_meta`; a prediction must lie
 on its reference's grid (same shape and affine) or it is refused with an InputError naming the
 file, because a metric between misaligned masks is meaningless. Distances use the reference's
 voxel spacing. A mask with one non-zero value is binary: that value is the left atrium. A mask
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .io import VolumeMeta, case_name, is_supported_path, read_labels_with_meta
 from .metrics import evaluate_case
+from .volume_files import VolumeMeta, case_name, is_supported_path, read_labels_with_meta
 
 
 def select_label(labels: np.ndarray, path: str | os.PathLike, label: int | None = None):

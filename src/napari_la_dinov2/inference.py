@@ -27,9 +27,9 @@ import torch
 
 from .errors import InputError, raise_if_cancelled
 from .grid import acquisition_axes
-from .io import VolumeMeta
 from .postprocess import postprocess
 from .preprocess import IntensityStats, view_axis
+from .volume_files import VolumeMeta
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]  # (slices done, slices in all) over all branches

@@ -39,9 +39,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError
-from .io import VolumeMeta
 from .mesh import mesh_from_mask, voxel_to_scanner
 from .metrics import la_volume_ml
+from .volume_files import VolumeMeta
 
 # Adult left atria span about 20-400 mL from small healthy hearts to severe dilation; a mask
 # outside that range is more likely a segmentation failure than an anatomy.

@@ -124,7 +124,7 @@ def model_cost(
     )
     if image is not None:
         from .inference import resolve_device
-        from .io import read_volume
+        from .volume_files import read_volume
 
         volume, meta = read_volume(image)
         cost["seconds_per_volume"] = time_volume(

@@ -248,7 +248,7 @@ def write_report(
     title: str | None = None,
 ) -> list[Path]:
     """Write the asked-for files (each atomically); returns their paths."""
-    from .io import atomic_write
+    from .volume_files import atomic_write
 
     written = []
     if markdown:

@@ -12,7 +12,7 @@ from napari.layers import Image, Labels
 
 from napari_la_dinov2._widgets._layers import GEOMETRY_KEY, META_KEY
 from napari_la_dinov2.display import display_to_file_index, display_view
-from napari_la_dinov2.io import read_volume
+from napari_la_dinov2.volume_files import read_volume
 
 pytestmark = pytest.mark.gui
 PLUGIN = "napari-la-dinov2"

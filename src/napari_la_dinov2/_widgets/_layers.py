@@ -24,7 +24,7 @@ from ..display import (
     world_from_ras_of_labels,
 )
 from ..errors import InputError
-from ..io import VolumeMeta
+from ..volume_files import VolumeMeta
 
 META_KEY = "la_dinov2_meta"
 SOURCE_KEY = "la_dinov2_source"

@@ -136,7 +136,7 @@ def _case(path: Path) -> str:
 
 
 def _check_outputs(args) -> None:
-    from ..io import check_output_path
+    from ..volume_files import check_output_path
 
     seen: dict[Path, str] = {}
     for attr, suffix in OUTPUTS:

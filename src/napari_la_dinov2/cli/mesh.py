@@ -48,9 +48,9 @@ def measure_lines(measures) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import select_label
-    from ..io import read_labels_with_meta, read_volume
     from ..measures import measure_mask
     from ..mesh import check_mesh_path, write_mesh
+    from ..volume_files import read_labels_with_meta, read_volume
 
     # A missing folder is refused, as for every output of the command line (a typo would
     # otherwise become a new tree of folders).

@@ -25,7 +25,7 @@ import torch
 
 from ..errors import InputError
 from ..hub import is_official_backbone, offline, quiet_hub
-from ..io import default_permissions
+from ..volume_files import default_permissions
 from .baselines import RESNET50_IMAGENET_REPO
 from .limits import check_weights_fit
 from .registry import ALIASES, MODEL_SPECS, get_spec

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io import (
+from ..volume_files import (
     SUPPORTED_SUFFIXES,
     VolumeMeta,
     atomic_write,

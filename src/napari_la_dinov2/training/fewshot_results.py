@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write
+from ..volume_files import atomic_write
 from .state import atomic_write_text
 
 DICE_LIMITS = (-0.05, 1.05)  # the y range of the Dice plots

@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import InputError
-from ..io import atomic_write
 from ..models import save_checkpoint
 from ..outputs import check_output_folder
+from ..volume_files import atomic_write
 from .schedule import save_schedule
 
 
