@@ -44,8 +44,8 @@ from .dicom_headers import (
 )
 from .dicom_zip import extracted
 from .errors import InputError
-from .io_checks import check_geometry
 from .volume import VolumeMeta, check_content
+from .volume_file_checks import check_geometry
 
 __all__ = ["is_dicom_file", "looks_like_dicom", "read_dicom"]
 

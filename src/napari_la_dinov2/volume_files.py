@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .io_checks import check_geometry, check_nifti_header, check_nrrd_header
 
 # Output helpers lived here before outputs.py; importers of default_permissions from here still work.
 from .outputs import OutputGroup, atomic_write, check_output_path
 from .outputs import default_permissions as default_permissions
 from .volume import MIN_INPLANE_VOXELS, VolumeMeta, check_content  # noqa: F401 (re-exported)
+from .volume_file_checks import check_geometry, check_nifti_header, check_nrrd_header
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
