@@ -1,6 +1,6 @@
 """`la-dinov2 segment IN_DIR --out OUT_DIR`: every scan of a folder, the model loaded once.
 
-The engine is :mod:`napari_la_dinov2.batch`; this module checks the arguments, loads the model,
+The engine is :mod:`napari_la_dinov2.scan_folder`; this module checks the arguments, loads the model,
 shows a progress bar over the cases and prints each case's warnings and errors. Exit status:
 0 when every case is segmented, 2 when a case was refused (bad input; its row says why),
 1 when a case hit an internal error (a bug; its traceback is printed).
@@ -77,10 +77,10 @@ def run_folder(args: argparse.Namespace) -> int:
     """Segment every scan of ``args.input`` into the folder ``args.out``."""
     from tqdm import tqdm
 
-    from ..batch import plan_batch, run_batch
+    from ..scan_folder import plan_folder, segment_cases
 
     _check_options(args)
-    plan = plan_batch(args.input, args.out, overwrite=args.overwrite)
+    plan = plan_folder(args.input, args.out, overwrite=args.overwrite)
     settings = inference_settings(args)
     settings.check()
     if not plan.todo:
@@ -89,7 +89,7 @@ def run_folder(args: argparse.Namespace) -> int:
     engine = load_engine(settings)
     model_name = engine.model.display_name
     failed, broken = 0, 0
-    results = run_batch(plan, engine, model_name)
+    results = segment_cases(plan, engine, model_name)
     for result in tqdm(results, total=len(plan.todo), unit="case", desc="segment", file=sys.stderr):
         shown = _one_line(result.name)  # a case name may hold a newline
         for warning in filter(None, result.row.get("warnings", "").split(" | ")):

@@ -40,7 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def measure_lines(measures) -> list[str]:
     """The LA measures as a header line and a value line, tab-separated (``segment`` too)."""
-    from ..batch import measure_columns
+    from ..scan_folder import measure_columns
 
     row = measure_columns(measures)
     return ["\t".join(row), "\t".join(row.values())]

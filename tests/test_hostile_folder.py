@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_la_dinov2.batch import STATS_NAME, find_cases
 from napari_la_dinov2.cli import main
 from napari_la_dinov2.errors import InputError
 from napari_la_dinov2.models import build_model, save_checkpoint
+from napari_la_dinov2.scan_folder import STATS_NAME, find_cases
 from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 from tests.test_hostile import refused
 
