@@ -1,5 +1,6 @@
 """`la-dinov2 segment IN --out OUT.nii.gz`: segment the left atrium of one volume, print its
-LA measures and plausibility warnings; `segment IN_DIR --out OUT_DIR` does a folder (cli/batch).
+LA measures and plausibility warnings; `segment IN_DIR --out OUT_DIR` does a folder
+(segment_folder.py).
 
 Every check that can fail (output paths, input file, region of interest, device) runs before
 the model is loaded, so a bad argument costs a second, not a model load plus a full run, and
@@ -206,7 +207,7 @@ def check_outputs(args: argparse.Namespace) -> tuple[Path, Path | None, Path | N
 
 def run(args: argparse.Namespace) -> int:
     if is_folder_run(args):
-        from .batch import run_folder
+        from .segment_folder import run_folder
 
         return run_folder(args)
     from ..inference import RegionOfInterest
@@ -216,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     # `is not None`: an empty --roi "" or --center "" (a script's unset variable) is refused,
     # not read as "no region" (which would segment the whole volume).
     roi = RegionOfInterest.parse(args.roi) if args.roi is not None else None
-    from .batch import inference_settings, load_engine
+    from .segment_folder import inference_settings, load_engine
 
     settings = inference_settings(args, doubt=bool(args.doubt_out))
     settings.check()
