@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     # `is not None`: an empty --roi "" or --center "" (a script's unset variable) is refused,
     # not read as "no region" (which would segment the whole volume).
     roi = RegionOfInterest.parse(args.roi) if args.roi is not None else None
-    from .segment_folder import inference_settings, load_engine
+    from .engine_settings import inference_settings, load_engine
 
     settings = inference_settings(args, doubt=bool(args.doubt_out))
     settings.check()

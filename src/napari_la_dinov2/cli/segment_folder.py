@@ -13,6 +13,7 @@ import sys
 import traceback
 
 from ..errors import InputError
+from .engine_settings import inference_settings, load_engine
 
 # Options that name one file or one scan's region: meaningless for a folder of scans.
 _SINGLE_SCAN_OPTIONS = (
@@ -23,35 +24,6 @@ _SINGLE_SCAN_OPTIONS = (
     ("center", "--center"),
     ("doubt_out", "--doubt-out"),
 )
-
-
-def inference_settings(args: argparse.Namespace, *, doubt: bool = False):
-    """The engine's settings from the model, region and output options."""
-    from ..segmentation import InferenceSettings
-
-    return InferenceSettings(
-        model=args.model if args.checkpoint is None else args.checkpoint,
-        backbone_source=getattr(args, "backbone_source", None),
-        device=args.device,
-        precision=args.precision,
-        batch_size=args.batch_size,
-        threshold=args.threshold,
-        morphology=not args.no_morphology,
-        largest_cc=not args.no_largest_cc,
-        slice_axis=getattr(args, "slice_axis", None),
-        doubt=doubt,
-        ras=getattr(args, "ras", False),
-    )
-
-
-def load_engine(settings):
-    """The engine of ``settings``, saying on stderr when its model is untrained."""
-    from ..segmentation import SegmentationEngine
-
-    engine = SegmentationEngine(settings)
-    if engine.model.untrained_warning():
-        print(f"warning: {engine.model.untrained_warning()}", file=sys.stderr)
-    return engine
 
 
 def _check_options(args: argparse.Namespace) -> None:
