@@ -44,7 +44,7 @@ from napari_la_dinov2 import read_labels, read_volume  # noqa: E402
 from napari_la_dinov2._widgets._worker import engine_threads  # noqa: E402
 from napari_la_dinov2._widgets.finetune import FinetuneWidget  # noqa: E402
 from napari_la_dinov2._widgets.segment import SegmentWidget  # noqa: E402
-from napari_la_dinov2.training.config import QUICK_ROUND  # noqa: E402
+from napari_la_dinov2.training.train_config import QUICK_ROUND  # noqa: E402
 from tests.gui.conftest import add_case_layers  # noqa: E402
 from tests.gui.responsiveness import (  # noqa: E402
     EventLoopProbe,

@@ -94,7 +94,7 @@ def test_mesh_of_one_voxel(tmp_path, capfd):
 @pytest.mark.parametrize("settings", [{"seed": -5}, {"split_seed": 2**40}, {"seed": 1.5}])
 def test_training_seeds_are_bounded(settings):
     from napari_la_dinov2.errors import InputError
-    from napari_la_dinov2.training.config import TrainConfig
+    from napari_la_dinov2.training.train_config import TrainConfig
 
     with pytest.raises(InputError, match="must be a whole number from 0 to 2"):
         TrainConfig(**settings).resolved({"epochs": 1, "batch_size": 1, "lr": 1e-3})

@@ -15,8 +15,8 @@ from napari_la_dinov2._widgets._models import KNOWN_MODELS
 from napari_la_dinov2._widgets.finetune import FinetuneWidget
 from napari_la_dinov2._widgets.segment import SegmentWidget
 from napari_la_dinov2.models import load_model
-from napari_la_dinov2.training.config import QUICK_ROUND
 from napari_la_dinov2.training.state import read_history
+from napari_la_dinov2.training.train_config import QUICK_ROUND
 from tests.gui.responsiveness import seconds_to_stop
 
 pytestmark = pytest.mark.gui

@@ -31,8 +31,8 @@ from napari.utils.notifications import show_error
 
 from ..errors import CancelledError, InputError
 from ..models import ALIASES, list_models
-from ..training.config import QUICK_ROUND
 from ..training.events import EpochDone, StepDone
+from ..training.train_config import QUICK_ROUND
 from ._cases import CasePicker, with_folder_cases
 from ._layers import MODEL_KEY
 from ._models import KNOWN_MODELS, device_choices, follow_known_models

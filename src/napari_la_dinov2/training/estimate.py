@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from ..errors import CancelledError, InputError, is_cancelled
 from .cases import Case
-from .config import TrainConfig
 from .events import StepDone
 from .fewshot import FewShotConfig, budget_size, fixed_split, model_label
+from .train_config import TrainConfig
 
 TIMED_STEPS = 4  # the first is a warm-up; the time is the mean of the others
 

@@ -50,11 +50,11 @@ from ..inference import Predictor
 from ..metrics import evaluate_case, write_csv
 from ..models import load_model
 from .cases import Case, split_cases
-from .config import TrainConfig
 from .events import RunDone, RunStarted
 from .fewshot_results import plot_fewshot, write_summary
 from .finetune import finetune
 from .state import atomic_write_text
+from .train_config import TrainConfig
 
 RESULT_FIELDS = (
     "model",

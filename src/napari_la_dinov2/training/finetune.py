@@ -42,7 +42,6 @@ from ..models import MODEL_SPECS, LASegmenter, load_model
 from . import distributed
 from .batches import SliceBatches
 from .cases import Case, split_cases, write_split
-from .config import TrainConfig
 from .events import EpochDone, StepDone
 from .feature_cache import FeatureCache, shared_cache
 from .schedule import make_schedule, saved_position
@@ -55,6 +54,7 @@ from .state import (
     save_run_epoch,
 )
 from .token_batches import TokenBatches
+from .train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
