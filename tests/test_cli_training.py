@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from napari_la_dinov2.cli import main
-from napari_la_dinov2.training.configfile import (
+from napari_la_dinov2.training.train_config_file import (
     apply_overrides,
     fewshot_config_from,
     train_config_from,

@@ -31,14 +31,14 @@ from napari_la_dinov2.model_cost import model_cost, time_volume
 from napari_la_dinov2.models import load_model
 from napari_la_dinov2.report import compare, write_report
 from napari_la_dinov2.training import finetune, load_case_folder
-from napari_la_dinov2.training.configfile import (
+from napari_la_dinov2.training.events import EpochDone
+from napari_la_dinov2.training.fewshot import evaluate_model
+from napari_la_dinov2.training.state import atomic_write_text
+from napari_la_dinov2.training.train_config_file import (
     apply_overrides,
     load_config_file,
     train_config_from,
 )
-from napari_la_dinov2.training.events import EpochDone
-from napari_la_dinov2.training.fewshot import evaluate_model
-from napari_la_dinov2.training.state import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 MODELS = [

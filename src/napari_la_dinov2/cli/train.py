@@ -60,7 +60,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def resolve_train_config(args: argparse.Namespace):
-    from ..training.configfile import apply_overrides, load_config_file, train_config_from
+    from ..training.train_config_file import apply_overrides, load_config_file, train_config_from
 
     settings = load_config_file(args.config)
     given = (
