@@ -43,8 +43,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from napari_la_dinov2.doubt import rank_slices  # noqa: E402
-from napari_la_dinov2.metrics import dice  # noqa: E402
 from napari_la_dinov2.models import load_model  # noqa: E402
+from napari_la_dinov2.scoring.metrics import dice  # noqa: E402
 from napari_la_dinov2.segmentation import InferenceSettings, SegmentationEngine  # noqa: E402
 from napari_la_dinov2.training import TrainConfig, finetune, load_case_folder  # noqa: E402
 from napari_la_dinov2.training.state import read_history  # noqa: E402

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from napari_la_dinov2.grid import acquisition_axes, resample
-from napari_la_dinov2.metrics import dice
+from napari_la_dinov2.scoring.metrics import dice
 from napari_la_dinov2.segmentation import InferenceSettings, SegmentationEngine
 from napari_la_dinov2.volume_files import VolumeMeta, read_volume
 

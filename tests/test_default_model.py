@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from napari_la_dinov2 import read_labels, read_volume
 from napari_la_dinov2.inference import Predictor
-from napari_la_dinov2.metrics import dice
 from napari_la_dinov2.models import default_checkpoint_dir, load_model
+from napari_la_dinov2.scoring.metrics import dice
 
 MAX_SHIPPED_BYTES = 10 * 1000 * 1000  # the limit for weights inside the package
 

@@ -346,8 +346,8 @@ def real_dicom(real_data_dir, tmp_path_factory):
 def test_real_case_from_dicom_segments_like_the_nifti(real_dicom, tmp_path, capsys):
     """The CLI on the DICOM folder (to NIfTI and to SEG) against the Predictor on the NIfTI."""
     from napari_la_dinov2.inference import Predictor
-    from napari_la_dinov2.metrics import dice
     from napari_la_dinov2.models import load_model
+    from napari_la_dinov2.scoring.metrics import dice
 
     folder, nifti, volume, meta = real_dicom
     dicom_volume, dicom_meta = read_volume(folder)

@@ -19,8 +19,8 @@ from napari_la_dinov2.inference import (
     autocast_dtype,
     resolve_device,
 )
-from napari_la_dinov2.metrics import dice
 from napari_la_dinov2.models import build_model, load_model
+from napari_la_dinov2.scoring.metrics import dice
 from napari_la_dinov2.volume_files import (
     VolumeMeta,
     read_labels,

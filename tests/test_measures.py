@@ -18,7 +18,7 @@ from napari_la_dinov2.measures import (
     plausibility_warnings,
 )
 from napari_la_dinov2.mesh import mesh_from_mask
-from napari_la_dinov2.metrics import la_volume_ml
+from napari_la_dinov2.scoring.metrics import la_volume_ml
 from napari_la_dinov2.volume_files import VolumeMeta, read_labels_with_meta
 from tests.test_mesh import ELLIPSOID_AXES, ellipsoid_mask, oblique_meta
 

@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 from napari_la_dinov2.cli import main
 from napari_la_dinov2.errors import InputError
 from napari_la_dinov2.mesh import MESH_SUFFIXES, mesh_from_mask, write_mesh
-from napari_la_dinov2.metrics import la_volume_ml
+from napari_la_dinov2.scoring.metrics import la_volume_ml
 from napari_la_dinov2.volume_files import VolumeMeta, write_labels
 
 # The ellipsoid's centre in RAS mm: far from the origin, so an LPS/RAS mix-up moves it by 200 mm.

@@ -210,7 +210,7 @@ def test_one_click_on_a_full_field_matches_the_crop(real_data_dir, real_case_ids
     142 voxels, framed on the atrium's centre rather than where the crop happened to be cut)
     gives 0.985, the difference being the framing: Dice against the expert mask is 0.926 for
     both. So agreement is asked at 0.98, and the expert-mask Dice within 0.005."""
-    from napari_la_dinov2.metrics import dice
+    from napari_la_dinov2.scoring.metrics import dice
     from napari_la_dinov2.volume_files import read_volume
 
     case = real_case_ids[0]

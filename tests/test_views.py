@@ -8,10 +8,10 @@ import torch
 
 from napari_la_dinov2.errors import InputError
 from napari_la_dinov2.inference import Predictor, RegionOfInterest
-from napari_la_dinov2.metrics import dice
 from napari_la_dinov2.models import build_model, load_checkpoint, save_checkpoint
 from napari_la_dinov2.models.packing import ensemble_of
 from napari_la_dinov2.preprocess import view_axis
+from napari_la_dinov2.scoring.metrics import dice
 from napari_la_dinov2.training import Case, TrainConfig, finetune
 from napari_la_dinov2.training.slices import PreparedCase
 from napari_la_dinov2.volume_files import VolumeMeta

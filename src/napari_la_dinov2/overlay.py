@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from .display import display_view, to_display
-from .metrics import la_volume_ml
 from .outputs import OutputGroup, atomic_write
+from .scoring.metrics import la_volume_ml
 from .volume_files import VolumeMeta
 
 CONTOUR_COLOUR = "#ff3b30"

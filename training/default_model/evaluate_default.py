@@ -31,10 +31,10 @@ import torch
 from model_card import display_name, model_card  # this folder is on sys.path when run
 
 from napari_la_dinov2.inference import Predictor
-from napari_la_dinov2.metrics import evaluate_case, summarize
 from napari_la_dinov2.models import load_checkpoint, save_checkpoint
 from napari_la_dinov2.models.packing import ensemble_of
 from napari_la_dinov2.preprocess import VIEWS
+from napari_la_dinov2.scoring.metrics import evaluate_case, summarize
 from napari_la_dinov2.training import load_case_folder
 
 REPO = Path(__file__).resolve().parents[2]

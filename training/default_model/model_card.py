@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from train_default import cpu_name  # this folder is on sys.path when run as a script
 
-from napari_la_dinov2.metrics import markdown_table, summarize
+from napari_la_dinov2.scoring.metrics import markdown_table, summarize
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ config (this folder), evaluated on the same held-out test patients; one command.
 Each model trains with ``la-dinov2 train``'s engine (its run directory: runs/table1/<model>),
 then its best checkpoint segments the test patients named in the run's split.json (the same
 for every model: the split seed is shared) with the users' inference path. Writes, with the
-statistics of ``la-dinov2 evaluate`` (napari_la_dinov2.report):
+statistics of ``la-dinov2 evaluate`` (napari_la_dinov2.scoring.report):
 
 - table1.md: Dice, IoU, HD95, ASSD and LA volume error as mean ± SD [bootstrap 95% CI] over the
   test patients, each model's parameters, GFLOPs per slice and seconds per volume (timed on the
@@ -26,10 +26,10 @@ import json
 from pathlib import Path
 
 from napari_la_dinov2.inference import resolve_device
-from napari_la_dinov2.metrics import write_cases_csv
-from napari_la_dinov2.model_cost import model_cost, time_volume
 from napari_la_dinov2.models import load_model
-from napari_la_dinov2.report import compare, write_report
+from napari_la_dinov2.scoring.metrics import write_cases_csv
+from napari_la_dinov2.scoring.model_cost import model_cost, time_volume
+from napari_la_dinov2.scoring.report import compare, write_report
 from napari_la_dinov2.training import finetune, load_case_folder
 from napari_la_dinov2.training.events import EpochDone
 from napari_la_dinov2.training.fewshot import evaluate_model

@@ -32,8 +32,8 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractItemView, QFileDialog, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError
-from ..evaluation import compare_masks
-from ..metrics import write_cases_csv
+from ..scoring.evaluation import compare_masks
+from ..scoring.metrics import write_cases_csv
 from ..segmentation import InferenceSettings, SegmentationEngine
 from ._colours import DISAGREE_COLOUR, next_mask_colour
 from ._comparison import (

@@ -7,7 +7,7 @@ Two forms:
 - ``evaluate --ref GT_DIR --pred NAME=DIR [--pred NAME2=DIR2 ...]``: several models' folders
   against one folder of references, compared over the cases they all have (mean ± SD, bootstrap
   95% CI, paired Wilcoxon tests between every pair); ``--model NAME=SOURCE`` adds the model's
-  parameters, GFLOPs per slice and seconds per volume (:mod:`napari_la_dinov2.model_cost`).
+  parameters, GFLOPs per slice and seconds per volume (:mod:`napari_la_dinov2.scoring.model_cost`).
 
 Prints one line per case and the report; ``--csv`` writes the per-case rows, ``--summary-csv``
 one row per model, ``--pairs-csv`` the tests, ``--markdown`` the report. Every output is checked
@@ -130,7 +130,7 @@ def _sources(args) -> tuple[dict[str, Path], Path, bool]:
 
 
 def _case(path: Path) -> str:
-    from ..evaluation import case_name
+    from ..scoring.evaluation import case_name
 
     return case_name(path)
 
@@ -174,7 +174,7 @@ def _check_models(models: dict[str, str]) -> None:
 
 
 def _costs(args, preds: dict[str, Path], models: dict[str, str], cases: list[str]) -> dict:
-    from ..model_cost import model_cost, read_timing
+    from ..scoring.model_cost import model_cost, read_timing
 
     costs = {}
     for name, folder in preds.items():
@@ -212,7 +212,7 @@ def _print_cases(results: dict[str, list[dict]]) -> None:
 def _evaluate(preds, gt, files, label) -> dict[str, list[dict]]:
     from tqdm import tqdm
 
-    from ..evaluation import evaluate_files, evaluate_models
+    from ..scoring.evaluation import evaluate_files, evaluate_models
 
     # disable=None: no bar when stderr is not a terminal (logs, pipes), so an error stays one line
     with tqdm(desc="evaluate", unit="case", file=sys.stderr, leave=False, disable=None) as bar:
@@ -228,7 +228,7 @@ def _evaluate(preds, gt, files, label) -> dict[str, list[dict]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import compare, markdown_report, write_report
+    from ..scoring.report import compare, markdown_report, write_report
 
     preds, gt, files = _sources(args)
     models = _pairs(args.models, "--model")

@@ -47,9 +47,9 @@ def measure_lines(measures) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import select_label
     from ..measures import measure_mask
     from ..mesh import check_mesh_path, write_mesh
+    from ..scoring.evaluation import select_label
     from ..volume_files import read_labels_with_meta, read_volume
 
     # A missing folder is refused, as for every output of the command line (a typo would

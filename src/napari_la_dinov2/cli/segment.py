@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _report(args, paths, engine, result, meta) -> None:
     """Warnings and the slices to check on stderr; the summary and measures on stdout."""
-    from ..metrics import la_volume_ml
+    from ..scoring.metrics import la_volume_ml
     from .mesh import measure_lines
 
     out, png, mesh_out, doubt_out = paths

@@ -47,8 +47,8 @@ import numpy as np
 
 from ..errors import CancelledError, InputError, is_cancelled
 from ..inference import Predictor
-from ..metrics import evaluate_case, write_csv
 from ..models import load_model
+from ..scoring.metrics import evaluate_case, write_csv
 from .cases import Case, split_cases
 from .events import RunDone, RunStarted
 from .fewshot_results import plot_fewshot, write_summary

@@ -40,12 +40,12 @@ def _per_run(rows: list[dict]) -> dict[tuple, dict[int, float]]:
 def write_summary(path: Path, rows: list[dict]) -> None:
     """Markdown: per model and budget, Dice and IoU (%) as mean ± SD over seeds of the per-run
     mean over the test cases, and a 95% CI of the mean Dice: percentile bootstrap over the test
-    cases (:func:`~napari_la_dinov2.stats.bootstrap_ci`) of each case's Dice averaged over the
+    cases (:func:`~napari_la_dinov2.scoring.stats.bootstrap_ci`) of each case's Dice averaged over the
     seeds (the cases are the sample a user's next patients come from; 3 seeds are too few to
     resample). Then, at each budget run by two models or more, paired Wilcoxon tests between
     them over the same test cases (each case averaged over the seeds)."""
-    from ..report import case_means, compare, wilcoxon_table
-    from ..stats import STAT_METRICS, bootstrap_ci, metric_values
+    from ..scoring.report import case_means, compare, wilcoxon_table
+    from ..scoring.stats import STAT_METRICS, bootstrap_ci, metric_values
 
     runs: dict[tuple, dict[str, dict[int, list[dict]]]] = {}
     for (kind, value, model), seeds in rows_by_seed(

@@ -37,8 +37,8 @@ import torch
 from ..errors import CancelledError, InputError, is_cancelled
 from ..grid import training_grid
 from ..inference import Predictor, resolve_device
-from ..metrics import dice
 from ..models import MODEL_SPECS, LASegmenter, load_model
+from ..scoring.metrics import dice
 from . import distributed
 from .batches import SliceBatches
 from .cases import Case, split_cases, write_split

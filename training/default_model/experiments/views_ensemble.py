@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from napari_la_dinov2.inference import Predictor
-from napari_la_dinov2.metrics import evaluate_case, summarize
 from napari_la_dinov2.models import load_checkpoint
 from napari_la_dinov2.postprocess import postprocess
+from napari_la_dinov2.scoring.metrics import evaluate_case, summarize
 from napari_la_dinov2.training import load_case_folder
 
 parser = argparse.ArgumentParser()

@@ -1,14 +1,14 @@
 """A comparison of models over the same cases, as tables: accuracy (mean ± SD and a bootstrap
 95% CI), cost (parameters, GFLOPs per slice, seconds per volume) and paired Wilcoxon tests.
 
-:func:`compare` does the statistics (:mod:`napari_la_dinov2.stats` defines them);
+:func:`compare` does the statistics (:mod:`napari_la_dinov2.scoring.stats` defines them);
 :func:`markdown_report`, :func:`summary_rows` and :func:`write_report` lay them out. The
 command line (``la-dinov2 evaluate``), the few-shot summary and the Table 1 recipe share them.
 
 CSV files (written atomically):
 
 - summary: one row per model: ``model``, ``n_cases``, then for each metric of
-  :data:`~napari_la_dinov2.stats.STAT_METRICS` ``<metric>_mean``, ``_sd``, ``_median``,
+  :data:`~napari_la_dinov2.scoring.stats.STAT_METRICS` ``<metric>_mean``, ``_sd``, ``_median``,
   ``_ci_low``, ``_ci_high`` and ``_n_inf`` (Dice and IoU in %, distances in mm, volumes in mL),
   then ``parameters``, ``gflops_per_slice``, ``seconds_per_volume``, ``timing`` (empty when not
   asked for), and ``n_resamples``, ``confidence``, ``seed`` of the bootstrap;
@@ -248,7 +248,7 @@ def write_report(
     title: str | None = None,
 ) -> list[Path]:
     """Write the asked-for files (each atomically); returns their paths."""
-    from .volume_files import atomic_write
+    from ..volume_files import atomic_write
 
     written = []
     if markdown:
