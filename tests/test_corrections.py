@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from napari_la_dinov2.errors import InputError
-from napari_la_dinov2.models import load_model
+from napari_la_dinov2.models import get_spec, load_model
 from napari_la_dinov2.preprocess import Preprocessing
 from napari_la_dinov2.training import Case, TrainConfig, finetune
+from napari_la_dinov2.training.events import EpochDone, StepDone
 from napari_la_dinov2.training.slices import PreparedCase, SliceSampler
 from napari_la_dinov2.volume_files import VolumeMeta
 from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
@@ -113,6 +114,13 @@ def test_frozen_norm_statistics_stay_while_the_weights_learn(tmp_path, frozen):
         output_dir=str(tmp_path / "round"),
     )
     result = finetune([_case("today", corrected_slices=(4,))], config)
+    learned, stats_kept = _weights_learned_and_norm_stats_kept(config, result)
+    assert learned and stats_kept == frozen
+
+
+def _weights_learned_and_norm_stats_kept(config, result) -> tuple[bool, bool]:
+    """Whether a tiny-UNet run changed its convolution weights, and whether it kept its
+    BatchNorm statistics, against the weights it started from."""
     torch.manual_seed(config.seed)  # the weights the run started from
     start = load_model(
         "unet", pretrained=False, preprocessing=TINY_UNET_PREPROCESSING, **TINY_UNET_KWARGS
@@ -121,14 +129,39 @@ def test_frozen_norm_statistics_stay_while_the_weights_learn(tmp_path, frozen):
     stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
     weights = [k for k in start if k.endswith("conv.weight")]
     assert stats and weights
-    assert any(not torch.equal(start[k], tuned[k]) for k in weights)  # the weights learned
-    kept = all(torch.equal(start[k], tuned[k]) for k in stats)
-    assert kept == frozen
+    learned = any(not torch.equal(start[k], tuned[k]) for k in weights)
+    return learned, all(torch.equal(start[k], tuned[k]) for k in stats)
 
 
-def test_the_quick_round_is_a_short_round_and_bad_weights_are_refused(tmp_path):
-    quick = TrainConfig.quick_round(model="default")
-    assert (quick.epochs, quick.steps_per_epoch, quick.batch_size) == (1, 12, 8)
-    assert quick.correction_weight > 1 and 0 < quick.replay_share < 1 and quick.freeze_norm_stats
+def test_a_quick_round_is_one_short_gentle_epoch_on_the_corrections(tmp_path):
+    """The preset of a correction round: one epoch of a few steps, at a learning rate below
+    the family's own, the corrected slices weighted, earlier cases replayed, the BatchNorm
+    statistics kept; the settings given win over the preset."""
+    quick = TrainConfig.quick_round(
+        model="unet",
+        model_kwargs=TINY_UNET_KWARGS,
+        preprocessing=TINY_UNET_PREPROCESSING,
+        device="cpu",
+        output_dir=str(tmp_path / "round"),
+    )
+    family = get_spec("unet").training
+    assert quick.resolved(family).lr < family["lr"] and quick.epochs < family["epochs"]
+    assert quick.correction_weight > 1 and 0 < quick.replay_share < 1
+    assert TrainConfig.quick_round(epochs=3, lr=1e-3).epochs == 3
+    events = []
+    result = finetune(
+        [_case("today", corrected_slices=(4,))],
+        quick,
+        replay=[_case("monday", 1)],
+        progress=events.append,
+    )
+    steps = [e for e in events if isinstance(e, StepDone)]
+    assert len(result.history) == 1 and sum(isinstance(e, EpochDone) for e in events) == 1
+    assert 0 < len(steps) <= 50 and {e.epoch for e in steps} == {1}
+    learned, stats_kept = _weights_learned_and_norm_stats_kept(quick, result)
+    assert learned and stats_kept
+
+
+def test_bad_correction_settings_are_refused():
     with pytest.raises(InputError, match="correction_weight must be >= 1"):
         TrainConfig(correction_weight=0.5, epochs=1, batch_size=1, lr=1e-3).resolved({})
