@@ -118,7 +118,7 @@ def dock(viewer, app, widget, name: str, width: int = 560) -> None:
 
 def add_case(viewer, case):
     """The case as File > Open shows it: the slices on the slider, the axial plane on screen."""
-    from napari_la_dinov2._widgets._layers import display_layer, labels_layer_kwargs, on_layer_grid
+    from napari_la_dinov2._layer_geometry import display_layer, labels_layer_kwargs, on_layer_grid
 
     name, image, labels, meta = case
     data, kwargs = display_layer(image, meta, name=name)
@@ -133,7 +133,7 @@ def add_case(viewer, case):
 
 def show_atrium_slice(viewer, image_layer, labels, meta) -> None:
     """Move the slider (the layer's first axis) to the slice where the atrium is largest."""
-    from napari_la_dinov2._widgets._layers import file_to_layer_index
+    from napari_la_dinov2._layer_geometry import file_to_layer_index
 
     axis = meta.through_plane_axis()
     point = np.zeros(3)

@@ -58,7 +58,7 @@ def _empty_mask(path: str):
 
 def _read_layer(path: str):
     """``(data, kwargs, layer type)`` of one file, in the display order."""
-    from ._widgets._layers import display_layer
+    from ._layer_geometry import display_layer
 
     try:
         volume, meta = read_volume(path)

@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from napari_la_dinov2._widgets._layers import layer_volume
+from napari_la_dinov2._layer_geometry import layer_volume
 from napari_la_dinov2._widgets._models import KNOWN_MODELS
 from napari_la_dinov2._widgets.compare import COLUMNS, CompareWidget, viewer_grid, worst_slice
 from napari_la_dinov2.measures import la_measures

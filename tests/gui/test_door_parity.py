@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_la_dinov2._widgets._layers import file_to_layer_index, layer_volume
+from napari_la_dinov2._layer_geometry import file_to_layer_index, layer_volume
 from napari_la_dinov2._widgets.segment import SegmentWidget
 from napari_la_dinov2.cli import main
 from napari_la_dinov2.cli.mesh import measure_lines

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import napari_la_dinov2.training as training
-from napari_la_dinov2._widgets._layers import PREDICTION_KEY
+from napari_la_dinov2._layer_geometry import PREDICTION_KEY
 from napari_la_dinov2._widgets._models import KNOWN_MODELS
 from napari_la_dinov2._widgets.finetune import FinetuneWidget
 from napari_la_dinov2._widgets.segment import SegmentWidget

@@ -13,8 +13,8 @@ from magicgui.widgets import Container, FileEdit, PushButton, Select, create_wid
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
 
+from .._layer_geometry import PREDICTION_KEY, layer_volume, mask_of, unique_name
 from ..errors import InputError
-from ._layers import PREDICTION_KEY, layer_volume, mask_of, unique_name
 
 
 def model_mask_of(labels_layer, shape) -> np.ndarray | None:

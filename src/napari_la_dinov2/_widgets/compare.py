@@ -31,6 +31,15 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractItemView, QFileDialog, QTableWidget, QTableWidgetItem
 
+from .._layer_geometry import (
+    file_to_layer_index,
+    labels_layer_kwargs,
+    layer_view_order,
+    layer_volume,
+    mask_of,
+    on_layer_grid,
+    unique_layer_name,
+)
 from ..errors import InputError
 from ..scoring.evaluation import compare_masks
 from ..scoring.metrics import write_cases_csv
@@ -44,15 +53,6 @@ from ._comparison import (
     shape_measures,
     viewer_grid,
     worst_slice,
-)
-from ._layers import (
-    file_to_layer_index,
-    labels_layer_kwargs,
-    layer_view_order,
-    layer_volume,
-    mask_of,
-    on_layer_grid,
-    unique_layer_name,
 )
 from ._models import KNOWN_MODELS, device_choices, follow_known_models, size_model_list
 from ._options import ScrollingDock

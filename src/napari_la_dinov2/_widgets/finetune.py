@@ -29,12 +29,12 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error
 
+from .._layer_geometry import MODEL_KEY
 from ..errors import CancelledError, InputError
 from ..models import ALIASES, list_models
 from ..training.events import EpochDone, StepDone
 from ..training.train_config import QUICK_ROUND
 from ._cases import CasePicker, with_folder_cases
-from ._layers import MODEL_KEY
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._options import collapsible
 from ._plots import TrainingPlot

@@ -30,6 +30,15 @@ from magicgui.widgets import (
 from napari.layers import Image, Points, Shapes
 from napari.utils.notifications import show_error, show_warning
 
+from .._layer_geometry import (
+    MODEL_KEY,
+    PREDICTION_KEY,
+    labels_layer_kwargs,
+    layer_to_file_index,
+    layer_volume,
+    on_layer_grid,
+    unique_layer_name,
+)
 from ..errors import CancelledError, InputError
 from ..inference import RegionOfInterest
 from ..measures import LAMeasures
@@ -42,15 +51,6 @@ from ..segmentation import (
 )
 from ._colours import add_mask_layer
 from ._doubt import DoubtNavigator, add_doubt_layer, mark_stale_on_edit
-from ._layers import (
-    MODEL_KEY,
-    PREDICTION_KEY,
-    labels_layer_kwargs,
-    layer_to_file_index,
-    layer_volume,
-    on_layer_grid,
-    unique_layer_name,
-)
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._options import collapsible
 from ._status import failure_text, for_the_gui, measures_text, progress_text
