@@ -11,7 +11,7 @@ from napari_la_dinov2.errors import InputError
 from napari_la_dinov2.models import build_model, load_checkpoint, save_checkpoint
 from napari_la_dinov2.models.packing import ensemble_of
 from napari_la_dinov2.training import TrainConfig
-from napari_la_dinov2.training.finetune import _initial_model
+from napari_la_dinov2.training.run_setup import _initial_model
 from tests.conftest import (
     TINY_UNET_KWARGS,
     TINY_UNET_PREPROCESSING,
