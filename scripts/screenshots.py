@@ -221,12 +221,14 @@ def main(argv=None) -> None:
         help="fine-tune the model for Compare with one quick round instead of --epochs",
     )
     parser.add_argument(
-        "--only", nargs="+", default=["all"],
+        "--only",
+        nargs="+",
+        default=["all"],
         choices=["all", "demo", "surface", "loop", "finetune", "segment", "compare", "fewshot"],
         help="demo: the demo's first screen; surface: the 3D surface; loop: only the correction "
         "loop; finetune, segment, compare, fewshot: only these screenshots (the steps they "
         "need still run)",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
