@@ -56,13 +56,8 @@ from .finetune import finetune
 from .state import atomic_write_text
 from .train_config import TrainConfig
 
-RESULT_FIELDS = (
-    "model",
-    "budget_kind",
-    "budget",
-    "n_train",
-    "seed",
-    "case",
+# The scores and timings of a results row: numbers, read back as floats.
+_NUMBER_FIELDS = (
     "dice",
     "iou",
     "hd95_mm",
@@ -71,6 +66,15 @@ RESULT_FIELDS = (
     "volume_ml_truth",
     "best_val_dice",
     "train_seconds",
+)
+RESULT_FIELDS = (
+    "model",
+    "budget_kind",
+    "budget",
+    "n_train",
+    "seed",
+    "case",
+    *_NUMBER_FIELDS,
     "run_dir",
 )
 
@@ -172,16 +176,7 @@ def _read_rows(path: Path) -> list[dict]:
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:
-        for key in (
-            "dice",
-            "iou",
-            "hd95_mm",
-            "assd_mm",
-            "volume_ml_pred",
-            "volume_ml_truth",
-            "best_val_dice",
-            "train_seconds",
-        ):
+        for key in _NUMBER_FIELDS:
             row[key] = float(row[key])
         row["n_train"], row["seed"] = int(row["n_train"]), int(row["seed"])
     return rows
