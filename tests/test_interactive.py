@@ -198,3 +198,77 @@ def test_session_keeps_the_users_edits_and_undoes_clicks(case):
     expected[brushed] = edited[brushed]
     assert np.array_equal(again, expected)
     assert session.undo(again) is None and session.clicks == []
+
+
+@pytest.mark.parametrize("fit", ["pad", "stretch"])
+@pytest.mark.parametrize(
+    ("height", "width", "size", "crop"), [(40, 24, 32, 32), (40, 24, 64, 16), (23, 57, 48, 24)]
+)
+def test_the_crop_plan_gives_the_crop_of_the_whole_slice_inputs(fit, height, width, size, crop):
+    """A click computes its crop from the pixels that feed it; the result is the crop of what
+    the whole slices would give (shrinking with antialiasing, enlarging, padding, stretching)."""
+    import torch
+
+    from napari_la_dinov2.interactive.geometry import CropPlan, network_inputs
+    from napari_la_dinov2.preprocess import (
+        BranchInput,
+        IntensityStats,
+        Preprocessing,
+        SliceTransform,
+    )
+
+    t = SliceTransform(
+        Preprocessing(size, "zscore", 1, (BranchInput(fit=fit),)), BranchInput(fit=fit)
+    )
+    generator = torch.Generator().manual_seed(0)
+    raw = torch.rand((3, 3, height, width), generator=generator) * 100
+    prompts = torch.rand((3, 3, height, width), generator=generator)
+    stats = IntensityStats(5.0, 90.0, 0.5, 0.2)
+    for u0, v0 in ((0, 0), (size - crop, max(0, size - crop - 3))):
+        plan = CropPlan.around(t, height, width, u0, v0, crop)
+        assert (plan.rows.stop - plan.rows.start) * (
+            plan.cols.stop - plan.cols.start
+        ) <= height * width
+        fill = None
+        if fit == "pad":
+            fill = t.to_unit(raw.amin(dim=(-2, -1), keepdim=True), stats)
+        unit = t.to_unit(raw[..., plan.rows, plan.cols], stats)
+        image = t.standardize(plan.image(unit, fill), stats)
+        maps = plan.maps(prompts[..., plan.rows, plan.cols])
+        whole = network_inputs(t, stats, raw, prompts)[..., u0 : u0 + crop, v0 : v0 + crop]
+        torch.testing.assert_close(torch.cat([image, maps], dim=1), whole, atol=1e-5, rtol=0)
+        logits = torch.rand((3, crop, crop), generator=generator)
+        canvas = torch.zeros((3, 1, size, size))
+        canvas[:, 0, u0 : u0 + crop, v0 : v0 + crop] = logits
+        rows, cols = slice(2, height - 3), slice(1, width - 1)
+        expected = t.restore(canvas, height, width)[:, rows, cols]
+        torch.testing.assert_close(plan.restore(logits, rows, cols), expected, atol=1e-5, rtol=0)
+
+
+def test_slices_between_computed_ones_are_interpolated():
+    from napari_la_dinov2.interactive.refiner import between_slices, computed_slices
+
+    # 0.625 mm slices at a 1.25 mm step: every other one, the window's last always included
+    assert computed_slices(slice(3, 10), 0.625, 1.25).tolist() == [3, 5, 7, 9]
+    assert computed_slices(slice(3, 11), 0.625, 1.25).tolist() == [3, 5, 7, 9, 10]
+    assert computed_slices(slice(3, 6), 1.25, 1.25).tolist() == [3, 4, 5]
+    assert computed_slices(slice(3, 6), 0.625, 0.0).tolist() == [3, 4, 5]
+    assert computed_slices(slice(4, 5), 0.625, 1.25).tolist() == [4]
+    at = computed_slices(slice(0, 8), 0.625, 1.25)
+    line = 2.0 * np.arange(8, dtype=np.float32)[:, None] + np.ones((8, 3), np.float32)
+    np.testing.assert_allclose(between_slices(line[at], at, 8), line, rtol=1e-6)
+
+
+def test_a_stroke_becomes_points_evenly_along_it():
+    from napari_la_dinov2.interactive.clicks import stroke_points
+
+    # an L of 40 mm then 20 mm on a 0.5 x 1 x 2 mm grid, a point every 10 mm or a little less
+    path = np.array([[0, 0, 0], [80, 0, 0], [80, 20, 0]], float)
+    points = stroke_points(path, (0.5, 1.0, 2.0), 10.0)
+    assert len(points) == 7
+    np.testing.assert_allclose(points[0], path[0])
+    np.testing.assert_allclose(points[-1], path[-1])
+    np.testing.assert_allclose(points[4], [80, 0, 0])  # 40 mm along: the corner
+    steps = np.linalg.norm(np.diff(points, axis=0) * [0.5, 1.0, 2.0], axis=1)
+    np.testing.assert_allclose(steps, 10.0)
+    assert stroke_points(np.array([[3, 4, 5.0]]), (1, 1, 1), 10.0).tolist() == [[3, 4, 5]]

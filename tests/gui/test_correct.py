@@ -118,3 +118,32 @@ def test_a_negative_click_removes_and_a_click_outside_is_refused(
     qtbot.waitUntil(lambda: widget.job.finished and not widget.pending, timeout=60_000)
     assert any("outside the volume" in message for message in notifications["error"])
     assert len(widget.points.data) == 1
+
+
+def test_a_stroke_becomes_clicks_along_it(
+    make_napari_viewer, qtbot, small_case, add_case, all_atrium_refiner, notifications
+):
+    viewer = make_napari_viewer()
+    image, mask = add_case(viewer, small_case)
+    widget = correct.CorrectWidget(viewer)
+    widget.draw_stroke()  # before Start clicking: one sentence, no layer
+    assert any("Start clicking first" in m for m in notifications["error"])
+    widget = _dock(viewer, qtbot, image, mask)
+    stroke = widget.draw_stroke()
+    assert viewer.layers.selection.active is stroke and stroke.mode == "add_path"
+    ends = file_to_layer_index(image, np.array([[10, 6, 3], [10, 30, 3]], float))
+    stroke.add_paths(
+        [np.asarray(widget.points.world_to_data(image.data_to_world(e))) for e in ends]
+    )
+    qtbot.waitUntil(
+        lambda: len(widget.session.clicks) == len(widget.points.data) and not widget.pending,
+        timeout=60_000,
+    )
+    qtbot.waitUntil(lambda: widget.job.finished, timeout=60_000)
+    clicks = widget.session.clicks
+    # 24 voxels of 0.625 mm = 15 mm, a click every half window (2 mm): 9 clicks, ends included
+    assert len(clicks) == 9 and len(stroke.data) == 0
+    assert clicks[0].position == (10, 6, 3) and clicks[-1].position == (10, 30, 3)
+    assert all(c.positive for c in clicks)
+    after = np.array(mask_of(mask, image))
+    assert after[10, 6:31, 3].all()  # the all-atrium model filled every click's window

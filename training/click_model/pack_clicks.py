@@ -21,13 +21,14 @@ from cache_default import default_split  # this folder is on sys.path as a scrip
 from safetensors.torch import load_file
 
 from napari_la_dinov2.interactive import ClickModel
+from napari_la_dinov2.interactive.network import CROP
 from napari_la_dinov2.models import load_model
 
 
-def pack(work: Path, window_mm: float) -> ClickModel:
+def pack(work: Path, window_mm: float, crop: int, slice_mm: float) -> ClickModel:
     default = load_model("default")
     split = default_split(default)
-    model = ClickModel.from_segmenter(default, window_mm=window_mm)
+    model = ClickModel.from_segmenter(default, window_mm=window_mm, crop=crop, slice_mm=slice_mm)
     runs = []
     for b, member in enumerate(model.members):
         run = work / f"member{b}"
@@ -62,8 +63,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--half", action="store_true", help="store float16 weights")
     parser.add_argument("--window-mm", type=float, default=15.0, help="the click's window")
+    parser.add_argument(
+        "--crop", type=int, default=CROP, help="side of the input crop a view runs on"
+    )
+    parser.add_argument(
+        "--slice-mm", type=float, default=0.0, help="run on slices this far apart (0: every one)"
+    )
     args = parser.parse_args(argv)
-    model = pack(args.work, args.window_mm)
+    model = pack(args.work, args.window_mm, args.crop, args.slice_mm)
     model.save(args.out, weights_dtype=torch.float16 if args.half else None)
     print(f"click model written to {args.out}")
     return 0

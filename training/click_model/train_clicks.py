@@ -62,7 +62,7 @@ def train_mode_frozen_norm(net: torch.nn.Module) -> None:
             layer.eval()
 
 
-def main(argv=None) -> int:
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("runs/clicks"))
     parser.add_argument("--member", type=int, required=True)
@@ -77,7 +77,27 @@ def main(argv=None) -> int:
         "--restart-at", type=int, default=0, help="a warm restart: the cosine starts at this step"
     )
     parser.add_argument("--window-mm", type=float, default=None, help="the click's window")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def learning_rate(args, step: int) -> float:
+    """Cosine decay from ``--lr`` over ``--restart-at .. --total-steps``."""
+    phase = (step - args.restart_at) / (args.total_steps - args.restart_at)
+    return args.lr * 0.5 * (1 + np.cos(np.pi * min(phase, 1.0)))
+
+
+def save_run(run: Path, net, optimizer, progress: dict) -> None:
+    """Weights (written aside, then renamed), optimiser state, then progress: a run killed
+    at any moment goes on from its last save."""
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(run / ".weights.tmp"))
+    save_optimizer(optimizer, run)
+    (run / ".weights.tmp").replace(run / "weights.safetensors")
+    (run / "progress.json").write_text(json.dumps(progress))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     default = load_model("default")
     model = ClickModel.from_segmenter(default)
@@ -91,36 +111,30 @@ def main(argv=None) -> int:
         progress = json.loads((run / "progress.json").read_text())
         net.load_state_dict(load_file(str(run / "weights.safetensors")))
         load_optimizer(optimizer, run)
-    names = default_split(default)["train"]
     started = time.perf_counter()
-    cases = load_cases(names, args.work)
+    cases = load_cases(default_split(default)["train"], args.work)
     print(f"{len(cases)} cases loaded in {time.perf_counter() - started:.0f} s", flush=True)
+    axis_of = lambda case: view_axis(case.slice_axis, transform.view)  # noqa: E731
     sampler = EpisodeSampler(
-        cases,
-        transform,
-        lambda case: view_axis(case.slice_axis, transform.view),
-        model.window_mm,
-        model.crop,
-        slices_per_episode=args.slices,
+        cases, transform, axis_of, model.window_mm, model.crop, slices_per_episode=args.slices
     )
     train_mode_frozen_norm(net)
     window_loss = []
     while progress["step"] < args.steps:
-        step = progress["step"]
-        phase = (step - args.restart_at) / (args.total_steps - args.restart_at)
-        lr = args.lr * 0.5 * (1 + np.cos(np.pi * min(phase, 1.0)))
+        step, tick = progress["step"], time.perf_counter()
+        lr = learning_rate(args, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        tick = time.perf_counter()
-        rng = np.random.default_rng([args.member, step])
-        x, y, w = sampler.batch(rng, args.episodes)
+        x, y, w = sampler.batch(np.random.default_rng([args.member, step]), args.episodes)
         loss = loss_of(net(x), y, w)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        progress["step"] = step + 1
-        progress["seconds"] += time.perf_counter() - tick
-        window_loss.append(float(loss))
+        progress["step"], progress["seconds"] = (
+            step + 1,
+            progress["seconds"] + time.perf_counter() - tick,
+        )
+        window_loss.append(loss.item())
         if progress["step"] % args.save_every == 0 or progress["step"] == args.steps:
             progress["losses"].append([progress["step"], float(np.mean(window_loss))])
             print(
@@ -129,12 +143,7 @@ def main(argv=None) -> int:
                 flush=True,
             )
             window_loss = []
-            save_file(
-                {k: v.contiguous() for k, v in net.state_dict().items()}, str(run / ".weights.tmp")
-            )
-            save_optimizer(optimizer, run)
-            (run / ".weights.tmp").replace(run / "weights.safetensors")
-            (run / "progress.json").write_text(json.dumps(progress))
+            save_run(run, net, optimizer, progress)
     return 0
 
 

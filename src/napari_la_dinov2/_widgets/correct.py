@@ -6,6 +6,9 @@ or, with "Clicks remove" ticked or Alt held while clicking, negative (red: this 
 click runs :meth:`ClickSession.apply` in a worker (one at a time; clicks made meanwhile wait
 their turn) and the Labels layer changes in place, only in the click's window. Brush edits are
 kept by later clicks; "Undo click" (or Ctrl+Z on the clicks layer) takes the last click back.
+"Draw a stroke" adds a Shapes layer in path mode: a stroke drawn on a slice (click its
+vertices, double-click to end) becomes clicks every half window along it, with the clicks'
+current sign: a scribble over a missed or wrongly taken region.
 The mask keeps the model's own mask in its metadata, so the Fine-tune dock weighs the slices
 changed by clicks as it weighs brush corrections.
 """
@@ -28,9 +31,12 @@ from .._layer_geometry import (
 )
 from ..errors import InputError
 from ..interactive import Click, ClickSession, Refiner, load_click_model
+from ..interactive.clicks import stroke_points
 from ._worker import Job, cancel_jobs_on_close
 
 POSITIVE, NEGATIVE = "#3ddc84", "#ff4d4d"
+
+
 @functools.cache  # the click model is loaded once per process
 def shared_refiner() -> Refiner:
     return Refiner(load_click_model())
@@ -46,17 +52,20 @@ class CorrectWidget(Container):
         self.start_button = PushButton(text="Start clicking")
         self.negative = CheckBox(text="Clicks remove (or hold Alt while clicking)", value=False)
         self.undo_button = PushButton(text="Undo click")
+        self.stroke_button = PushButton(text="Draw a stroke")
         self.status = Label(value="pick the image and its mask, then Start clicking")
-        buttons = [self.start_button, self.negative, self.undo_button]
+        buttons = [self.start_button, self.negative, self.undo_button, self.stroke_button]
         super().__init__(widgets=[self.image, self.mask, *buttons, self.status])
         self.session: ClickSession | None = None
         self.points = None
+        self.stroke = None
         self.pending: list[Click] = []
         self.job: Job | None = None
         self._alt = False
         self._quiet = False  # set while the widget itself edits the points
         self.start_button.changed.connect(self.start)
         self.undo_button.changed.connect(self.undo)
+        self.stroke_button.changed.connect(self.draw_stroke)
         self.negative.changed.connect(self._sign_changed)
         cancel_jobs_on_close(napari_viewer)
 
@@ -124,8 +133,9 @@ class CorrectWidget(Container):
     def _points_changed(self, event):
         if self._quiet or getattr(event, "action", "added") != "added":
             return
-        for row in event.data_indices if hasattr(event, "data_indices") else [-1]:
-            self._clicked(int(row) if row >= 0 else len(self.points.data) - 1)
+        # napari counts added rows from the end (-3, -2, -1 for three points added at once)
+        for row in getattr(event, "data_indices", None) or [-1]:
+            self._clicked(int(row) % len(self.points.data))
 
     def _clicked(self, row: int):
         image = self.image.value
@@ -181,6 +191,46 @@ class CorrectWidget(Container):
         if changed.any():
             labels.data[changed] = shown[changed]
             labels.refresh()
+
+    # --- strokes ---------------------------------------------------------------------------
+    def draw_stroke(self, _=None):
+        """Add (or bring back) the stroke layer, in path mode, on the clicks' grid."""
+        if self.points is None or self.points not in self.viewer.layers:
+            show_error("Correct: press Start clicking first; a stroke becomes clicks.")
+            return None
+        if self.stroke is None or self.stroke not in self.viewer.layers:
+            points = self.points
+            self.stroke = self.viewer.add_shapes(
+                name=unique_layer_name(self.viewer, f"{self.mask.value.name} stroke"),
+                ndim=3,
+                scale=tuple(points.scale),
+                translate=tuple(points.translate),
+                affine=points.affine.affine_matrix.copy(),
+                axis_labels=tuple(points.axis_labels),
+                units=tuple(str(u) for u in points.units),
+                edge_width=2,
+                edge_color=self._colour(),
+            )
+            self.stroke.events.data.connect(self._stroke_drawn)
+        self.stroke.current_edge_color = self._colour()
+        self.stroke.mode = "add_path"
+        self.viewer.layers.selection.active = self.stroke
+        self.status.value = "draw the stroke: click along it, double-click to end"
+        return self.stroke
+
+    def _stroke_drawn(self, event):
+        if self._quiet or getattr(event, "action", "added") != "added" or not len(self.stroke.data):
+            return
+        step = shared_refiner().model.window_mm / 2
+        along = stroke_points(self.stroke.data[-1], tuple(self.image.value.scale), step)
+        self._quiet = True
+        try:  # the stroke itself goes: its clicks (points) are what stays and can be undone
+            self.stroke.data = []
+        finally:
+            self._quiet = False
+        self.viewer.layers.selection.active = self.points
+        self._alt = False  # the stroke has the toggle's sign, whatever the last click held
+        self.points.add(along)
 
     # --- undo ------------------------------------------------------------------------------
     def undo(self, _=None):

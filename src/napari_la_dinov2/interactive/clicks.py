@@ -64,14 +64,33 @@ def click_maps(
     maps = np.zeros((2, *shape), dtype=np.float32)
     reach = CLICK_SIGMA_MM * CLICK_REACH
     for click in clicks:
-        axes = []
+        # The Gaussian is a product of one per axis, each cut at ``reach``: only the box around
+        # the click is computed, which keeps a click's maps cheap on a large region.
+        near, factors = [], []
         for p, s, mm in zip(click.position, index, spacing, strict=True):
-            coords = (np.arange(s.start, s.stop) - p) * float(mm)
-            axes.append(np.where(np.abs(coords) <= reach, coords, np.inf))
-        d2 = axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2
-        if not np.isfinite(d2).any():
-            continue
-        with np.errstate(invalid="ignore"):
-            blob = np.exp(-d2 / (2 * CLICK_SIGMA_MM**2)).astype(np.float32)
-        np.maximum(maps[0 if click.positive else 1], blob, out=maps[0 if click.positive else 1])
+            half = int(np.floor(reach / float(mm)))
+            first, stop = max(s.start, p - half), min(s.stop, p + half + 1)
+            if first >= stop:
+                break
+            coords = (np.arange(first, stop) - p) * float(mm)
+            factors.append(np.exp(-(coords**2) / (2 * CLICK_SIGMA_MM**2)).astype(np.float32))
+            near.append(slice(first - s.start, stop - s.start))
+        else:
+            blob = factors[0][:, None, None] * factors[1][None, :, None] * factors[2][None, None, :]
+            target = maps[0 if click.positive else 1][tuple(near)]
+            np.maximum(target, blob, out=target)
     return maps
+
+
+def stroke_points(path: np.ndarray, spacing: Sequence[float], step_mm: float) -> np.ndarray:
+    """A scribble as clicks: the points of the polyline ``path`` (``N x 3`` voxel coordinates,
+    ``spacing`` mm per voxel along each) every ``step_mm`` along it, its first and last
+    vertices included, as ``M x 3`` coordinates (a one-vertex path gives that vertex)."""
+    path = np.asarray(path, dtype=float).reshape(-1, 3)
+    lengths = np.linalg.norm(np.diff(path, axis=0) * np.asarray(spacing, float), axis=1)
+    along = np.concatenate([[0.0], np.cumsum(lengths)])
+    if along[-1] <= 0:
+        return path[:1].copy()
+    count = max(1, int(np.ceil(along[-1] / float(step_mm))))
+    wanted = np.linspace(0.0, along[-1], count + 1)
+    return np.stack([np.interp(wanted, along, path[:, a]) for a in range(3)], axis=1)

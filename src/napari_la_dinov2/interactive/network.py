@@ -43,6 +43,7 @@ class ClickModel(nn.Module):
         *,
         window_mm: float = WINDOW_MM,
         crop: int = CROP,
+        slice_mm: float = 0.0,
         provenance: dict | None = None,
     ):
         super().__init__()
@@ -51,6 +52,7 @@ class ClickModel(nn.Module):
         self.transforms = preprocessing.transforms()
         self.window_mm = float(window_mm)
         self.crop = int(crop)
+        self.slice_mm = float(slice_mm)  # 0: every slice in the window; else see computed_slices
         self.provenance = dict(provenance or {})
         channels = preprocessing.channels + len(PROMPT_CHANNELS)
         self.members = nn.ModuleList(
@@ -84,6 +86,7 @@ class ClickModel(nn.Module):
             prompt_channels=list(PROMPT_CHANNELS),
             window_mm=self.window_mm,
             crop=self.crop,
+            slice_mm=self.slice_mm,
             provenance=self.provenance,
         )
 
@@ -92,7 +95,8 @@ class ClickModel(nn.Module):
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        # contiguous: a Refiner runs the networks channels-last, which safetensors cannot store
+        state = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
         if weights_dtype is not None:
             state = {
                 k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in state.items()
@@ -141,6 +145,7 @@ def load_click_model(source: str | Path | None = None) -> ClickModel:
         Preprocessing.from_dict(config["preprocessing"]),
         window_mm=config["window_mm"],
         crop=config["crop"],
+        slice_mm=config.get("slice_mm", 0.0),
         provenance=config.get("provenance"),
     )
     state = load_file(str(weights))

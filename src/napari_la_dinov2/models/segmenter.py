@@ -75,7 +75,8 @@ class LASegmenter(nn.Module):
         kwargs = {**self.spec.defaults, **kwargs}
         try:  # first on the meta device: a hostile width costs no memory
             skeleton = meta_network(self.spec.builder, kwargs)
-            check_footprint(skeleton, self.model_name, channels, self.preprocessing.input_size)
+            size = self.preprocessing.input_size
+            check_footprint(skeleton, self.model_name, channels, size, kwargs)
             return self.spec.builder(**kwargs)
         except InputError:
             raise
