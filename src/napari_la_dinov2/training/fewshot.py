@@ -215,7 +215,7 @@ def run_fewshot(cases: list[Case], config: FewShotConfig, progress=None, stop=No
         if is_cancelled(stop):
             break
         if progress:
-            progress(RunStarted(index, len(plan), label, kind, value, n, seed))
+            progress(_run_event(RunStarted, plan, index))
         key = (label, n, seed)
         if key not in done_runs:
             try:
@@ -239,7 +239,7 @@ def run_fewshot(cases: list[Case], config: FewShotConfig, progress=None, stop=No
         _write_rows(out / "results.csv", rows)
         if progress:
             dice = float(np.mean([row["dice"] for row in done_runs[key]]))
-            progress(RunDone(index, len(plan), label, kind, value, n, seed, dice))
+            progress(_run_event(RunDone, plan, index, dice=dice))
         if is_cancelled(stop):
             break
     if rows:
@@ -268,6 +268,21 @@ def _write_resolved_config(path: Path, config: FewShotConfig, split: dict, subse
         "subsets": {f"n{n}_seed{s}": names for (n, s), names in sorted(subsets.items())},
     }
     atomic_write_text(path, json.dumps(resolved, indent=2) + "\n")
+
+
+def _run_event(event_class, plan: list[tuple], index: int, **extra):
+    """A :class:`~.events.RunStarted` or :class:`~.events.RunDone` of the plan's run ``index``."""
+    _, label, kind, value, n, seed = plan[index]
+    return event_class(
+        index=index,
+        total=len(plan),
+        model=label,
+        budget_kind=kind,
+        budget=value,
+        n_train=n,
+        seed=seed,
+        **extra,
+    )
 
 
 def _tagged(progress, index: int):

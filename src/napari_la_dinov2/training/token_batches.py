@@ -114,7 +114,7 @@ class TokenBatches:
         for done, compute in enumerate(work, start=1):
             results.append(compute())
             if progress:
-                progress(FeaturesComputed(done, len(work)))
+                progress(FeaturesComputed(done=done, total=len(work)))
         n = len(self.prepared)
         self.tokens, self.flipped = results[:n], results[n : 2 * n] if flips else None
         self.val_tokens = dict(
