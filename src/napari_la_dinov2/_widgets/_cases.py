@@ -43,7 +43,9 @@ def cases_from_layers(pairs, *, predictions: bool = False) -> list:
         name = unique_name(image_layer.name, names)
         names.add(name)
         prediction = model_mask_of(labels_layer, image.shape) if predictions else None
-        cases.append(Case(name, image.copy(), (labels != 0).astype(np.uint8), meta, prediction))
+        labels = (labels != 0).astype(np.uint8)
+        case = Case(name=name, image=image.copy(), labels=labels, meta=meta, prediction=prediction)
+        cases.append(case)
     return cases
 
 

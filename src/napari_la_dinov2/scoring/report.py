@@ -94,7 +94,14 @@ def compare(
         for model, rows in aligned.items()
     }
     pairs = pairwise_wilcoxon(aligned) if len(aligned) > 1 and any(aligned.values()) else []
-    return Comparison(aligned, dropped, summary, pairs, dict(costs or {}), **options)
+    return Comparison(
+        aligned=aligned,
+        dropped=dropped,
+        summary=summary,
+        pairs=pairs,
+        costs=dict(costs or {}),
+        **options,
+    )
 
 
 def case_means(rows: Sequence[Mapping]) -> list[dict]:

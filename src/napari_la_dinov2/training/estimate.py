@@ -122,7 +122,7 @@ def estimate(
         steps += run_steps
         seconds += run_steps * timed[model].seconds
         seconds += (config.train.epochs * n_val + n_test) * timed[model].predict_seconds
-    return Estimate(len(runs), config.train.epochs, int(steps), seconds)
+    return Estimate(runs=len(runs), epochs=config.train.epochs, steps=int(steps), seconds=seconds)
 
 
 def format_duration(seconds: float) -> str:
