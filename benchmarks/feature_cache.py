@@ -110,7 +110,7 @@ def main() -> None:
         _learn(optimizer, loss_fn(model(x), y))
 
     started = time.perf_counter()
-    batches = TokenBatches(
+    batches = TokenBatches(  # fine-tuning's own machinery: it takes the model's Predictor
         Predictor(model, device=device),
         [case],
         [],

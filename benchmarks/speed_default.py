@@ -99,6 +99,8 @@ def measure_volume(case: Path, batch_size: int, repeats: int) -> dict:
     from napari_la_dinov2.volume_files import read_volume
 
     volume, meta = read_volume(case)
+    # The Predictor itself, not the engine's entry: this times Predictor.predict against the
+    # networks it runs (the entry's measures and mesh are not the overhead measured here).
     predictor = Predictor(load_model("default"), device="cpu", batch_size=batch_size)
     axis = meta.through_plane_axis()
     stats = IntensityStats.of(volume)
