@@ -110,7 +110,7 @@ def measure_volume(case: Path, batch_size: int, repeats: int) -> dict:
         region = np.moveaxis(volume, view_axis(axis, branch.view), 0)
         with torch.inference_mode():
             batches = [
-                transform.prepare(transform.gather(region, i, i + batch_size), stats)
+                transform.model_input(transform.gather(region, i, i + batch_size), stats)
                 for i in range(0, region.shape[0], batch_size)
             ]
         views.append((net, batches))

@@ -125,7 +125,7 @@ def _levels_and_pieces(bench: _Bench, family: str, run_pipeline) -> dict:
     ]
     transform = predictor.branches[0].transform
     with torch.inference_mode():
-        batches = [transform.prepare(raw.to(device), stats) for raw in raw_batches]
+        batches = [transform.model_input(raw.to(device), stats) for raw in raw_batches]
     result = {"setup_rss_mb": peak_rss_mb()}
     backbone = model.net.backbone_features if family == "dinov2" else model.net
 
@@ -167,7 +167,7 @@ def _pieces(bench: _Bench, region, stats, raw_batches, batches) -> dict:
         IntensityStats.of(region)
         with torch.inference_mode():
             for raw in raw_batches:
-                transform.prepare(raw.to(bench.device), stats)
+                transform.model_input(raw.to(bench.device), stats)
 
     def run_restore():
         with torch.inference_mode():

@@ -249,7 +249,7 @@ class Predictor:
         """``BxCxSxS`` model input of slices ``first..stop-1`` of a branch, on the device."""
         transform = self.branches[branch].transform
         raw = transform.gather(prepared.slices[branch], first, stop).to(self.device)
-        return transform.prepare(raw, prepared.stats)
+        return transform.model_input(raw, prepared.stats)
 
     def _network_logits(self, prepared: PreparedVolume, branch: int, first: int, stop: int):
         net, batch = self.branches[branch].net, self.inputs(prepared, branch, first, stop)
