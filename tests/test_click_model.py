@@ -9,6 +9,7 @@ import pytest
 
 from napari_la_dinov2.inference import Predictor
 from napari_la_dinov2.interactive import Click, Refiner, load_click_model, next_click
+from napari_la_dinov2.interactive.network import EMBEDDED
 from napari_la_dinov2.models import load_model
 from napari_la_dinov2.scoring.metrics import dice
 from napari_la_dinov2.volume_files import read_volume
@@ -31,12 +32,21 @@ def _outside(shape, window) -> np.ndarray:
     return outside
 
 
-def test_the_embedded_click_model_was_trained_on_the_defaults_training_patients():
+def test_the_embedded_click_model_is_trained_on_the_defaults_patients_as_its_card_says():
     model = load_click_model()
     default = load_model("default")
     assert model.provenance["trained_on"] == default.provenance["trained_on"]
-    assert [run["steps"] for run in model.provenance["runs"]] == [3600, 3600, 3600]
-    assert model.window_mm == 20.0 and model.crop == 96
+    # the model card states what the shipped config holds
+    card = " ".join((EMBEDDED / "MODEL_CARD.md").read_text(encoding="utf-8").split())
+    assert f"({model.window_mm:g} mm on either side of the click" in card
+    assert f"on a {model.crop} x {model.crop} crop" in card
+    assert f"one every {model.slice_mm:g} mm" in card
+    assert (
+        f"above {model.add_threshold:g}, a negative one removes those below {model.remove_threshold:g}"
+        in card
+    )
+    for run in model.provenance["runs"]:
+        assert f"{run['steps']} steps, {model.window_mm:g} mm, slices {model.slice_mm:g} mm" in card
 
 
 def test_a_protocol_click_corrects_the_automatic_mask_only_near_it(unseen_case):
@@ -55,5 +65,6 @@ def test_a_click_where_the_mask_is_right_changes_almost_nothing(unseen_case):
     refined = refiner.refine(prepared, auto, [Click(centre, True)])
     window = refiner.window(prepared, Click(centre, True))
     changed = int((refined != auto).sum())
-    assert changed <= 0.01 * auto[window].size
+    assert changed <= 0.02 * auto[window].size  # a positive click adds at a lower bar (0.25)
+    assert dice(refined, truth) > dice(auto, truth) - 0.005  # and harms nothing measurable
     assert np.array_equal(refined[_outside(auto.shape, window)], auto[_outside(auto.shape, window)])

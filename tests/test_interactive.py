@@ -166,13 +166,19 @@ def test_refine_refuses_a_mask_on_another_grid_and_a_click_outside_the_region(ca
 def test_click_model_saves_and_loads_only_safetensors_and_json(tmp_path, case):
     image, truth, meta = case
     _, refiner = tiny_refiner(crop=16)
+    refiner.model.slice_mm, refiner.model.remove_threshold = 1.25, 0.7
     folder = refiner.model.save(tmp_path / "clicks")
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     loaded = Refiner(load_click_model(folder))
+    assert (loaded.model.slice_mm, loaded.model.remove_threshold) == (1.25, 0.7)
     click = Click((20, 18, 7), False)
     a = refiner.refine(refiner.prepare(image, meta), truth, [click])
     b = loaded.refine(loaded.prepare(image, meta), truth, [click])
     assert np.array_equal(a, b)
+    # the thresholds decide: a negative click that removes below 1 removes its whole window
+    loaded.model.remove_threshold = 1.0
+    window = loaded.window(loaded.prepare(image, meta), click)
+    assert not loaded.refine(loaded.prepare(image, meta), truth, [click])[window].any()
     with pytest.raises(InputError, match="holds no click model"):
         load_click_model(tmp_path)
 

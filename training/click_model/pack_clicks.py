@@ -25,10 +25,12 @@ from napari_la_dinov2.interactive.network import CROP
 from napari_la_dinov2.models import load_model
 
 
-def pack(work: Path, window_mm: float, crop: int, slice_mm: float) -> ClickModel:
+def pack(work: Path, args) -> ClickModel:
     default = load_model("default")
     split = default_split(default)
-    model = ClickModel.from_segmenter(default, window_mm=window_mm, crop=crop, slice_mm=slice_mm)
+    settings = dict(window_mm=args.window_mm, crop=args.crop, slice_mm=args.slice_mm)
+    thresholds = dict(add_threshold=args.add_threshold, remove_threshold=args.remove_threshold)
+    model = ClickModel.from_segmenter(default, **settings, **thresholds)
     runs = []
     for b, member in enumerate(model.members):
         run = work / f"member{b}"
@@ -69,8 +71,14 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--slice-mm", type=float, default=0.0, help="run on slices this far apart (0: every one)"
     )
+    parser.add_argument(
+        "--add-threshold", type=float, default=0.5, help="a positive click adds voxels above it"
+    )
+    parser.add_argument(
+        "--remove-threshold", type=float, default=0.5, help="a negative click removes those below"
+    )
     args = parser.parse_args(argv)
-    model = pack(args.work, args.window_mm, args.crop, args.slice_mm)
+    model = pack(args.work, args)
     model.save(args.out, weights_dtype=torch.float16 if args.half else None)
     print(f"click model written to {args.out}")
     return 0

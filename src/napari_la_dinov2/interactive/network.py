@@ -28,7 +28,7 @@ from ..preprocess import Preprocessing
 
 PROMPT_CHANNELS = ("mask", "positive", "negative")
 CLICK_FORMAT = "napari-la-dinov2/clicks-1"
-WINDOW_MM = 20.0  # half-size of the box a click may change, in mm along each axis
+WINDOW_MM = 25.0  # half-size of the box a click may change, in mm along each axis
 CROP = 96  # side of the crop of the model's input the networks run on
 EMBEDDED = Path(__file__).resolve().parents[1] / "weights" / "la_clicks"
 
@@ -44,6 +44,8 @@ class ClickModel(nn.Module):
         window_mm: float = WINDOW_MM,
         crop: int = CROP,
         slice_mm: float = 0.0,
+        add_threshold: float = 0.5,
+        remove_threshold: float = 0.5,
         provenance: dict | None = None,
     ):
         super().__init__()
@@ -53,6 +55,9 @@ class ClickModel(nn.Module):
         self.window_mm = float(window_mm)
         self.crop = int(crop)
         self.slice_mm = float(slice_mm)  # 0: every slice in the window; else see computed_slices
+        # A positive click adds the voxels above add_threshold, a negative one removes those
+        # below remove_threshold (chosen on the validation patients, see the model card).
+        self.add_threshold, self.remove_threshold = float(add_threshold), float(remove_threshold)
         self.provenance = dict(provenance or {})
         channels = preprocessing.channels + len(PROMPT_CHANNELS)
         self.members = nn.ModuleList(
@@ -87,6 +92,8 @@ class ClickModel(nn.Module):
             window_mm=self.window_mm,
             crop=self.crop,
             slice_mm=self.slice_mm,
+            add_threshold=self.add_threshold,
+            remove_threshold=self.remove_threshold,
             provenance=self.provenance,
         )
 
@@ -146,6 +153,8 @@ def load_click_model(source: str | Path | None = None) -> ClickModel:
         window_mm=config["window_mm"],
         crop=config["crop"],
         slice_mm=config.get("slice_mm", 0.0),
+        add_threshold=config.get("add_threshold", 0.5),
+        remove_threshold=config.get("remove_threshold", 0.5),
         provenance=config.get("provenance"),
     )
     state = load_file(str(weights))

@@ -5,7 +5,9 @@ slices, as the Predictor does); :meth:`Refiner.refine` takes the current mask (t
 edits included) and the clicks so far, and recomputes only the newest click's window: each view
 runs its click network on its slices that cross the window, on a crop of its input around the
 click; their logits are averaged on the volume's grid, as the default model averages its views,
-and thresholded at 0.5. Voxels outside the window never change, nor do voxels in ``keep``;
+and thresholded: at the model's ``add_threshold`` for a positive click, at its
+``remove_threshold`` for a negative one. Voxels outside the window never change, nor do voxels
+in ``keep``;
 with ``monotone`` (the default) a positive click only adds voxels and a negative one only
 removes them, so a click never undoes what the user asked for elsewhere in its window.
 The widget, the ``refine`` command and the benchmark all call this one path.
@@ -27,7 +29,6 @@ from .clicks import Click, click_maps
 from .geometry import CropPlan, crop_start, to_input, window_index
 from .network import ClickModel, load_click_model
 
-THRESHOLD = 0.5
 # Measured on the 2-core CPU (a view's 65 crops): channels-last convolutions take about 0.7 of
 # the time, and batches of about 32 crops a little less than one batch of all.
 CHANNELS_LAST, CHUNK = torch.channels_last, 32
@@ -124,7 +125,9 @@ class Refiner:
         window = self.window(prepared, click)
         probability = self.window_probability(prepared, mask, clicks, window)
         out = np.asarray(mask, dtype=np.uint8).copy()
-        changed = (probability > THRESHOLD).astype(np.uint8)
+        model = self.model
+        threshold = model.add_threshold if click.positive else model.remove_threshold
+        changed = (probability > threshold).astype(np.uint8)
         if self.monotone:  # a positive click only adds, a negative one only removes
             combine = np.maximum if click.positive else np.minimum
             changed = combine(changed, out[window])
