@@ -47,7 +47,7 @@ def data_dir() -> Path:
     return folder
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["unet", "attention_unet"])
     parser.add_argument("--patients", nargs="+", type=int, default=[1, 4, 16])
@@ -65,13 +65,11 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=16, help="held-out test patients")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", default="runs/accuracy_fewshot")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    return parser.parse_args()
 
-    folder = data_dir()
-    started = time.perf_counter()
-    cases = load_case_folder(folder)
-    n = len(cases)
+
+def _config(args: argparse.Namespace, n: int) -> FewShotConfig:
+    """The experiment these arguments ask for, on ``n`` cases of which 4 validate."""
     split = (1 - (4 + args.test) / n, 4 / n, args.test / n)
     train = TrainConfig(
         epochs=args.epochs,
@@ -92,7 +90,7 @@ def main() -> None:
         m: {"model_kwargs": {**COMPACT, "in_channels": 2 * args.context + 1}}
         for m in ("unet", "attention_unet")
     }
-    config = FewShotConfig(
+    return FewShotConfig(
         models=args.models,
         patients=args.patients,
         seeds=args.seeds,
@@ -104,24 +102,8 @@ def main() -> None:
         resume=False,
     )
 
-    def progress(event):
-        if isinstance(event, RunStarted):
-            print(
-                f"[{time.perf_counter() - started:6.0f} s] run {event.index + 1}/{event.total}: "
-                f"{event.model}, {event.n_train} patient(s), seed {event.seed}",
-                flush=True,
-            )
 
-    rows = run_fewshot(cases, config, progress=progress)
-    minutes = (time.perf_counter() - started) / 60
-    print(f"\n# {' '.join(sys.argv)}")
-    print(f"data: {folder} ({n} cases; {args.test} test, 4 validation, {n - 4 - args.test} pool)")
-    print(
-        f"machine: {platform.machine()}, {args.threads} torch threads; per run {args.epochs} x "
-        f"{args.steps} steps of {args.batch} slices at {args.input_size}x{args.input_size}, "
-        f"{f'2.5D (context {args.context})' if args.context else '2D'}; "
-        f"total {minutes:.1f} min"
-    )
+def _print_table(rows: list[dict]) -> None:
     print("\nTest Dice, mean ± SD over the test patients (pooled over seeds):")
     print(f"{'model':<16}{'patients':>9}{'Dice':>16}{'IoU':>8}{'train s':>9}")
     for model in dict.fromkeys(r["model"] for r in rows):
@@ -134,6 +116,35 @@ def main() -> None:
                 f"{model:<16}{patients:>9}{dices.mean():>10.3f} ± {dices.std():.3f}"
                 f"{ious.mean():>8.3f}{seconds:>9.0f}"
             )
+
+
+def main() -> None:
+    args = _arguments()
+    torch.set_num_threads(args.threads)
+    folder = data_dir()
+    started = time.perf_counter()
+    cases = load_case_folder(folder)
+    n = len(cases)
+
+    def progress(event):
+        if isinstance(event, RunStarted):
+            print(
+                f"[{time.perf_counter() - started:6.0f} s] run {event.index + 1}/{event.total}: "
+                f"{event.model}, {event.n_train} patient(s), seed {event.seed}",
+                flush=True,
+            )
+
+    rows = run_fewshot(cases, _config(args, n), progress=progress)
+    minutes = (time.perf_counter() - started) / 60
+    print(f"\n# {' '.join(sys.argv)}")
+    print(f"data: {folder} ({n} cases; {args.test} test, 4 validation, {n - 4 - args.test} pool)")
+    print(
+        f"machine: {platform.machine()}, {args.threads} torch threads; per run {args.epochs} x "
+        f"{args.steps} steps of {args.batch} slices at {args.input_size}x{args.input_size}, "
+        f"{f'2.5D (context {args.context})' if args.context else '2D'}; "
+        f"total {minutes:.1f} min"
+    )
+    _print_table(rows)
     print(f"\nper-case rows: {Path(args.out) / 'results.csv'}; plot: fewshot.png")
 
 

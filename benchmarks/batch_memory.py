@@ -2,7 +2,7 @@
 """Memory of a batch run: does the process grow from case to case?
 
 Not a test: it prints figures. It runs the engine of ``la-dinov2 segment IN_DIR --out OUT_DIR``
-(:func:`napari_la_dinov2.batch.run_batch`: read, segment, measure with a mesh, write the mask
+(:func:`napari_la_dinov2.scan_folder.segment_cases`: read, segment, measure with a mesh, write the mask
 and stats.csv) with the embedded default model, loaded once, over real LA 2018 cases in one
 process, and prints after chosen cases the peak RSS so far (``resource.getrusage``: the kernel's
 high-water mark, so a leak or a growing cache would show as a rising peak) and the current RSS
@@ -29,9 +29,9 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
-from speed import cpu_model  # noqa: E402 (this folder is on the path of a script run from it)
+from speed_measuring import cpu_model  # noqa: E402 (this folder is on the path of a script run from it)
 
-from napari_la_dinov2.batch import plan_batch, run_batch  # noqa: E402
+from napari_la_dinov2.scan_folder import plan_folder, segment_cases  # noqa: E402
 from napari_la_dinov2.segmentation import InferenceSettings, SegmentationEngine  # noqa: E402
 
 
@@ -92,17 +92,19 @@ def main() -> None:
         settings = InferenceSettings(device=args.device, batch_size=args.batch_size)
         engine = SegmentationEngine(settings)
         print(f"model loaded:     peak RSS {peak_rss_mb():.0f} MB")
-        plan = plan_batch(in_dir, out_dir)
+        plan = plan_folder(in_dir, out_dir)
         start = time.perf_counter()
-        for index, result in enumerate(run_batch(plan, engine, "default"), start=1):
+        for index, result in enumerate(segment_cases(plan, engine, "default"), start=1):
             if result.error is not None:
                 print(f"case {index} ({result.name}) failed: {result.row['status']}")
             if index in args.report:
                 now = current_rss_mb()
-                print(f"after case {index:2d}: peak RSS {peak_rss_mb():.0f} MB"
-                      + (f", current RSS {now:.0f} MB" if now is not None else "")
-                      + f"  ({time.perf_counter() - start:.0f} s so far; {result.name}, "
-                      f"{result.row.get('volume_ml', '?')} mL)")  # fmt: skip
+                print(
+                    f"after case {index:2d}: peak RSS {peak_rss_mb():.0f} MB"
+                    + (f", current RSS {now:.0f} MB" if now is not None else "")
+                    + f"  ({time.perf_counter() - start:.0f} s so far; {result.name}, "
+                    f"{result.row.get('volume_ml', '?')} mL)"
+                )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from napari_la_dinov2.doubt import rank_slices  # noqa: E402
-from napari_la_dinov2.metrics import dice  # noqa: E402
 from napari_la_dinov2.models import load_model  # noqa: E402
+from napari_la_dinov2.scoring.metrics import dice  # noqa: E402
 from napari_la_dinov2.segmentation import InferenceSettings, SegmentationEngine  # noqa: E402
 from napari_la_dinov2.training import TrainConfig, finetune, load_case_folder  # noqa: E402
 from napari_la_dinov2.training.state import read_history  # noqa: E402
@@ -54,11 +54,21 @@ SLICE_ERROR = 0.05  # a slice "needs correcting" when its 1 - Dice is above this
 WEAK = dict(  # the embedded default's architecture and input, trained briefly on 4 patients
     model="unet_ensemble",
     model_kwargs=dict(members=3, channels=[16, 32, 64, 128, 256], strides=[2, 2, 2, 2]),
-    preprocessing=dict(input_size=192, intensity="zscore", context=1, branches=[
-        dict(view="through-plane", fit="pad"), dict(view="in-plane-1", fit="stretch"),
-        dict(view="in-plane-2", fit="stretch")]),
-    loss="bce_dice", lr=1e-3, schedule="cosine", pretrained=False,
-)  # fmt: skip
+    preprocessing=dict(
+        input_size=192,
+        intensity="zscore",
+        context=1,
+        branches=[
+            dict(view="through-plane", fit="pad"),
+            dict(view="in-plane-1", fit="stretch"),
+            dict(view="in-plane-2", fit="stretch"),
+        ],
+    ),
+    loss="bce_dice",
+    lr=1e-3,
+    schedule="cosine",
+    pretrained=False,
+)
 
 
 def effort(mask: np.ndarray, truth: np.ndarray, slice_axis: int) -> tuple[float, int]:
@@ -110,8 +120,17 @@ def run_arm(arm, weak_dir, sequence, args, log) -> list[dict]:
         mask, doubt, axis = predict(model, case)
         loss, bad = effort(mask, case.labels, axis)
         capture, ceiling = doubt_capture(mask, case.labels, doubt, axis)
-        row = dict(arm=arm, case=index + 1, name=case.name, one_minus_dice=loss, bad_slices=bad,
-                   doubt_capture=capture, best_capture=ceiling, round_s=0.0, after=loss)  # fmt: skip
+        row = dict(
+            arm=arm,
+            case=index + 1,
+            name=case.name,
+            one_minus_dice=loss,
+            bad_slices=bad,
+            doubt_capture=capture,
+            best_capture=ceiling,
+            round_s=0.0,
+            after=loss,
+        )
         if arm != "none":
             k = max(1, case.image.shape[axis] // 10)
             labels = (
@@ -122,9 +141,11 @@ def run_arm(arm, weak_dir, sequence, args, log) -> list[dict]:
             corrected = replace(case, labels=labels, prediction=mask)
             config = TrainConfig.quick_round(
                 model=str(weak_dir) if index == 0 and not replay else str(args.work / arm / "last"),
-                device="cpu", output_dir=str(args.work / arm / f"round{index + 1}"), seed=index,
+                device="cpu",
+                output_dir=str(args.work / arm / f"round{index + 1}"),
+                seed=index,
                 **_round_steps(args),
-            )  # fmt: skip
+            )
             started = time.perf_counter()
             result = finetune([corrected], config, replay=replay[-args.replay :] or None)
             row["round_s"] = time.perf_counter() - started
@@ -134,9 +155,11 @@ def run_arm(arm, weak_dir, sequence, args, log) -> list[dict]:
             _link_last(args.work / arm / "last", result.last_checkpoint)
             replay.append(corrected)
         rows.append(row)
-        log(f"{arm:6s} case {index + 1} {case.name}: 1-Dice {loss:.3f}, {bad} slices to fix, "
+        log(
+            f"{arm:6s} case {index + 1} {case.name}: 1-Dice {loss:.3f}, {bad} slices to fix, "
             f"doubt capture {capture:.2f} (best {ceiling:.2f}), round {row['round_s']:.0f} s, "
-            f"1-Dice after it {row['after']:.3f}")  # fmt: skip
+            f"1-Dice after it {row['after']:.3f}"
+        )
     return rows
 
 
@@ -158,19 +181,30 @@ def train_weak(cases, args, log) -> Path:
         best = max(row["val_dice"] for row in read_history(out / "history.csv"))
         log(f"weak model: reusing {out / 'best'} (4 patients, val Dice {best:.3f})")
         return out / "best"
-    config = TrainConfig(**WEAK, epochs=args.weak_epochs, steps_per_epoch=args.weak_steps,
-                         batch_size=8, device="cpu", output_dir=str(out), seed=0)  # fmt: skip
+    config = TrainConfig(
+        **WEAK,
+        epochs=args.weak_epochs,
+        steps_per_epoch=args.weak_steps,
+        batch_size=8,
+        device="cpu",
+        output_dir=str(out),
+        seed=0,
+    )
     started = time.perf_counter()
     result = finetune(cases[:4], config, val_cases=cases[4:6])
-    log(f"weak model: 4 patients, {args.weak_epochs} x {args.weak_steps} steps, "
-        f"val Dice {result.best_val_dice:.3f}, {time.perf_counter() - started:.0f} s")  # fmt: skip
+    log(
+        f"weak model: 4 patients, {args.weak_epochs} x {args.weak_steps} steps, "
+        f"val Dice {result.best_val_dice:.3f}, {time.perf_counter() - started:.0f} s"
+    )
     return out / "best"
 
 
 def summary(rows: list[dict], default_rows: list[dict]) -> list[str]:
-    lines = ["| arm | 1 - Dice (cases 2-8) | slices to fix (cases 2-8) | s / round | "
-             "1 - Dice of the corrected case after its round |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| arm | 1 - Dice (cases 2-8) | slices to fix (cases 2-8) | s / round | "
+        "1 - Dice of the corrected case after its round |",
+        "|---|---|---|---|---|",
+    ]
     for arm in dict.fromkeys(r["arm"] for r in rows):
         later = [r for r in rows if r["arm"] == arm and r["case"] > 1]
         mine = [r for r in rows if r["arm"] == arm]
@@ -181,8 +215,10 @@ def summary(rows: list[dict], default_rows: list[dict]) -> list[str]:
             f"{np.mean(rounds) if rounds else 0:.0f} | "
             f"{np.mean([r['after'] for r in mine]):.3f} |"
         )
-    lines.append("\nDoubt ranking: share of the error voxels in the 10% most doubtful slices "
-                 "(random: 10%; best: the 10% of slices with the most errors)")  # fmt: skip
+    lines.append(
+        "\nDoubt ranking: share of the error voxels in the 10% most doubtful slices "
+        "(random: 10%; best: the 10% of slices with the most errors)"
+    )
     weak = [r for r in rows if r["arm"] == "none"]  # the weak model itself on every case
     for name, mine in (("weak model", weak), ("embedded default model", default_rows)):
         if not mine:
@@ -212,23 +248,37 @@ def default_model_rounds(sequence, args, log) -> list[dict]:
     for index, case in enumerate(sequence):
         mask, doubt, axis = before[index]
         capture, ceiling = doubt_capture(mask, case.labels, doubt, axis)
-        config = TrainConfig.quick_round(model="default", device="cpu", seed=index,
-                                         output_dir=str(args.work / f"default-round{index + 1}"),
-                                         **_round_steps(args))  # fmt: skip
+        config = TrainConfig.quick_round(
+            model="default",
+            device="cpu",
+            seed=index,
+            output_dir=str(args.work / f"default-round{index + 1}"),
+            **_round_steps(args),
+        )
         started = time.perf_counter()
         tuned = finetune([replace(case, prediction=mask)], config).model.eval()
-        row = dict(doubt_capture=capture, best_capture=ceiling,
-                   round_s=time.perf_counter() - started, before=_error(mask, case.labels),
-                   after=_error(predict(tuned, case)[0], case.labels))  # fmt: skip
+        row = dict(
+            doubt_capture=capture,
+            best_capture=ceiling,
+            round_s=time.perf_counter() - started,
+            before=_error(mask, case.labels),
+            after=_error(predict(tuned, case)[0], case.labels),
+        )
         if index + 1 < len(sequence):
             following = sequence[index + 1]
             row["next_before"] = _error(before[index + 1][0], following.labels)
             row["next_after"] = _error(predict(tuned, following)[0], following.labels)
         rows.append(row)
-        log(f"default case {index + 1} {case.name}: 1-Dice {row['before']:.3f}, after its round "
+        log(
+            f"default case {index + 1} {case.name}: 1-Dice {row['before']:.3f}, after its round "
             f"{row['after']:.3f} ({row['round_s']:.0f} s); doubt capture {capture:.2f} (best "
-            f"{ceiling:.2f})" + (f"; next case {row['next_before']:.3f} -> "
-            f"{row['next_after']:.3f}" if "next_after" in row else ""))  # fmt: skip
+            f"{ceiling:.2f})"
+            + (
+                f"; next case {row['next_before']:.3f} -> {row['next_after']:.3f}"
+                if "next_after" in row
+                else ""
+            )
+        )
     return rows
 
 
@@ -275,9 +325,11 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "correction_loop.png")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    lines = [f"# benchmarks/correction_loop.py {' '.join(argv or sys.argv[1:])}",
-             f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
-             f"torch {torch.__version__}"]  # fmt: skip
+    lines = [
+        f"# benchmarks/correction_loop.py {' '.join(argv or sys.argv[1:])}",
+        f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}",
+    ]
 
     def log(text: str) -> None:
         lines.append(text)
@@ -285,8 +337,9 @@ def main(argv=None) -> int:
 
     print("\n".join(lines))
     split = json.loads((REPO / "training/default_model/results/split.json").read_text())
-    weak_dir = train_weak(load_case_folder(args.data, names=split["train"][:4] + split["val"][:2]),
-                          args, log)  # fmt: skip
+    weak_dir = train_weak(
+        load_case_folder(args.data, names=split["train"][:4] + split["val"][:2]), args, log
+    )
     sequence = load_case_folder(args.data, names=split["test"][: args.cases])
     rows = [row for arm in args.arms for row in run_arm(arm, weak_dir, sequence, args, log)]
     default_rows = default_model_rounds(sequence, args, log)

@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from napari_la_dinov2.inference import Predictor
-from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.models import build_model
 from napari_la_dinov2.training import Case
 from napari_la_dinov2.training.feature_cache import FeatureCache
 from napari_la_dinov2.training.slices import PreparedCase, make_batch
 from napari_la_dinov2.training.token_batches import TokenBatches
+from napari_la_dinov2.volume_files import VolumeMeta
 
 
 def volume() -> Case:
@@ -56,7 +56,13 @@ def epoch(step_fn, count: int, batch: int) -> float:
     return time.perf_counter() - started
 
 
-def main() -> None:
+def _learn(optimizer, loss) -> None:
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--batch", type=int, default=32)
@@ -64,10 +70,13 @@ def main() -> None:
     parser.add_argument("--decoder", default="32,16", help="decoder channels (model default)")
     parser.add_argument("--input-size", type=int, default=448, help="smaller only to smoke-test")
     parser.add_argument("--slices", type=int, default=88, help="fewer only to smoke-test")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    return parser.parse_args()
+
+
+def _model_and_case(args: argparse.Namespace, decoder: tuple[int, ...]):
+    """A DINOv2 ViT-S/14 of random weights with the model's head and decoder, in training
+    mode, and the real volume, cut to ``--slices`` middle slices."""
     torch.manual_seed(0)
-    decoder = tuple(int(c) for c in args.decoder.split(","))
     model = build_model(
         "dinov2_vits14",
         pretrained=False,
@@ -81,6 +90,14 @@ def main() -> None:
         start = (case.image.shape[2] - args.slices) // 2  # the middle holds the atrium
         keep = slice(start, start + args.slices)
         case = Case(case.name, case.image[..., keep], case.labels[..., keep], case.meta)
+    return model, case
+
+
+def main() -> None:
+    args = _arguments()
+    torch.set_num_threads(args.threads)
+    decoder = tuple(int(c) for c in args.decoder.split(","))
+    model, case = _model_and_case(args, decoder)
     transform = model.branches[0].transform
     prepared = [PreparedCase.of(case, transform)]
     count = prepared[0].images.shape[0]
@@ -90,16 +107,18 @@ def main() -> None:
 
     def full_step(picks):  # finetune without the cache: the frozen backbone runs every step
         x, y = make_batch(prepared, picks, transform)
-        loss = loss_fn(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        _learn(optimizer, loss_fn(model(x), y))
 
     started = time.perf_counter()
-    batches = TokenBatches(
-        Predictor(model, device=device), [case], [], cache=FeatureCache(), flips=False,
-        generator=torch.Generator(), sampling={},
-    )  # fmt: skip
+    batches = TokenBatches(  # fine-tuning's own machinery: it takes the model's Predictor
+        Predictor(model, device=device),
+        [case],
+        [],
+        cache=FeatureCache(),
+        flips=False,
+        generator=torch.Generator(),
+        sampling={},
+    )
     model.train()
     fill = time.perf_counter() - started
     decoder_module = batches.module
@@ -107,10 +126,7 @@ def main() -> None:
     def cached_step(picks):  # finetune with the cache: only the head and decoder run
         batches.picks = picks
         (x,), (y,) = batches.batch(0, len(picks))
-        loss = loss_fn(decoder_module(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        _learn(optimizer, loss_fn(decoder_module(x), y))
 
     cached_step([(0, 0)])  # warm-up of both paths (allocator, kernels)
     full_step([(0, 0)])
@@ -124,10 +140,13 @@ def main() -> None:
     )
     print(
         f"model: DINOv2 ViT-S/14 (random weights, frozen) + head {args.head} + decoder "
-        f"{decoder} ({parameters / 1e6:.2f} M trainable), input {args.input_size}x{args.input_size}, batch {args.batch}"
+        f"{decoder} ({parameters / 1e6:.2f} M trainable), input {args.input_size}x{args.input_size}, "
+        f"batch {args.batch}"
     )
-    print(f"volume: {case.name}, {count} slices; tokens {tuple(batches.tokens[0].shape)} "
-          f"float16, {batches.tokens[0].numel() * 2 / 2**20:.0f} MiB")  # fmt: skip
+    print(
+        f"volume: {case.name}, {count} slices; tokens {tuple(batches.tokens[0].shape)} "
+        f"float16, {batches.tokens[0].numel() * 2 / 2**20:.0f} MiB"
+    )
     print(f"cache fill (one backbone pass, once per case): {fill:.1f} s")
     print(f"one epoch recomputing the backbone: {full:.1f} s")
     print(f"one epoch on cached features:       {cached:.1f} s")

@@ -41,10 +41,10 @@ from train_default import cpu_name  # noqa: E402
 from napari_la_dinov2.grid import field_of_view_mm  # noqa: E402
 from napari_la_dinov2.inference import RegionOfInterest  # noqa: E402
 from napari_la_dinov2.interactive import Refiner, load_click_model, next_click  # noqa: E402
-from napari_la_dinov2.io import read_volume  # noqa: E402
-from napari_la_dinov2.metrics import dice, surface_dice  # noqa: E402
 from napari_la_dinov2.models import load_model  # noqa: E402
+from napari_la_dinov2.scoring.metrics import dice, surface_dice  # noqa: E402
 from napari_la_dinov2.segmentation import InferenceSettings, SegmentationEngine  # noqa: E402
+from napari_la_dinov2.volume_files import read_volume  # noqa: E402
 
 WORSE = 0.005  # a click "lowers" a case's Dice when it drops by more than this
 

@@ -114,7 +114,7 @@ def ceiling(auto: np.ndarray, truth: np.ndarray) -> dict:
     """What clicks can reach: the share of the error voxels within one voxel of the expert's
     surface (a band no click fixes), and the Dice with the 1, 3 and 5 largest of the other
     error blobs fixed perfectly."""
-    from napari_la_dinov2.metrics import dice
+    from napari_la_dinov2.scoring.metrics import dice
 
     auto, truth = auto.astype(bool), truth.astype(bool)
     cube = np.ones((3, 3, 3), bool)

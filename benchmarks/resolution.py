@@ -7,8 +7,9 @@ cases are all 0.625 x 0.625 x 1.25 mm with 8-bit intensities; scanners give 0.6-
 (training/default_model/results/split.json "test", never seen in training or selection) is
 resampled to each grid below with ``napari_la_dinov2.grid.resample`` (images cubic, the expert
 masks linear as float then > 0.5, both over the same field of view with the affine updated), and
-segmented by ``Predictor.predict`` exactly as ``la-dinov2 segment`` does. Dice is against the
-resampled expert mask; s/volume is the predict call alone (not the resampling).
+segmented through the engine's entry (``SegmentationEngine.segment``) exactly as ``la-dinov2
+segment`` does. Dice is against the resampled expert mask; s/volume is that call (prediction,
+then the measures and checks every front end gets; not the resampling).
 
     python benchmarks/resolution.py [--threads 2] [--device cpu] [--out results.txt]
 """
@@ -27,10 +28,9 @@ import numpy as np
 import torch
 
 from napari_la_dinov2.grid import acquisition_axes, resample
-from napari_la_dinov2.inference import Predictor
-from napari_la_dinov2.io import VolumeMeta, read_volume
-from napari_la_dinov2.metrics import dice
-from napari_la_dinov2.models import load_model
+from napari_la_dinov2.scoring.metrics import dice
+from napari_la_dinov2.segmentation import InferenceSettings, SegmentationEngine
+from napari_la_dinov2.volume_files import VolumeMeta, read_volume
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLIT = ROOT / "training" / "default_model" / "results" / "split.json"
@@ -104,11 +104,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     folder = data_dir()
     cases = json.loads(SPLIT.read_text())["test"]
-    predictor = Predictor(load_model("default"), device=args.device, batch_size=args.batch_size)
+    engine = SegmentationEngine(
+        InferenceSettings(model="default", device=args.device, batch_size=args.batch_size)
+    )
     lines = [
         "napari-la-dinov2 resolution benchmark: the default model on resampled LA 2018 cases",
         "command: python benchmarks/resolution.py " + " ".join(argv or sys.argv[1:]),
-        *machine_lines(args, predictor.device),
+        *machine_lines(args, engine.device),
         f"cases: the default model's {len(cases)} test patients ({SPLIT.relative_to(ROOT)})",
         "",
     ]
@@ -123,12 +125,14 @@ def main(argv=None) -> int:
         for name in GRIDS:
             volume, truth, grid_meta = variant(name, image, mask, meta)
             start = time.perf_counter()
-            labels = predictor.predict(volume, grid_meta)
+            labels = engine.segment(volume, grid_meta).labels
             seconds[name].append(time.perf_counter() - start)
             scores[name].append(dice(labels, truth))
             shapes[name] = volume.shape
-            say(f"  {case} {name}: Dice {scores[name][-1]:.4f} shape {volume.shape} "
-                f"{seconds[name][-1]:.1f} s")  # fmt: skip
+            say(
+                f"  {case} {name}: Dice {scores[name][-1]:.4f} shape {volume.shape} "
+                f"{seconds[name][-1]:.1f} s"
+            )
     native = float(np.mean(scores["native 0.625 x 0.625 x 1.25"]))
     table = [
         "",
@@ -138,8 +142,10 @@ def main(argv=None) -> int:
     for name in GRIDS:
         mean, sd = float(np.mean(scores[name])), float(np.std(scores[name]))
         shape = " x ".join(map(str, shapes[name]))
-        table.append(f"| {name} | {shape} | {mean:.4f} ± {sd:.4f} | {mean - native:+.4f} | "
-                     f"{np.mean(seconds[name]):.1f} |")  # fmt: skip
+        table.append(
+            f"| {name} | {shape} | {mean:.4f} ± {sd:.4f} | {mean - native:+.4f} | "
+            f"{np.mean(seconds[name]):.1f} |"
+        )
     for text in table:
         say(text)
     if args.out:

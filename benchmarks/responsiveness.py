@@ -38,13 +38,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from batch_memory import la2018_dir  # noqa: E402 (this folder is on the path of a script run from it)
 from qtpy.QtTest import QTest  # noqa: E402
-from speed import cpu_model, load_average  # noqa: E402
+from speed_measuring import cpu_model, load_average  # noqa: E402
 
 from napari_la_dinov2 import read_labels, read_volume  # noqa: E402
 from napari_la_dinov2._widgets._worker import engine_threads  # noqa: E402
 from napari_la_dinov2._widgets.finetune import FinetuneWidget  # noqa: E402
 from napari_la_dinov2._widgets.segment import SegmentWidget  # noqa: E402
-from napari_la_dinov2.training.config import QUICK_ROUND  # noqa: E402
+from napari_la_dinov2.training.train_config import QUICK_ROUND  # noqa: E402
 from tests.gui.conftest import add_case_layers  # noqa: E402
 from tests.gui.responsiveness import (  # noqa: E402
     EventLoopProbe,

@@ -29,8 +29,13 @@ from speed_default import _CHILD  # noqa: E402
 def spawn(tree: Path, case: Path, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
     start = time.time()
-    done = subprocess.run([sys.executable, "-c", _CHILD, "light", str(case), str(out)],
-                          env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, "light", str(case), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     marks = json.loads(done.stdout.strip().splitlines()[-1])
     return {"first_slice": marks["first_slice"] - start, "total": time.time() - start}
 
@@ -52,8 +57,10 @@ def main(argv=None) -> int:
                 print(f"round {round_ + 1} {name:6s}: {runs[name][-1]}", flush=True)
     for name, results in runs.items():
         best = {key: min(r[key] for r in results) for key in ("first_slice", "total")}
-        print(f"{name}: best first slice {best['first_slice']:.2f} s, "
-              f"best whole segment {best['total']:.2f} s")  # fmt: skip
+        print(
+            f"{name}: best first slice {best['first_slice']:.2f} s, "
+            f"best whole segment {best['total']:.2f} s"
+        )
     print(f"load average at end {os.getloadavg()}")
     return 0
 

@@ -7,7 +7,9 @@ same machine load. Each process loads the embedded default model, segments one r
 
 - the pipeline: ``Predictor(load_model("default")).predict(volume, meta)``, the same public
   call in every revision (intensity statistics, slicing, resizing, the three networks, resizing
-  back, threshold, post-processing);
+  back, threshold, post-processing). It builds the Predictor itself, not through the engine's
+  entry (``segmentation.SegmentationEngine``), on purpose: older revisions have no such entry,
+  and the entry's measures and checks are not the engine speed compared here;
 - the networks alone: the three members on random inputs of the very batches the pipeline
   feeds them (the same shapes), so the overhead of the pipeline over its networks can be told.
 
@@ -34,7 +36,10 @@ import json, sys, time
 import numpy as np, torch
 torch.set_num_threads(int(sys.argv[3]))
 from napari_la_dinov2.inference import Predictor
-from napari_la_dinov2.io import read_volume
+try:
+    from napari_la_dinov2.volume_files import read_volume
+except ImportError:  # revisions before io.py was renamed volume_files.py
+    from napari_la_dinov2.io import read_volume
 from napari_la_dinov2.models import load_model
 
 volume, meta = read_volume(sys.argv[1])
@@ -70,15 +75,19 @@ def measure(tree: Path, case: Path, repeats: int, threads: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, str(case), str(repeats), str(threads)],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def export(revision: str, folder: Path) -> Path:
     """The revision's files (``git archive``), without touching this checkout."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision], capture_output=True,
-                             check=True).stdout  # fmt: skip
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", revision], capture_output=True, check=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     return folder
 
@@ -108,19 +117,26 @@ def main(argv=None) -> int:
             for name in ("before", "after") if round_ % 2 == 0 else ("after", "before"):
                 result = measure(trees[name], case, args.repeats, args.threads)
                 results[name].append(result)
-                lines.append(f"round {round_ + 1} {name:6s}: pipeline {result['pipeline']:.2f} s, "
-                             f"networks {result['networks']:.2f} s")  # fmt: skip
+                lines.append(
+                    f"round {round_ + 1} {name:6s}: pipeline {result['pipeline']:.2f} s, "
+                    f"networks {result['networks']:.2f} s"
+                )
                 print(lines[-1], flush=True)
-    best = {k: {m: min(r[m] for r in v) for m in ("pipeline", "networks")}
-            for k, v in results.items()}  # fmt: skip
+    best = {
+        k: {m: min(r[m] for r in v) for m in ("pipeline", "networks")} for k, v in results.items()
+    }
     for name in ("before", "after"):
         b = best[name]
-        lines.append(f"{name} ({args.before if name == 'before' else 'this checkout'}): "
-                     f"{b['pipeline']:.2f} s/volume, networks {b['networks']:.2f} s, overhead "
-                     f"+{100 * (b['pipeline'] / b['networks'] - 1):.1f}%")  # fmt: skip
-    lines.append(f"after / before: s/volume {best['after']['pipeline'] / best['before']['pipeline']:.3f}, "
-                 f"overhead factor {(best['after']['pipeline'] / best['after']['networks']) / (best['before']['pipeline'] / best['before']['networks']):.3f}; "
-                 f"wall {time.perf_counter() - started:.0f} s; load average at end {os.getloadavg()}")  # fmt: skip
+        lines.append(
+            f"{name} ({args.before if name == 'before' else 'this checkout'}): "
+            f"{b['pipeline']:.2f} s/volume, networks {b['networks']:.2f} s, overhead "
+            f"+{100 * (b['pipeline'] / b['networks'] - 1):.1f}%"
+        )
+    lines.append(
+        f"after / before: s/volume {best['after']['pipeline'] / best['before']['pipeline']:.3f}, "
+        f"overhead factor {(best['after']['pipeline'] / best['after']['networks']) / (best['before']['pipeline'] / best['before']['networks']):.3f}; "
+        f"wall {time.perf_counter() - started:.0f} s; load average at end {os.getloadavg()}"
+    )
     print("\n".join(lines[-3:]))
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")

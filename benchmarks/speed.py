@@ -36,16 +36,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from speed_measuring import gemm_gflops, la2018_case, load_average, machine_lines
 
 DEFAULT_MODELS = ("dinov2_vits14", "dinov2_vitb14", "unet", "attention_unet", "res50_unet")
 BIG_VOLUME = (640, 640, 88)
@@ -55,309 +52,7 @@ BIG_VOLUME_MODEL = "dinov2_vitb14"
 TARGET_ROOFLINE = 0.80
 TARGET_OVERHEAD = 0.15
 TARGET_BIG_RSS_MB = 3 * 1024
-LA2018_SPACING = (0.625, 0.625, 1.25)
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-# ---------------------------------------------------------------- measuring primitives
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def best_time(fn, device: torch.device, repeats: int) -> float:
-    """Best wall time of ``repeats`` calls of ``fn()`` (device work included)."""
-    best = float("inf")
-    for _ in range(max(1, repeats)):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def gemm_gflops(device: torch.device, dtype: torch.dtype, repeats: int) -> float:
-    """Dense matmul rate (GFLOP/s): the roofline a compute-bound model can at best reach."""
-    size = 8192 if device.type == "cuda" else 2048
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    torch.matmul(a, b)  # warm-up: library initialisation, thread pool, clocks
-    seconds = best_time(lambda: torch.matmul(a, b), device, repeats)
-    return 2 * size**3 / seconds / 1e9
-
-
-def gemm_probe(device: torch.device, dtype: torch.dtype, seconds: float) -> float:
-    """GEMM rate sustained for about ``seconds``: as long as the model runs it is compared
-    with, so on a shared machine both get the same share of the CPU (a 0.1 s GEMM can slip
-    into a quiet moment that a 10 s model run cannot, which would bias the ratio down)."""
-    size = 8192 if device.type == "cuda" else 2048
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    torch.matmul(a, b)
-    count = 0
-    sync(device)
-    start = time.perf_counter()
-    while count == 0 or time.perf_counter() - start < seconds:
-        torch.matmul(a, b)
-        count += 1
-        if device.type == "cuda" and count % 16 == 0:
-            sync(device)
-    sync(device)
-    return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
-
-
-def count_flops(fn, *args) -> int:
-    """FLOPs of one call, with torch's FlopCounterMode.
-
-    PyTorch's counter has no formula for the CPU flash-attention kernel that
-    ``scaled_dot_product_attention`` dispatches to on CPUs, so its FLOPs (a fifth or more of a
-    ViT's at 1025 tokens) would be missed; the standard SDPA formula is added for it.
-    """
-    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
-
-    def cpu_sdpa(query, key, value, *args, out_shape=None, **kwargs):
-        return sdpa_flop_count(query, key, value)
-
-    mapping = {}
-    cpu_kernel = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if cpu_kernel is not None:
-        mapping[cpu_kernel] = cpu_sdpa
-    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        fn(*args)
-    return int(counter.get_total_flops())
-
-
-def peak_rss_mb() -> float:
-    # Linux reports ru_maxrss in KiB (macOS in bytes).
-    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> str:
-    """Other work on the machine slows every figure: the report says how busy it was."""
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
-
-
-def machine_lines(device: torch.device, dtype: torch.dtype | None) -> list[str]:
-    lines = [
-        f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs, "
-        f"{platform.system()} {platform.release()}",
-        f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, "
-        f"device {device}, compute dtype {str(dtype or torch.float32).replace('torch.', '')}",
-        f"load average (1, 5, 15 min) at start: {load_average()}",
-    ]
-    if device.type == "cuda":
-        lines.append(f"GPU: {torch.cuda.get_device_name(device)}")
-    return lines
-
-
-# ---------------------------------------------------------------- test volumes
-
-
-def la2018_case() -> Path | None:
-    for root in (os.environ.get("LA2018_DIR"), REPO_ROOT.parent / "shared" / "data" / "la2018"):
-        if root and (Path(root) / "cases.txt").is_file():
-            first = (Path(root) / "cases.txt").read_text().split()[0]
-            image = Path(root) / "images" / f"{first}.nii.gz"
-            if image.is_file():
-                return image
-    return None
-
-
-def synthetic_volume(shape, seed: int = 0) -> np.ndarray:
-    """LGE-like: noisy dark background with a bright ellipsoid (an 'atrium').
-
-    Built in place, slice by slice, so making it never holds more than the volume itself
-    (the peak RSS measured afterwards is the pipeline's, not this function's)."""
-    rng = np.random.default_rng(seed)
-    volume = rng.standard_normal(shape, dtype=np.float32)
-    volume *= 20.0
-    volume += 40.0
-    x, y = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in shape[:2]], indexing="ij")
-    for k, z in enumerate(np.linspace(-1, 1, shape[2])):
-        volume[:, :, k] += 120.0 * ((x / 0.3) ** 2 + (y / 0.3) ** 2 + (z / 0.7) ** 2 <= 1.0)
-    return np.clip(volume, 0, 255, out=volume)
-
-
-def test_volume(shape_text: str | None, slices: int):
-    """``(volume XYZ, meta, description)``: a real case's central slices, else synthetic."""
-    from napari_la_dinov2.io import VolumeMeta, read_volume
-
-    if shape_text is None:
-        case = la2018_case()
-        if case is not None:
-            volume, meta = read_volume(case)
-            axis = meta.through_plane_axis()
-            start = max(0, volume.shape[axis] // 2 - slices // 2)
-            index = [slice(None)] * 3
-            index[axis] = slice(start, start + slices)
-            volume = np.ascontiguousarray(volume[tuple(index)])
-            meta = VolumeMeta(affine=meta.affine, shape=volume.shape, source=meta.source)
-            return volume, meta, f"la2018 case {case.stem.split('.')[0]}, {slices} central slices"
-        shape = (208, 144, slices)
-    else:
-        shape = tuple(int(v) for v in shape_text.split("x"))
-    meta = VolumeMeta.from_spacing(shape, LA2018_SPACING)
-    return synthetic_volume(shape), meta, "synthetic"
-
-
-# ---------------------------------------------------------------- one model (subprocess)
-
-
-def measure_model(args) -> dict:
-    """Everything measured for one model, in this (fresh) process."""
-    from napari_la_dinov2.inference import Predictor, autocast_dtype, resolve_device
-    from napari_la_dinov2.models import build_model, get_spec
-    from napari_la_dinov2.postprocess import postprocess
-    from napari_la_dinov2.preprocess import IntensityStats
-
-    torch.manual_seed(0)
-    device = resolve_device(args.device)
-    dtype = autocast_dtype(device, args.precision)
-    spec = get_spec(args.worker)
-    # Random weights at real size: nothing to download, same arithmetic as trained weights.
-    takes_pretrained = "pretrained" in spec.builder.__init__.__code__.co_varnames
-    model = build_model(args.worker, **({"pretrained": False} if takes_pretrained else {}))
-    predictor = Predictor(
-        model, device=device, batch_size=args.batch_size, precision=args.precision
-    )
-    model = predictor.model
-    volume, meta, description = test_volume(args.volume, args.slices)
-    axis = meta.through_plane_axis()
-    slices = volume.shape[axis]
-    result = dict(
-        model=args.worker,
-        family=spec.family,
-        parameters=sum(p.numel() for p in model.parameters()),
-        input_size=predictor.branches[0].transform.size,
-        volume=list(volume.shape),
-        volume_source=description,
-        slices=slices,
-        batch_size=args.batch_size,
-    )
-
-    def autocast():
-        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-    # Prepared model inputs for every batch, made once (the backbone-alone timing excludes
-    # pre-processing by construction).
-    region = np.moveaxis(volume, axis, 0)
-    stats = IntensityStats.of(region)
-    raw_batches = [
-        torch.from_numpy(np.ascontiguousarray(region[i : i + args.batch_size]))
-        for i in range(0, slices if not args.pipeline_only else 0, args.batch_size)
-    ]
-    transform = predictor.branches[0].transform
-    batches = []
-    if not args.pipeline_only:  # (the memory run keeps nothing beside the pipeline's own)
-        with torch.inference_mode():
-            batches = [transform.prepare(raw.to(device), stats) for raw in raw_batches]
-    if spec.family == "dinov2":
-        backbone = model.net.backbone_features
-    else:
-        backbone = model.net
-
-    def run_backbone():
-        with torch.inference_mode(), autocast():
-            for batch in batches:
-                backbone(batch)
-
-    def run_model():
-        with torch.inference_mode(), autocast():
-            for batch in batches:
-                model(batch)
-
-    cuda_peak = [0]
-
-    def run_pipeline():
-        # On CUDA, the peak of the pipeline alone (not of the GEMM probe run beside it).
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        predictor.predict(volume, meta, slice_axis=axis)
-        if device.type == "cuda":
-            cuda_peak[0] = max(cuda_peak[0], torch.cuda.max_memory_allocated(device))
-
-    # Interpreter + libraries + model + test volume: what the pipeline's peak is on top of.
-    result["setup_rss_mb"] = peak_rss_mb()
-
-    if args.pipeline_only:
-        warm = np.take(volume, range(min(args.batch_size, slices)), axis=axis)
-        predictor.predict(warm, meta, slice_axis=axis)  # warm-up on one batch
-        result["s_pipeline"] = best_time(run_pipeline, device, args.repeats) / slices
-    else:
-        one = batches[0][:1]  # FLOPs of one slice (they scale linearly with the batch)
-        with autocast():
-            result["flops_backbone_per_slice"] = count_flops(backbone, one)
-            result["flops_model_per_slice"] = count_flops(model, one)
-        run_backbone()  # warm-up (allocator, oneDNN primitive cache, cuDNN autotune)
-        run_model()
-
-        # The pieces the pipeline adds around the model, to see where its overhead goes.
-        height, width = region.shape[1:]
-        with torch.inference_mode():
-            with autocast():
-                logits = [predictor.branches[0].net(batch).float() for batch in batches]
-            restored = [torch.sigmoid(transform.restore(t, height, width)) for t in logits]
-        mask = np.moveaxis(torch.cat(restored).cpu().numpy(), 0, axis) > 0.5
-
-        def run_pre():
-            IntensityStats.of(region)
-            with torch.inference_mode():
-                for raw in raw_batches:
-                    transform.prepare(raw.to(device), stats)
-
-        def run_restore():
-            with torch.inference_mode():
-                for item in logits:
-                    torch.sigmoid(transform.restore(item, height, width)).cpu().numpy()
-
-        steps = dict(
-            gemm=lambda: gemm_probe(
-                device, dtype or torch.float32, min(max(best["backbone"], 1.0), 5.0)
-            ),
-            backbone=run_backbone,
-            model=run_model,
-            pipeline=run_pipeline,
-            pre=run_pre,
-            restore=run_restore,
-            post=lambda: postprocess(mask, axis),
-        )
-        # Interleaved repeats, best of each: on a shared machine every measurement gets the
-        # same chance of landing in a quiet moment, so their ratios stay fair.
-        best = dict.fromkeys(steps, float("inf"))
-        best["backbone"] = best_time(run_backbone, device, 1)  # also sizes the GEMM probe
-        gemm = 0.0
-        for _ in range(args.repeats):
-            for name, step in steps.items():
-                if name == "gemm":
-                    gemm = max(gemm, step())
-                else:
-                    best[name] = min(best[name], best_time(step, device, 1))
-        result["gemm_gflops"] = gemm
-        for name in steps:
-            if name != "gemm":
-                result[f"s_{name}"] = best[name] / slices
-    result["peak_rss_mb"] = peak_rss_mb()
-    if device.type == "cuda":
-        result["peak_cuda_mb"] = cuda_peak[0] / 2**20
-    return result
 
 
 def run_worker(model: str, args, *, volume: str | None = None, pipeline_only=False) -> dict:
@@ -511,7 +206,7 @@ def default_model_lines(args) -> list[str]:
     return report(case, args.batch_size, max(args.repeats, 5))
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="NAME")
     parser.add_argument("--device", default="cpu")
@@ -532,6 +227,11 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--volume", help=argparse.SUPPRESS)
     parser.add_argument("--pipeline-only", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -548,6 +248,8 @@ def main(argv=None) -> int:
         args.repeats = 1 if args.quick else 2
 
     if args.worker:
+        from speed_model import measure_model
+
         print(json.dumps(measure_model(args)))
         return 0
 

@@ -93,12 +93,14 @@ def measure_volume(case: Path, batch_size: int, repeats: int) -> dict:
     import torch
 
     from napari_la_dinov2.inference import Predictor
-    from napari_la_dinov2.io import read_volume
     from napari_la_dinov2.models import load_model
     from napari_la_dinov2.postprocess import postprocess
     from napari_la_dinov2.preprocess import IntensityStats, view_axis
+    from napari_la_dinov2.volume_files import read_volume
 
     volume, meta = read_volume(case)
+    # The Predictor itself, not the engine's entry: this times Predictor.predict against the
+    # networks it runs (the entry's measures and mesh are not the overhead measured here).
     predictor = Predictor(load_model("default"), device="cpu", batch_size=batch_size)
     axis = meta.through_plane_axis()
     stats = IntensityStats.of(volume)
@@ -108,7 +110,7 @@ def measure_volume(case: Path, batch_size: int, repeats: int) -> dict:
         region = np.moveaxis(volume, view_axis(axis, branch.view), 0)
         with torch.inference_mode():
             batches = [
-                transform.prepare(transform.gather(region, i, i + batch_size), stats)
+                transform.model_input(transform.gather(region, i, i + batch_size), stats)
                 for i in range(0, region.shape[0], batch_size)
             ]
         views.append((net, batches))

@@ -54,8 +54,8 @@ def napari_screenshot(image_path: Path, label_path: Path, out: Path) -> None:
 
 
 def overlay_png(image_path: Path, label_path: Path, out: Path) -> None:
-    from napari_la_dinov2.io import read_labels, read_volume
     from napari_la_dinov2.overlay import save_overlay
+    from napari_la_dinov2.volume_files import read_labels, read_volume
 
     volume, meta = read_volume(image_path)
     labels = read_labels(label_path, meta)

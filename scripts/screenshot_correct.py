@@ -24,7 +24,7 @@ from screenshots import add_case, colour_labels, dock, load_cases, snap, wait  #
 
 
 def go_to_slice(viewer, image_layer, meta, position) -> None:
-    from napari_la_dinov2._widgets._layers import show_file_slice
+    from napari_la_dinov2._layer_geometry import show_file_slice
 
     axis = meta.through_plane_axis()
     show_file_slice(viewer, image_layer, axis, position[axis])
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_la_dinov2._widgets._layers import file_to_layer_index, mask_of
+    from napari_la_dinov2._layer_geometry import file_to_layer_index, mask_of
     from napari_la_dinov2._widgets.correct import CorrectWidget
     from napari_la_dinov2._widgets.segment import SegmentWidget
     from napari_la_dinov2.interactive import next_click

@@ -16,13 +16,13 @@ of the data is written into the repository.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from screenshot_cases import fewshot_cases_folder, load_cases  # this folder is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,41 +39,6 @@ def wait(job, app, timeout=3600):  # a shared 2-core machine can be very slow
     for _ in range(30):  # let the canvas and plots repaint
         app.processEvents()
         time.sleep(0.02)
-
-
-def la2018() -> Path | None:
-    for candidate in (os.environ.get("LA2018_DIR"), REPO.parent / "shared" / "data" / "la2018"):
-        if candidate and (Path(candidate) / "images").is_dir():
-            return Path(candidate)
-    return None
-
-
-def unseen_first(case_ids: list[str], model_source: str | None) -> list[str]:
-    """The cases ``model_source`` was neither trained nor validated on first (its provenance
-    lists them), so the screenshots show it on data it has not seen."""
-    if model_source is None:
-        return case_ids
-    from napari_la_dinov2.models import load_model
-
-    unseen = load_model(model_source).unseen(case_ids)
-    return unseen + [case_id for case_id in case_ids if case_id not in unseen]
-
-
-def load_cases(count: int, model_source: str | None = None):
-    """(name, image, labels, meta) of real cases, else phantoms with different seeds."""
-    from napari_la_dinov2 import read_labels, read_volume
-    from napari_la_dinov2._sample_data import make_sample
-
-    root = la2018()
-    if root is None:
-        return [(f"phantom{i}", *make_sample(seed=i)) for i in range(count)]
-    cases = []
-    case_ids = unseen_first((root / "cases.txt").read_text().split(), model_source)
-    for case_id in case_ids[:count]:
-        image, meta = read_volume(root / "images" / f"{case_id}.nii.gz")
-        labels = read_labels(root / "labels" / f"{case_id}.nii.gz", meta).astype(np.uint8)
-        cases.append((case_id, image, labels, meta))
-    return cases
 
 
 def snap(viewer, app, name: str, out: Path, fit: bool = True) -> None:
@@ -118,7 +83,7 @@ def dock(viewer, app, widget, name: str, width: int = 560) -> None:
 
 def add_case(viewer, case):
     """The case as File > Open shows it: the slices on the slider, the axial plane on screen."""
-    from napari_la_dinov2._widgets._layers import display_layer, labels_layer_kwargs, on_layer_grid
+    from napari_la_dinov2._layer_geometry import display_layer, labels_layer_kwargs, on_layer_grid
 
     name, image, labels, meta = case
     data, kwargs = display_layer(image, meta, name=name)
@@ -133,7 +98,7 @@ def add_case(viewer, case):
 
 def show_atrium_slice(viewer, image_layer, labels, meta) -> None:
     """Move the slider (the layer's first axis) to the slice where the atrium is largest."""
-    from napari_la_dinov2._widgets._layers import file_to_layer_index
+    from napari_la_dinov2._layer_geometry import file_to_layer_index
 
     axis = meta.through_plane_axis()
     point = np.zeros(3)
@@ -207,7 +172,7 @@ def surface_screen(viewer, app, case, out: Path) -> None:
     viewer.layers.clear()
 
 
-def main(argv=None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
     parser.add_argument(
@@ -221,73 +186,69 @@ def main(argv=None) -> None:
         help="fine-tune the model for Compare with one quick round instead of --epochs",
     )
     parser.add_argument(
-        "--only", nargs="+", default=["all"],
+        "--only",
+        nargs="+",
+        default=["all"],
         choices=["all", "demo", "surface", "loop", "finetune", "segment", "compare", "fewshot"],
         help="demo: the demo's first screen; surface: the 3D surface; loop: only the correction "
         "loop; finetune, segment, compare, fewshot: only these screenshots (the steps they "
         "need still run)",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="la-dinov2-screens-"))
+    )
+    return parser
 
-    import napari
-    from qtpy.QtWidgets import QApplication
 
-    from napari_la_dinov2 import VolumeMeta, build_model, save_checkpoint, write_labels
+def wanted(args, name: str) -> bool:
+    """Whether --only asks for the screenshot ``name``."""
+    return "all" in args.only or name in args.only
+
+
+def small_unet(work: Path) -> str:
+    """A small untrained UNet checkpoint, quick to train on a CPU: the stand-in model without
+    --model, and the from-scratch line of the few-shot curve."""
+    from napari_la_dinov2 import build_model, save_checkpoint
     from napari_la_dinov2._widgets._models import KNOWN_MODELS
-    from napari_la_dinov2._widgets.compare import CompareWidget, viewer_grid
-    from napari_la_dinov2._widgets.fewshot import FewShotWidget
-    from napari_la_dinov2._widgets.finetune import FinetuneWidget
-    from napari_la_dinov2._widgets.segment import SegmentWidget
 
-    cases = load_cases(7, args.model)
-    # A small UNet, quick to train on a CPU: the stand-in model without --model, and the
-    # from-scratch line of the few-shot curve.
     small = build_model(
         "unet", channels=(16, 32, 64, 128), strides=(2, 2, 2), preprocessing={"input_size": 128}
     )
     scratch = str(save_checkpoint(small, work / "small-unet"))
     KNOWN_MODELS.add(scratch, "small-unet (untrained)")
-    base = args.model or scratch
-    # A trained model only needs a gentle nudge; an untrained one needs the usual rate.
-    lr = "1e-4" if args.model else "1e-3"
+    return scratch
 
-    if "all" in args.only or "demo" in args.only:
-        demo_screen(cases[1], base, work, out)
-    viewer = napari.Viewer(title="LA DINOv2", show=True)
-    viewer.window.resize(1580, 960)
-    app = QApplication.instance()
-    if "all" in args.only or "surface" in args.only:
-        surface_screen(viewer, app, cases[0], out)
-    if "all" in args.only or "loop" in args.only:
-        loop_screens(viewer, app, cases[1], base, work, out)
-    if not {"all", "finetune", "segment", "compare", "fewshot"} & set(args.only):
-        viewer.close()
-        return
 
-    # 1. Fine-tune on the expert masks of one case (as if they were corrected predictions).
+def finetune_screen(viewer, app, case, base: str, args, work: Path, out: Path) -> str:
+    """1. Fine-tune on the expert masks of one case (as if they were corrected predictions);
+    returns the new checkpoint."""
+    from napari_la_dinov2._widgets._models import KNOWN_MODELS
+    from napari_la_dinov2._widgets.finetune import FinetuneWidget
+
     # Registered ahead under a name that says what it is (the widget keeps a known label).
     KNOWN_MODELS.add(work / "finetune" / "best", f"{KNOWN_MODELS.label_of(base)} fine-tuned")
-    image, mask = add_case(viewer, cases[0])
+    image, mask = add_case(viewer, case)
     finetune = FinetuneWidget(viewer)
     dock(viewer, app, finetune, "Fine-tune")
     finetune.picker.image.value, finetune.picker.mask.value = image, mask
     finetune.picker.add_pair()
     finetune.model.value = base
     finetune.quick.value = args.quick  # else a full run of --epochs for this picture
+    # A trained model only needs a gentle nudge; an untrained one needs the usual rate.
+    lr = "1e-4" if args.model else "1e-3"
     finetune.epochs.value, finetune.batch_size.value, finetune.lr.value = args.epochs, 8, lr
     finetune.output.value = str(work / "finetune")
     wait(finetune.run(), app)
-    if "all" in args.only or "finetune" in args.only:
+    if wanted(args, "finetune"):
         snap(viewer, app, "finetune", out)
-    tuned = finetune.checkpoint
     viewer.window.remove_dock_widget(finetune.native)
     viewer.layers.clear()
+    return finetune.checkpoint
 
-    # 2. Segment an unseen case with the model.
-    image, mask = add_case(viewer, cases[1])
+
+def segment_screen(viewer, app, case, base: str, args, out: Path):
+    """2. Segment an unseen case with the model; returns its image and expert mask layers and
+    the model's mask layer."""
+    from napari_la_dinov2._widgets.segment import SegmentWidget
+
+    image, mask = add_case(viewer, case)
     mask.visible = False
     segment = SegmentWidget(viewer)
     dock(viewer, app, segment, "Segment")
@@ -297,64 +258,93 @@ def main(argv=None) -> None:
     segment.last_layer.opacity = 0.5
     colour_labels(segment.last_layer, "#ff7f0e")
     viewer.layers.selection.active = segment.last_layer
-    if "all" in args.only or "segment" in args.only:
+    if wanted(args, "segment"):
         snap(viewer, app, "segment", out)
     viewer.window.remove_dock_widget(segment.native)
+    return image, mask, segment.last_layer
 
-    # 3. Compare the model and its fine-tuned copy against the expert mask (a yellow contour),
-    # on the slice where the atrium is largest, where they disagree in magenta; then the same
-    # in grid view, one panel per mask, titled.
+
+def compare_screens(viewer, app, case, layers, models: list[str], args, out: Path) -> None:
+    """3. Compare the model and its fine-tuned copy against the expert mask (a yellow contour),
+    on the slice where the atrium is largest, where they disagree in magenta; then the same
+    in grid view, one panel per mask, titled."""
+    from napari_la_dinov2._widgets.compare import CompareWidget, viewer_grid
+
+    image, mask, segmented = layers
     compare = CompareWidget(viewer)
     dock(viewer, app, compare, "Compare", width=620)
-    viewer.layers.remove(segment.last_layer)
+    viewer.layers.remove(segmented)
     compare.image.value, compare.reference.value = image, mask
-    compare.models.value = [base, str(tuned)]
+    compare.models.value = models
     wait(compare.run(), app)
     for layer in compare.model_layers:
         layer.contour, layer.opacity = 2, 1.0
     mask.visible = True
     colour_labels(mask, "#ffff00", contour=2)
     mask.opacity = 1.0
-    show_atrium_slice(viewer, image, cases[1][2], cases[1][3])
+    show_atrium_slice(viewer, image, case[2], case[3])
     viewer.layers.selection.active = compare.model_layers[0]
-    if "all" in args.only or "compare" in args.only:
+    if wanted(args, "compare"):
         snap(viewer, app, "compare", out)
     # The canvas is tall and the slices wide: one column of panels (expert, each model, their
     # disagreement) uses it better than napari's automatic 2 x 2.
     viewer_grid(viewer).shape = (2 + len(compare.model_layers), 1)
     compare.grid.value = True
-    if "all" in args.only or "compare" in args.only:
+    if wanted(args, "compare"):
         snap(viewer, app, "compare_grid", out)
     compare.grid.value = False
     viewer.window.remove_dock_widget(compare.native)
     viewer.layers.clear()
 
-    if "all" not in args.only and "fewshot" not in args.only:
-        viewer.close()
-        return
-    # 4. Few-shot: 1 and all (3) training patients, two seeds, on 5 cases written to a folder
-    # (the 24 slices around each atrium's centre, to keep the runs short on a CPU).
-    folder = work / "cases"
-    for name, image_data, labels, meta in cases[2:7]:
-        z0 = max(0, int(np.argmax(labels.sum(axis=(0, 1)))) - 12)
-        shift = np.eye(4)
-        shift[2, 3] = z0
-        crop = VolumeMeta(meta.affine @ shift, (*labels.shape[:2], 24), meta.source)
-        part = (slice(None), slice(None), slice(z0, z0 + 24))
-        write_labels(folder / "images" / f"{name}.nii.gz", image_data[part].astype(np.uint8), crop)
-        write_labels(folder / "labels" / f"{name}.nii.gz", labels[part], crop)
+
+def fewshot_screen(viewer, app, cases, models: list[str], args, work: Path, out: Path) -> None:
+    """4. Few-shot: 1 and all (3) training patients, two seeds, on 5 cases written to a
+    folder."""
+    from napari_la_dinov2._widgets.fewshot import FewShotWidget
+
+    folder = fewshot_cases_folder(cases[2:7], work / "cases")
     fewshot = FewShotWidget(viewer)
     dock(viewer, app, fewshot, "Few-shot")
     add_case(viewer, cases[2])
     fewshot.picker.folder.value = str(folder)
-    fewshot.models.value = [base, scratch] if args.model else [scratch]
+    fewshot.models.value = models
     fewshot.patients.value, fewshot.seeds.value = "1, all", "0, 1"
     fewshot.epochs.value = args.fewshot_epochs
     fewshot.output.value = str(work / "fewshot")
     wait(fewshot.estimate(), app)  # the time estimate stays on the dock
     wait(fewshot.run(), app)
     snap(viewer, app, "fewshot", out)
-    print("work folder (checkpoints, runs):", work)
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="la-dinov2-screens-"))
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    cases = load_cases(7, args.model)
+    scratch = small_unet(work)
+    base = args.model or scratch
+    if wanted(args, "demo"):
+        demo_screen(cases[1], base, work, out)
+    viewer = napari.Viewer(title="LA DINOv2", show=True)
+    viewer.window.resize(1580, 960)
+    app = QApplication.instance()
+    if wanted(args, "surface"):
+        surface_screen(viewer, app, cases[0], out)
+    if wanted(args, "loop"):
+        loop_screens(viewer, app, cases[1], base, work, out)
+    if {"all", "finetune", "segment", "compare", "fewshot"} & set(args.only):
+        tuned = finetune_screen(viewer, app, cases[0], base, args, work, out)
+        layers = segment_screen(viewer, app, cases[1], base, args, out)
+        compare_screens(viewer, app, cases[1], layers, [base, str(tuned)], args, out)
+        if wanted(args, "fewshot"):
+            models = [base, scratch] if args.model else [scratch]
+            fewshot_screen(viewer, app, cases, models, args, work, out)
+            print("work folder (checkpoints, runs):", work)
     viewer.close()
 
 

@@ -212,9 +212,13 @@ def jpeg_series(folder: Path, *, corrupt: bool) -> tuple[Path, np.ndarray]:
     for k in range(SHAPE[2]):
         image = sitk.GetImageFromArray(stored[None, :, :, k].transpose(0, 2, 1))
         image.SetSpacing((0.7, 0.5, 2.5))
-        for tag, value in (("0020|000e", "1.2.826.0.1.3680043.8.498.1"), ("0008|0060", "MR"),
-                           ("0020|0032", f"0\\0\\{2.5 * k}"), ("0020|0037", "1\\0\\0\\0\\1\\0"),
-                           ("0020|0013", str(k + 1))):  # fmt: skip
+        for tag, value in (
+            ("0020|000e", "1.2.826.0.1.3680043.8.498.1"),
+            ("0008|0060", "MR"),
+            ("0020|0032", f"0\\0\\{2.5 * k}"),
+            ("0020|0037", "1\\0\\0\\0\\1\\0"),
+            ("0020|0013", str(k + 1)),
+        ):
             image.SetMetaData(tag, value)
         writer = sitk.ImageFileWriter()
         writer.SetImageIO("GDCMImageIO")

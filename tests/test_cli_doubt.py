@@ -29,8 +29,16 @@ def test_doubt_out_writes_the_doubt_on_the_mask_grid(
     tmp_path, synthetic_nifti, tiny_checkpoint, capsys
 ):
     out, doubt = tmp_path / "mask.nii.gz", tmp_path / "doubt.nii.gz"
-    argv = ["segment", synthetic_nifti, "--out", out, "--checkpoint", tiny_checkpoint,
-            "--doubt-out", doubt]  # fmt: skip
+    argv = [
+        "segment",
+        synthetic_nifti,
+        "--out",
+        out,
+        "--checkpoint",
+        tiny_checkpoint,
+        "--doubt-out",
+        doubt,
+    ]
     assert main([str(a) for a in argv]) == 0
     err = capsys.readouterr().err
     mask, written = nib.load(str(out)), nib.load(str(doubt))
@@ -51,8 +59,16 @@ def test_doubt_out_is_refused_for_a_folder_and_beside_the_mask(
     capsys,
 ):
     out = tmp_path / "mask.nii.gz"
-    argv = ["segment", synthetic_nifti, "--out", out, "--checkpoint", tiny_checkpoint,
-            "--doubt-out", out]  # fmt: skip
+    argv = [
+        "segment",
+        synthetic_nifti,
+        "--out",
+        out,
+        "--checkpoint",
+        tiny_checkpoint,
+        "--doubt-out",
+        out,
+    ]
     assert main([str(a) for a in argv]) == 2
     assert "--doubt-out" in capsys.readouterr().err and not out.exists()
     folder = synthetic_nifti.parent

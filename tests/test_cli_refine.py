@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from napari_la_dinov2.interactive import Click, Refiner, load_click_model
-from napari_la_dinov2.io import read_volume
+from napari_la_dinov2.volume_files import read_volume
 from tests.test_cli import SYNTHETIC_AFFINE, _run
 from tests.test_interactive import tiny_refiner
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from napari_la_dinov2.cli import main
-from napari_la_dinov2.training.configfile import (
+from napari_la_dinov2.training.train_config_file import (
     apply_overrides,
     fewshot_config_from,
     train_config_from,
@@ -91,9 +91,20 @@ def test_fewshot_command(cases, tmp_path, capsys):
     config.write_text(yaml.safe_dump({"split": [0.34, 0.0, 0.66], "train": train}))
     out = tmp_path / "fs"
     code = main(
-        ["fewshot", "--cases", str(cases), "--config", str(config), "--patients", "1",
-         "--seeds", "0", "--out", str(out)]
-    )  # fmt: skip
+        [
+            "fewshot",
+            "--cases",
+            str(cases),
+            "--config",
+            str(config),
+            "--patients",
+            "1",
+            "--seeds",
+            "0",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert "| unet | 1 patients | 1 | 1 |" in capsys.readouterr().out
     assert yaml.safe_load((out / "fewshot_config.yaml").read_text())["patients"] == [1]
@@ -117,9 +128,18 @@ def test_evaluate_files_and_folders(tmp_path, capsys):
     assert line[0] == "a" and float(line[1]) == pytest.approx(2 * 100 / 300, abs=1e-4)
     csv_out, md_out = tmp_path / "m.csv", tmp_path / "m.md"
     code = main(
-        ["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--csv", str(csv_out),
-         "--markdown", str(md_out), "--name", "mine"]
-    )  # fmt: skip
+        [
+            "evaluate",
+            str(tmp_path / "pred"),
+            str(tmp_path / "gt"),
+            "--csv",
+            str(csv_out),
+            "--markdown",
+            str(md_out),
+            "--name",
+            "mine",
+        ]
+    )
     assert code == 0
     assert "mean ± SD over 2 cases: Dice 0.6667 ± 0.0000" in capsys.readouterr().out
     with csv_out.open() as handle:

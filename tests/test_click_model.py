@@ -10,9 +10,9 @@ import pytest
 from napari_la_dinov2.inference import Predictor
 from napari_la_dinov2.interactive import Click, Refiner, load_click_model, next_click
 from napari_la_dinov2.interactive.network import EMBEDDED
-from napari_la_dinov2.io import read_volume
-from napari_la_dinov2.metrics import dice
 from napari_la_dinov2.models import load_model
+from napari_la_dinov2.scoring.metrics import dice
+from napari_la_dinov2.volume_files import read_volume
 
 
 @pytest.fixture(scope="module")

@@ -30,10 +30,18 @@ print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
 
 def _segment_in_fresh_interpreter(tmp_path) -> tuple[int, list[str]]:
     result = subprocess.run(
-        [sys.executable, "-c", _SEGMENT_AND_LIST_MODULES, str(tmp_path / "in.nii.gz"),
-         str(tmp_path / "out.nii.gz")],
-        capture_output=True, text=True, timeout=300, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            _SEGMENT_AND_LIST_MODULES,
+            str(tmp_path / "in.nii.gz"),
+            str(tmp_path / "out.nii.gz"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     report = json.loads(result.stdout.strip().splitlines()[-1])
     return report["status"], report["modules"]
 

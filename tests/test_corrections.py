@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from napari_la_dinov2.errors import InputError
-from napari_la_dinov2.io import VolumeMeta
-from napari_la_dinov2.models import load_model
+from napari_la_dinov2.models import get_spec, load_model
 from napari_la_dinov2.preprocess import Preprocessing
 from napari_la_dinov2.training import Case, TrainConfig, finetune
+from napari_la_dinov2.training.events import EpochDone, StepDone
 from napari_la_dinov2.training.slices import PreparedCase, SliceSampler
+from napari_la_dinov2.volume_files import VolumeMeta
 from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 
 SHAPE = (40, 36, 10)
@@ -25,13 +26,20 @@ def _case(name, seed=0, corrected_slices=(), replay=False):
     prediction = mask.copy()
     for z in corrected_slices:  # the model had missed the atrium on these slices
         prediction[:, :, z] = 0
-    return Case(name, image, mask, VolumeMeta.from_spacing(SHAPE, (0.625, 0.625, 1.25)),
-                prediction=prediction if corrected_slices else None, replay=replay)  # fmt: skip
+    return Case(
+        name,
+        image,
+        mask,
+        VolumeMeta.from_spacing(SHAPE, (0.625, 0.625, 1.25)),
+        prediction=prediction if corrected_slices else None,
+        replay=replay,
+    )
 
 
 def _prepared(case, view="through-plane"):
-    preprocessing = Preprocessing.from_dict({**TINY_UNET_PREPROCESSING, "intensity": "zscore",
-                                             "views": [view]})  # fmt: skip
+    preprocessing = Preprocessing.from_dict(
+        {**TINY_UNET_PREPROCESSING, "intensity": "zscore", "views": [view]}
+    )
     return PreparedCase.of(case, preprocessing.transforms()[0])
 
 
@@ -54,19 +62,30 @@ def test_corrected_slices_are_drawn_as_often_as_their_weight_says():
 
 
 def test_replayed_cases_take_their_share_of_the_draw():
-    prepared = [_prepared(_case("new", corrected_slices=(2,))),
-                _prepared(_case("old1", 1, replay=True)), _prepared(_case("old2", 2, replay=True))]  # fmt: skip
-    sampler = SliceSampler(prepared, foreground_fraction=0.6, correction_weight=4.0,
-                           replay_share=0.25)  # fmt: skip
+    prepared = [
+        _prepared(_case("new", corrected_slices=(2,))),
+        _prepared(_case("old1", 1, replay=True)),
+        _prepared(_case("old2", 2, replay=True)),
+    ]
+    sampler = SliceSampler(
+        prepared, foreground_fraction=0.6, correction_weight=4.0, replay_share=0.25
+    )
     picks = sampler.epoch(np.random.default_rng(1), 40_000)
     replayed = np.mean([c > 0 for c, _ in picks])
     assert replayed == pytest.approx(0.25, abs=0.02)
 
 
 def test_a_round_with_corrections_and_replay_records_both(tmp_path):
-    config = TrainConfig(model="unet", model_kwargs=TINY_UNET_KWARGS,
-                         preprocessing=TINY_UNET_PREPROCESSING, epochs=1, steps_per_epoch=2,
-                         batch_size=4, device="cpu", output_dir=str(tmp_path / "round"))  # fmt: skip
+    config = TrainConfig(
+        model="unet",
+        model_kwargs=TINY_UNET_KWARGS,
+        preprocessing=TINY_UNET_PREPROCESSING,
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=4,
+        device="cpu",
+        output_dir=str(tmp_path / "round"),
+    )
     corrected = _case("today", corrected_slices=(4, 5))
     earlier = [_case("monday", 1), _case("tuesday", 2)]
     result = finetune([corrected], config, replay=earlier)
@@ -82,26 +101,67 @@ def test_a_round_with_corrections_and_replay_records_both(tmp_path):
 def test_frozen_norm_statistics_stay_while_the_weights_learn(tmp_path, frozen):
     """A round on one case must not replace the BatchNorm statistics the model was trained
     with by that case's (freeze_norm_stats, on in the quick round)."""
-    config = TrainConfig(model="unet", model_kwargs=TINY_UNET_KWARGS,
-                         preprocessing=TINY_UNET_PREPROCESSING, epochs=2, steps_per_epoch=2,
-                         batch_size=4, lr=1e-3, device="cpu", freeze_norm_stats=frozen,
-                         output_dir=str(tmp_path / "round"))  # fmt: skip
+    config = TrainConfig(
+        model="unet",
+        model_kwargs=TINY_UNET_KWARGS,
+        preprocessing=TINY_UNET_PREPROCESSING,
+        epochs=2,
+        steps_per_epoch=2,
+        batch_size=4,
+        lr=1e-3,
+        device="cpu",
+        freeze_norm_stats=frozen,
+        output_dir=str(tmp_path / "round"),
+    )
     result = finetune([_case("today", corrected_slices=(4,))], config)
+    learned, stats_kept = _weights_learned_and_norm_stats_kept(config, result)
+    assert learned and stats_kept == frozen
+
+
+def _weights_learned_and_norm_stats_kept(config, result) -> tuple[bool, bool]:
+    """Whether a tiny-UNet run changed its convolution weights, and whether it kept its
+    BatchNorm statistics, against the weights it started from."""
     torch.manual_seed(config.seed)  # the weights the run started from
-    start = load_model("unet", pretrained=False, preprocessing=TINY_UNET_PREPROCESSING,
-                       **TINY_UNET_KWARGS).state_dict()  # fmt: skip
+    start = load_model(
+        "unet", pretrained=False, preprocessing=TINY_UNET_PREPROCESSING, **TINY_UNET_KWARGS
+    ).state_dict()
     tuned = load_model(result.last_checkpoint).state_dict()
     stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
     weights = [k for k in start if k.endswith("conv.weight")]
     assert stats and weights
-    assert any(not torch.equal(start[k], tuned[k]) for k in weights)  # the weights learned
-    kept = all(torch.equal(start[k], tuned[k]) for k in stats)
-    assert kept == frozen
+    learned = any(not torch.equal(start[k], tuned[k]) for k in weights)
+    return learned, all(torch.equal(start[k], tuned[k]) for k in stats)
 
 
-def test_the_quick_round_is_a_short_round_and_bad_weights_are_refused(tmp_path):
-    quick = TrainConfig.quick_round(model="default")
-    assert (quick.epochs, quick.steps_per_epoch, quick.batch_size) == (1, 12, 8)
-    assert quick.correction_weight > 1 and 0 < quick.replay_share < 1 and quick.freeze_norm_stats
+def test_a_quick_round_is_one_short_gentle_epoch_on_the_corrections(tmp_path):
+    """The preset of a correction round: one epoch of a few steps, at a learning rate below
+    the family's own, the corrected slices weighted, earlier cases replayed, the BatchNorm
+    statistics kept; the settings given win over the preset."""
+    quick = TrainConfig.quick_round(
+        model="unet",
+        model_kwargs=TINY_UNET_KWARGS,
+        preprocessing=TINY_UNET_PREPROCESSING,
+        device="cpu",
+        output_dir=str(tmp_path / "round"),
+    )
+    family = get_spec("unet").training
+    assert quick.resolved(family).lr < family["lr"] and quick.epochs < family["epochs"]
+    assert quick.correction_weight > 1 and 0 < quick.replay_share < 1
+    assert TrainConfig.quick_round(epochs=3, lr=1e-3).epochs == 3
+    events = []
+    result = finetune(
+        [_case("today", corrected_slices=(4,))],
+        quick,
+        replay=[_case("monday", 1)],
+        progress=events.append,
+    )
+    steps = [e for e in events if isinstance(e, StepDone)]
+    assert len(result.history) == 1 and sum(isinstance(e, EpochDone) for e in events) == 1
+    assert 0 < len(steps) <= 50 and {e.epoch for e in steps} == {1}
+    learned, stats_kept = _weights_learned_and_norm_stats_kept(quick, result)
+    assert learned and stats_kept
+
+
+def test_bad_correction_settings_are_refused():
     with pytest.raises(InputError, match="correction_weight must be >= 1"):
         TrainConfig(correction_weight=0.5, epochs=1, batch_size=1, lr=1e-3).resolved({})

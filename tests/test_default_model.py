@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from napari_la_dinov2 import read_labels, read_volume
 from napari_la_dinov2.inference import Predictor
-from napari_la_dinov2.metrics import dice
 from napari_la_dinov2.models import default_checkpoint_dir, load_model
+from napari_la_dinov2.scoring.metrics import dice
 
 MAX_SHIPPED_BYTES = 10 * 1000 * 1000  # the limit for weights inside the package
 
@@ -42,9 +42,14 @@ def test_the_default_model_fine_tunes_on_a_corrected_real_case(
     default = load_model("default")
     case = load_case_folder(real_data_dir, names=default.unseen(real_case_ids)[:1])
     config = TrainConfig(
-        model="default", epochs=1, steps_per_epoch=2, batch_size=4, lr=1e-5, device="cpu",
+        model="default",
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=4,
+        lr=1e-5,
+        device="cpu",
         output_dir=str(tmp_path / "round"),
-    )  # fmt: skip
+    )
     result = finetune(case, config)
     tuned = load_model(result.best_checkpoint)
     assert tuned.preprocessing == default.preprocessing  # views, 2.5D context, size kept

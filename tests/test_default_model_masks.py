@@ -13,8 +13,8 @@ import pytest
 
 from napari_la_dinov2 import read_volume
 from napari_la_dinov2.inference import Predictor
-from napari_la_dinov2.metrics import dice
 from napari_la_dinov2.models import load_model
+from napari_la_dinov2.scoring.metrics import dice
 
 DATA = Path(__file__).parent / "data"
 HASHES = json.loads((DATA / "default_model_test_masks.sha256.json").read_text())

@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 import napari_la_dinov2
 from napari_la_dinov2.cli import main
 from napari_la_dinov2.errors import InputError
-from napari_la_dinov2.io import VolumeMeta, is_supported_path, read_volume, write_labels
+from napari_la_dinov2.volume_files import VolumeMeta, is_supported_path, read_volume, write_labels
 from tests.dicom_series import (
     LPS,
     oblique_affine,
@@ -315,7 +315,7 @@ def test_a_nifti_job_does_not_load_the_dicom_stack(tmp_path):
     """SimpleITK and highdicom cost seconds to import: a plain NIfTI job must not pay it."""
     code = (
         "import sys, numpy as np, nibabel as nib\n"
-        "from napari_la_dinov2.io import is_supported_path, read_volume, write_labels\n"
+        "from napari_la_dinov2.volume_files import is_supported_path, read_volume, write_labels\n"
         f"path = {str(tmp_path / 'a.nii.gz')!r}\n"
         "nib.save(nib.Nifti1Image(np.random.rand(16, 16, 4).astype('float32'), np.eye(4)), path)\n"
         "volume, meta = read_volume(path)\n"
@@ -346,8 +346,8 @@ def real_dicom(real_data_dir, tmp_path_factory):
 def test_real_case_from_dicom_segments_like_the_nifti(real_dicom, tmp_path, capsys):
     """The CLI on the DICOM folder (to NIfTI and to SEG) against the Predictor on the NIfTI."""
     from napari_la_dinov2.inference import Predictor
-    from napari_la_dinov2.metrics import dice
     from napari_la_dinov2.models import load_model
+    from napari_la_dinov2.scoring.metrics import dice
 
     folder, nifti, volume, meta = real_dicom
     dicom_volume, dicom_meta = read_volume(folder)

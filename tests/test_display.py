@@ -17,8 +17,8 @@ from napari_la_dinov2.display import (
     to_display,
     world_from_ras_of_labels,
 )
-from napari_la_dinov2.io import VolumeMeta, read_volume
 from napari_la_dinov2.overlay import render_overlay
+from napari_la_dinov2.volume_files import VolumeMeta, read_volume
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SHAPE = (23, 19, 11)  # distinct lengths, so a wrong transpose cannot go unnoticed

@@ -57,11 +57,25 @@ def test_two_cpu_processes_train_one_model(tmp_path):
     run_dir = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-        "-m", "napari_la_dinov2.cli", "train", "--cases", str(cases), "--config", str(config),
-        "--out", str(run_dir),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "napari_la_dinov2.cli",
+        "train",
+        "--cases",
+        str(cases),
+        "--config",
+        str(config),
+        "--out",
+        str(run_dir),
+    ]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path
     )

@@ -8,9 +8,9 @@ import torch
 
 from napari_la_dinov2.doubt import doubt_map, rank_slices
 from napari_la_dinov2.inference import Predictor, RegionOfInterest
-from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.models import build_model
 from napari_la_dinov2.models.packing import ensemble_of
+from napari_la_dinov2.volume_files import VolumeMeta
 from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 from tests.test_inference import IntensityNet, real_model
 

@@ -11,7 +11,7 @@ from napari_la_dinov2.errors import InputError
 from napari_la_dinov2.models import build_model, load_checkpoint, save_checkpoint
 from napari_la_dinov2.models.packing import ensemble_of
 from napari_la_dinov2.training import TrainConfig
-from napari_la_dinov2.training.finetune import _initial_model
+from napari_la_dinov2.training.run_setup import _initial_model
 from tests.conftest import (
     TINY_UNET_KWARGS,
     TINY_UNET_PREPROCESSING,
@@ -61,8 +61,13 @@ def test_the_ensemble_averages_its_members_logits_and_survives_a_round_trip(tmp_
 
 def test_members_that_do_not_match_are_refused():
     unet = _trained_unet(0)
-    wider = build_model("unet", preprocessing=TINY_UNET_PREPROCESSING, channels=(8, 16, 64),
-                        strides=(2, 2), num_res_units=1)  # fmt: skip
+    wider = build_model(
+        "unet",
+        preprocessing=TINY_UNET_PREPROCESSING,
+        channels=(8, 16, 64),
+        strides=(2, 2),
+        num_res_units=1,
+    )
     with pytest.raises(InputError, match="another architecture"):
         ensemble_of([unet, wider])
     with pytest.raises(InputError, match="another input"):

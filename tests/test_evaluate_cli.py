@@ -55,10 +55,25 @@ def _rows(path: Path) -> list[dict]:
 
 def test_two_models_known_answer(folders, capsys):
     outs = {name: folders / f"out_{name}" for name in ("cases.csv", "summary.csv", "pairs.csv")}
-    argv = ["evaluate", "--ref", folders / "gt", "--pred", f"A={folders / 'a'}",
-            "--pred", f"B={folders / 'b'}", "--csv", outs["cases.csv"],
-            "--summary-csv", outs["summary.csv"], "--pairs-csv", outs["pairs.csv"],
-            "--markdown", folders / "report.md", "--resamples", 2000]  # fmt: skip
+    argv = [
+        "evaluate",
+        "--ref",
+        folders / "gt",
+        "--pred",
+        f"A={folders / 'a'}",
+        "--pred",
+        f"B={folders / 'b'}",
+        "--csv",
+        outs["cases.csv"],
+        "--summary-csv",
+        outs["summary.csv"],
+        "--pairs-csv",
+        outs["pairs.csv"],
+        "--markdown",
+        folders / "report.md",
+        "--resamples",
+        2000,
+    ]
     code, out, err = _run(argv, capsys)
     assert code == 0, err
     assert "9 common to all models; 1 dropped: c09 (no result from B)" in out
@@ -89,8 +104,19 @@ def test_model_cost_measured_and_from_a_timing_file(folders, tmp_path, capsys):
     image = tmp_path / "image.nii.gz"
     nib.save(nib.Nifti1Image(synthetic_case((40, 36, 6))[0], AFFINE), str(image))
     (folders / "b" / "timing.csv").write_text("case,seconds\nc00,2.0\nc01,4.0\nzz,100\n")
-    base = ["evaluate", "--ref", folders / "gt", "--pred", f"A={folders / 'a'}",
-            "--pred", f"B={folders / 'b'}", "--model", f"A={checkpoint}", "--resamples", 500]  # fmt: skip
+    base = [
+        "evaluate",
+        "--ref",
+        folders / "gt",
+        "--pred",
+        f"A={folders / 'a'}",
+        "--pred",
+        f"B={folders / 'b'}",
+        "--model",
+        f"A={checkpoint}",
+        "--resamples",
+        500,
+    ]
     code, out, err = _run([*base, "--summary-csv", tmp_path / "s.csv"], capsys)
     assert code == 0, err
     summary = {row["model"]: row for row in _rows(tmp_path / "s.csv")}
@@ -102,8 +128,10 @@ def test_model_cost_measured_and_from_a_timing_file(folders, tmp_path, capsys):
     assert summary["B"]["timing"] == "timing.csv (2 cases)" and summary["B"]["parameters"] == ""
     assert "### Cost" in out
 
-    code, out, err = _run([*base, "--time-image", image, "--device", "cpu", "--summary-csv",
-                           tmp_path / "t.csv"], capsys)  # fmt: skip
+    code, out, err = _run(
+        [*base, "--time-image", image, "--device", "cpu", "--summary-csv", tmp_path / "t.csv"],
+        capsys,
+    )
     assert code == 0, err
     measured = _rows(tmp_path / "t.csv")[0]
     assert float(measured["seconds_per_volume"]) > 0

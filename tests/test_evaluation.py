@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from napari_la_dinov2.errors import InputError
-from napari_la_dinov2.evaluation import (
+from napari_la_dinov2.scoring.evaluation import (
     case_name,
     compare_masks,
     evaluate_files,
@@ -17,8 +17,8 @@ from napari_la_dinov2.evaluation import (
     evaluate_models,
     match_folders,
 )
-from napari_la_dinov2.io import VolumeMeta, read_labels, write_labels
-from napari_la_dinov2.metrics import evaluate_case
+from napari_la_dinov2.scoring.metrics import evaluate_case
+from napari_la_dinov2.volume_files import VolumeMeta, read_labels, write_labels
 
 SPACING = (0.625, 0.625, 1.25)
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from napari_la_dinov2.inference import Predictor
-from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.models import save_checkpoint
 from napari_la_dinov2.training import Case, TrainConfig, finetune, validate
 from napari_la_dinov2.training.events import FeaturesComputed
@@ -18,6 +17,7 @@ from napari_la_dinov2.training.feature_cache import FeatureCache, backbone_finge
 from napari_la_dinov2.training.finetune import evaluate
 from napari_la_dinov2.training.slices import PreparedCase, make_batch
 from napari_la_dinov2.training.token_batches import TokenBatches, TokenStore
+from napari_la_dinov2.volume_files import VolumeMeta
 from tests.conftest import synthetic_case
 
 
@@ -100,9 +100,14 @@ def test_finetune_reuses_tokens_across_epochs_and_rounds(tiny_dinov2, tmp_path):
     val = [_case("v", 2)]
     cache = FeatureCache()
     config = TrainConfig(
-        model=str(checkpoint), epochs=2, batch_size=4, steps_per_epoch=2, lr=1e-3,
-        output_dir=str(tmp_path / "round1"), device="cpu",
-    )  # fmt: skip
+        model=str(checkpoint),
+        epochs=2,
+        batch_size=4,
+        steps_per_epoch=2,
+        lr=1e-3,
+        output_dir=str(tmp_path / "round1"),
+        device="cpu",
+    )
     events = []
     first = finetune(train, config, val_cases=val, cache=cache, progress=events.append)
     features = [e for e in events if isinstance(e, FeaturesComputed)]
@@ -122,8 +127,15 @@ def test_finetune_reuses_tokens_across_epochs_and_rounds(tiny_dinov2, tmp_path):
 
     best = load_model(first.best_checkpoint)
     predictor = Predictor(best, device="cpu", batch_size=16)
-    batches = TokenBatches(predictor, train[:1], val, cache=FeatureCache(), flips=False,
-                           generator=torch.Generator(), sampling={})  # fmt: skip
+    batches = TokenBatches(
+        predictor,
+        train[:1],
+        val,
+        cache=FeatureCache(),
+        flips=False,
+        generator=torch.Generator(),
+        sampling={},
+    )
     cached = evaluate(predictor, val, batches)
     assert cached == pytest.approx(validate(best, val, "cpu"), abs=0.01)
 

@@ -8,7 +8,6 @@ import csv
 import pytest
 
 from napari_la_dinov2.errors import InputError
-from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.training import Case, TrainConfig
 from napari_la_dinov2.training.estimate import format_duration, planned_runs
 from napari_la_dinov2.training.events import EpochDone, RunDone, RunStarted, StepDone
@@ -20,6 +19,7 @@ from napari_la_dinov2.training.fewshot import (
     run_fewshot,
     training_subset,
 )
+from napari_la_dinov2.volume_files import VolumeMeta
 from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 
 
@@ -96,8 +96,13 @@ def test_tiny_fewshot_run_writes_csv_summary_and_plot(tmp_path):
     # Each run's end, with its mean test Dice, as it ends (a live plot draws it).
     done = [e for e in events if isinstance(e, RunDone)]
     assert [e.index for e in done] == list(range(6)) and [e.n_train for e in done] == [
-        1, 1, 3, 3, 3, 3
-    ]  # fmt: skip
+        1,
+        1,
+        3,
+        3,
+        3,
+        3,
+    ]
     assert events.index(done[0]) < events.index(runs[1])
 
     out = tmp_path / "fs"
@@ -143,8 +148,18 @@ def test_planned_runs_count_shared_budgets_once():
 
 
 def test_a_one_point_curve_keeps_its_dot_off_the_axes(tmp_path):
-    rows = [dict(model="unet", budget_kind="patients", budget=1, n_train=1, seed=0,
-                 case="a", dice=0.0, iou=0.0)]  # fmt: skip
+    rows = [
+        dict(
+            model="unet",
+            budget_kind="patients",
+            budget=1,
+            n_train=1,
+            seed=0,
+            case="a",
+            dice=0.0,
+            iou=0.0,
+        )
+    ]
     axes = plot_fewshot(rows, tmp_path / "one.png").axes[0]
     (x0, x1), (y0, y1) = axes.get_xlim(), axes.get_ylim()
     assert x0 < 1 / 1.5 and x1 > 1.5 and y0 < -0.01 and y1 > 1

@@ -2,21 +2,16 @@
 
 Refusals: exit status 2, exactly one line on stderr, no traceback, no output file and no
 temporary left behind (the folders hold what they held before). No checkpoint or backbone
-load ever unpickles anything (:func:`no_pickle`, for every test here). Inputs that look odd
-but are valid (oblique, LPS NRRD, detached header, NIfTI-2, ...) give a mask on exactly the
-input's grid. A training run killed at any moment resumes to a complete history.
+load ever unpickles anything (:func:`no_pickle`, for every test here and in the files that
+import it). Elsewhere: training commands and a killed run (test_hostile_training.py), odd but
+valid inputs (test_hostile_valid_inputs.py), DICOM, folders and options (test_hostile_*.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -26,7 +21,7 @@ import torch
 
 from napari_la_dinov2.cli import main
 from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
-from tests.test_distributed import tiny_unet_config, write_case_folder
+from tests.test_distributed import write_case_folder
 
 SHAPE = (40, 36, 6)
 AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])
@@ -171,13 +166,13 @@ HOSTILE_CONFIGS = {
             model="dinov2_vits14",
             model_kwargs={"backbone_source": "evil/dinov2"},
             preprocessing=None,
-        ),  # fmt: skip
+        ),
         "--backbone-source",
     ),
     "unofficial ResNet50 weights": (
         lambda c: c.update(
             model="res50_unet", model_kwargs={"weights_source": "/tmp/x"}, preprocessing=None
-        ),  # fmt: skip
+        ),
         "--backbone-source",
     ),
 }
@@ -206,9 +201,10 @@ def test_checkpoint_naming_a_pickled_backbone_folder(image, checkpoint, tmp_path
     --backbone-source; with it, the checkpoint's own weights decide and nothing unpickles."""
     evil = pickled_backbone(tmp_path / "evil")
     edit = lambda c: c.update(  # noqa: E731
-        model="dinov2_vits14", preprocessing=None,
+        model="dinov2_vits14",
+        preprocessing=None,
         model_kwargs={"backbone_source": str(evil), "pretrained": True},
-    )  # fmt: skip
+    )
     folder = hostile_checkpoint(checkpoint, tmp_path / "ck", edit)
     out = tmp_path / "out"
     out.mkdir()
@@ -237,8 +233,19 @@ def test_a_pickled_only_backbone_is_refused_everywhere(tmp_path, capfd):
     finally:
         dinov2._refuse_pickled_only = dinov2_refuse
     cases = write_case_folder(tmp_path / "cases", 2)
-    argv = ["train", "--cases", cases, "--model", "dinov2_vits14", "--out", tmp_path / "run",
-            "--backbone-source", evil, "--set", "device=cpu"]  # fmt: skip
+    argv = [
+        "train",
+        "--cases",
+        cases,
+        "--model",
+        "dinov2_vits14",
+        "--out",
+        tmp_path / "run",
+        "--backbone-source",
+        evil,
+        "--set",
+        "device=cpu",
+    ]
     refused(argv, capfd, tmp_path, message="only pickled weights")
     assert not (evil / "FLAG").exists()
 
@@ -249,8 +256,13 @@ def test_official_backbone_names():
     for size in ("small", "base", "large", "giant"):
         assert is_official_backbone(f"facebook/dinov2-{size}")
         assert is_official_backbone(f"facebook/dinov2-with-registers-{size}")
-    for other in ("facebook/dinov2-small/../x", "evil/dinov2-small", "facebook/dinov2-huge",
-                  "./facebook/dinov2-small", "/tmp/facebook/dinov2-small"):  # fmt: skip
+    for other in (
+        "facebook/dinov2-small/../x",
+        "evil/dinov2-small",
+        "facebook/dinov2-huge",
+        "./facebook/dinov2-small",
+        "/tmp/facebook/dinov2-small",
+    ):
         assert not is_official_backbone(other)
 
 
@@ -365,206 +377,9 @@ def test_bad_device_refused_before_loading(argv, message, image, tmp_path, capfd
 def test_empty_checkpoint_name_is_refused(image, tmp_path, capfd):
     out = tmp_path / "out"
     out.mkdir()
-    refused(["segment", image, "--out", out / "m.nii.gz", "--checkpoint", ""], capfd, out,
-            message="empty")  # fmt: skip
-
-
-# --- Training: existing runs, outputs, settings ------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def cases(tmp_path_factory):
-    return write_case_folder(tmp_path_factory.mktemp("cases"), 3)
-
-
-def _fake_run(folder: Path) -> Path:
-    for sub in ("best", "last"):
-        (folder / sub).mkdir(parents=True)
-        (folder / sub / "model.safetensors").write_bytes(b"weights")
-        (folder / sub / "config.json").write_text("{}")
-    (folder / "config.json").write_text("{}")
-    (folder / "history.csv").write_text("epoch,train_loss,val_dice,lr,seconds\n1,1,0.5,1,1\n")
-    return folder
-
-
-def _file(path: Path) -> Path:
-    path.write_text("x")
-    return path
-
-
-TRAIN_REFUSALS = {
-    "an existing run": (lambda t: _fake_run(t / "run"), [], "already holds a run"),
-    "resume and overwrite": (lambda t: _fake_run(t / "run"), ["--resume", "--overwrite"], "one"),
-    "resume without last/": (lambda t: t / "run", ["--resume"], "no checkpoint to resume"),
-    "the run is a file": (lambda t: _file(t / "run"), [], "is a file"),
-    "its parent is a file": (lambda t: _file(t / "parent") / "run", [], "is a file"),
-    "under /proc": (lambda t: Path("/proc/la-dinov2-run"), [], "cannot be written"),
-    "lr=.nan": (lambda t: t / "run", ["--set", "lr=.nan"], "lr a positive number"),
-    "feature_cache=on for a UNet": (
-        lambda t: t / "run",
-        ["--set", "feature_cache=on"],
-        "feature_cache 'on' needs",
-    ),  # fmt: skip
-    "widths 1e9": (
-        lambda t: t / "run",
-        ["--set", "model_kwargs.channels=[1000000000,1000000000]", "model_kwargs.strides=[2]"],
-        "widths",
-    ),  # fmt: skip
-    "device meta": (lambda t: t / "run", ["--device", "meta"], "unknown device"),
-    "an unofficial checkpoint backbone": (
-        lambda t: t / "run",
-        ["--model", "UNOFFICIAL"],
-        "--backbone-source",
-    ),  # fmt: skip
-}
-
-
-@pytest.mark.parametrize("case", list(TRAIN_REFUSALS))
-def test_train_refusals_touch_nothing(case, cases, checkpoint, tmp_path, capfd):
-    make, extra, message = TRAIN_REFUSALS[case]
-    run_dir = make(tmp_path)
-    if "UNOFFICIAL" in extra:
-        edit = lambda c: c.update(  # noqa: E731
-            model="res50_unet", model_kwargs={"weights_source": "evil/resnet"}, preprocessing=None
-        )
-        extra = ["--model", hostile_checkpoint(checkpoint, tmp_path / "ck", edit)]
-    config = tiny_unet_config(tmp_path / "cfg.yaml")
-    argv = ["train", "--cases", cases, "--config", config, "--out", run_dir, *extra]
-    refused(argv, capfd, tmp_path, cases, message=message)
-    if not str(run_dir).startswith("/proc"):
-        assert not (run_dir.is_dir() and (run_dir / "split.json").exists())
-
-
-def test_case_folder_with_two_files_of_one_name(tmp_path, capfd):
-    cases = write_case_folder(tmp_path / "cases", 2)
-    image = nib.load(cases / "images" / "case0.nii.gz")
-    nib.save(image, cases / "images" / "case0.nii")
-    config = tiny_unet_config(tmp_path / "cfg.yaml")
-    argv = ["train", "--cases", cases, "--config", config, "--out", tmp_path / "run"]
-    err = refused(argv, capfd, tmp_path, message="two files for case 'case0'")
-    assert "case0.nii and case0.nii.gz" in err
-
-
-# --- A training run killed at any moment resumes -----------------------------------------------
-
-
-def _complete(run_dir: Path) -> None:
-    """Whatever a kill left: each checkpoint is whole and loads, the history parses."""
-    from napari_la_dinov2.models import load_model
-    from napari_la_dinov2.training.state import read_history
-
-    for sub in ("best", "last"):
-        if (run_dir / sub).exists():
-            load_model(run_dir / sub)
-    if (run_dir / "last").exists():
-        names = {p.name for p in (run_dir / "last").iterdir()}
-        assert {"optimizer.safetensors", "optimizer.json", "scheduler.json"} <= names
-    read_history(run_dir / "history.csv")
-
-
-@pytest.mark.parametrize("delay", [0.0, 0.4, 1.2])
-def test_training_killed_at_any_moment_resumes(delay, cases, tmp_path, capfd):
-    """SIGKILL a real `la-dinov2 train` once last/ exists (at several moments, while it saves
-    later epochs), then --resume: exit 0, a history of every epoch once, nothing temporary."""
-    epochs = 8
-    config = tiny_unet_config(tmp_path / "cfg.yaml", epochs=epochs, patience=epochs,
-                              split=[0.67, 0.33, 0.0])  # fmt: skip
-    run_dir = tmp_path / "run"
-    argv = ["train", "--cases", str(cases), "--config", str(config), "--out", str(run_dir)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1] / "src"),
-                                         env.get("PYTHONPATH", "")])  # fmt: skip
-    process = subprocess.Popen([sys.executable, "-m", "napari_la_dinov2.cli", *argv], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 240
-        while not (run_dir / "last").exists() and process.poll() is None:
-            assert time.monotonic() < deadline, "the run never wrote last/"
-            time.sleep(0.02)
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL  # killed mid-run, not finished
-    _complete(run_dir)
-    assert main([*argv, "--resume"]) == 0, capfd.readouterr().err[-2000:]
-    history = (run_dir / "history.csv").read_text().splitlines()
-    assert [line.split(",")[0] for line in history[1:]] == [str(e) for e in range(1, epochs + 1)]
-    _complete(run_dir)
-    leftovers = [p.name for p in run_dir.iterdir() if p.name.startswith(".")]
-    assert not leftovers, leftovers
-
-
-# --- Odd but valid inputs: the mask lands on exactly the input's grid --------------------------
-
-
-def _oblique() -> np.ndarray:
-    from tests.test_io import oblique_affine
-
-    return oblique_affine()
-
-
-def _valid_nifti(folder, affine=AFFINE, dtype=np.float32, nan=False, kind=nib.Nifti1Image,
-                 qform=None, suffix=".nii.gz"):  # fmt: skip
-    volume, _ = synthetic_case(SHAPE)
-    volume = volume.astype(dtype)
-    if nan:
-        volume[0, 0, :] = np.nan
-    image = kind(volume, affine)
-    if qform is not None:
-        image.set_qform(qform, code=1)
-        image.set_sform(affine, code=2)
-    path = folder / f"x{suffix}"
-    nib.save(image, path)
-    return path
-
-
-def _valid_nrrd(folder, detached=False):
-    import nrrd
-
-    volume, _ = synthetic_case(SHAPE)
-    header = {"space": "left-posterior-superior", "space directions": np.diag([0.9, 1.1, 2.0]),
-              "space origin": np.array([10.0, -5.0, 3.0]), "kinds": ["domain"] * 3}  # fmt: skip
-    path = folder / ("x.nhdr" if detached else "x.nrrd")
-    nrrd.write(str(path), volume, header, detached_header=detached)
-    return path
-
-
-VALID_INPUTS = {
-    "oblique": lambda f: _valid_nifti(f, affine=_oblique()),
-    "LPS NRRD": _valid_nrrd,
-    "detached .nhdr": lambda f: _valid_nrrd(f, detached=True),
-    "NIfTI-2": lambda f: _valid_nifti(f, kind=nib.Nifti2Image, suffix=".nii"),
-    "qform != sform": lambda f: _valid_nifti(f, qform=AFFINE + np.eye(4, k=3) * 5),
-    "int16": lambda f: _valid_nifti(f, dtype=np.int16),
-    "float64": lambda f: _valid_nifti(f, dtype=np.float64),
-    "NaN voxels": lambda f: _valid_nifti(f, nan=True),
-}
-
-
-@pytest.mark.parametrize("case", list(VALID_INPUTS))
-def test_odd_but_valid_input_gets_a_mask_on_its_grid(case, checkpoint, tmp_path, capfd):
-    from napari_la_dinov2.io import read_volume
-
-    folder = tmp_path / "in"
-    folder.mkdir()
-    source = VALID_INPUTS[case](folder)
-    out = tmp_path / ("m.nrrd" if "NRRD" in case or "nhdr" in case else "m.nii.gz")
-    argv = ["segment", source, "--out", out, "--checkpoint", checkpoint, "--device", "cpu"]
-    assert main([str(a) for a in argv]) == 0, capfd.readouterr().err
-    volume, meta = read_volume(source)
-    mask = nib.load(out) if out.suffix == ".gz" else None
-    if mask is not None:
-        assert mask.shape == volume.shape
-        np.testing.assert_allclose(mask.affine, meta.affine, atol=1e-5)
-    else:
-        _, mask_meta = read_volume_labels(out)
-        assert mask_meta.shape == volume.shape
-        np.testing.assert_allclose(mask_meta.affine, meta.affine, atol=1e-5)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in", out.name])
-
-
-def read_volume_labels(path):
-    from napari_la_dinov2.io import read_labels_with_meta
-
-    return read_labels_with_meta(path)
+    refused(
+        ["segment", image, "--out", out / "m.nii.gz", "--checkpoint", ""],
+        capfd,
+        out,
+        message="empty",
+    )

@@ -20,7 +20,7 @@ import pytest
 import napari_la_dinov2.dicom_zip as dicom_zip
 from napari_la_dinov2.cli import main
 from napari_la_dinov2.errors import InputError
-from napari_la_dinov2.io import read_volume
+from napari_la_dinov2.volume_files import read_volume
 from tests.dicom_corruptions import (
     CORRUPTIONS,
     broken_series,
@@ -94,8 +94,16 @@ def test_good_series_with_stray_files(tmp_path, capfd, foreground_checkpoint):
     assert "skipped garbage (" in notes
     assert "file palette) was set aside" in notes and "file text-spacing) was set aside" in notes
     out = tmp_path / "la.nii.gz"
-    argv = ["segment", folder, "--out", out, "--checkpoint", foreground_checkpoint, "--device",
-            "cpu"]  # fmt: skip
+    argv = [
+        "segment",
+        folder,
+        "--out",
+        out,
+        "--checkpoint",
+        foreground_checkpoint,
+        "--device",
+        "cpu",
+    ]
     assert main([str(a) for a in argv]) == 0
     err = capfd.readouterr().err
     assert out.exists() and "warning: skipped garbage (" in err, err
@@ -120,8 +128,12 @@ def test_series_without_frame_of_reference(tmp_path, capfd, no_model_load):
     assert read_volume(folder)[0].shape == (16, 12, 5)  # a NIfTI mask needs no frame of reference
     out = tmp_path / "out"
     out.mkdir()
-    refused(["segment", folder, "--out", out / "la.dcm", "--checkpoint", "any"], capfd, out,
-            message="has no FrameOfReferenceUID")  # fmt: skip
+    refused(
+        ["segment", folder, "--out", out / "la.dcm", "--checkpoint", "any"],
+        capfd,
+        out,
+        message="has no FrameOfReferenceUID",
+    )
 
 
 # --- Zips: damaged, encrypted, lying about their sizes, bombs ---------------------------------
@@ -183,11 +195,15 @@ def _cut(archive: Path) -> None:
         (_understated, zipfile.ZIP_DEFLATED, r"cannot be extracted \(Bad CRC-32"),
         (_cut, zipfile.ZIP_DEFLATED, r"is not a readable zip file"),
     ],
-    ids=["CRC error", "deflate stream error", "encrypted member", "understated size",
-         "cut in half"],  # fmt: skip
+    ids=[
+        "CRC error",
+        "deflate stream error",
+        "encrypted member",
+        "understated size",
+        "cut in half",
+    ],
 )
-def test_damaged_zip_is_one_sentence(damage, compression, expected, tmp_path, capfd,
-                                     no_model_load):  # fmt: skip
+def test_damaged_zip_is_one_sentence(damage, compression, expected, tmp_path, capfd, no_model_load):
     archive = _zip_of_series(tmp_path, compression)
     damage(archive)
     _refused_both_ways(archive, tmp_path, capfd, expected)
@@ -225,8 +241,9 @@ def _bomb(path: Path, size: int, declared: int | None = None) -> Path:
 
 
 @pytest.mark.parametrize("declared", [None, 2**20], ids=["honest sizes", "understated sizes"])
-def test_zip_bomb_writes_no_more_than_the_limit(declared, tmp_path, capfd, monkeypatch,
-                                                no_model_load):  # fmt: skip
+def test_zip_bomb_writes_no_more_than_the_limit(
+    declared, tmp_path, capfd, monkeypatch, no_model_load
+):
     limit = 4 * 2**20
     monkeypatch.setattr(dicom_zip, "MAX_UNZIPPED_BYTES", limit)
     monkeypatch.setattr(dicom_zip.tempfile, "TemporaryDirectory", _MeasuredTemporaryDirectory)

@@ -16,8 +16,9 @@ from tests.test_hostile import refused
 def _mask(path: Path, values, affine=None) -> Path:
     data = np.zeros((12, 12, 6), np.float32)
     data[4:8, 4:8, 2:4] = values
-    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 2.0, 1.0]) if affine is None else affine),
-             path)  # fmt: skip
+    nib.save(
+        nib.Nifti1Image(data, np.diag([1.0, 1.0, 2.0, 1.0]) if affine is None else affine), path
+    )
     return path
 
 
@@ -42,8 +43,9 @@ def image(tmp_path) -> Path:
         (["--slice-axis", "-1"], "invalid choice: -1"),
     ],
 )
-def test_segment_numbers_refused_before_the_model(extra, message, image, tmp_path, capfd,
-                                                  no_model_load):  # fmt: skip
+def test_segment_numbers_refused_before_the_model(
+    extra, message, image, tmp_path, capfd, no_model_load
+):
     out = tmp_path / "out"
     out.mkdir()
     argv = ["segment", image, "--out", out / "la.nii.gz", "--checkpoint", "any", *extra]
@@ -92,7 +94,7 @@ def test_mesh_of_one_voxel(tmp_path, capfd):
 @pytest.mark.parametrize("settings", [{"seed": -5}, {"split_seed": 2**40}, {"seed": 1.5}])
 def test_training_seeds_are_bounded(settings):
     from napari_la_dinov2.errors import InputError
-    from napari_la_dinov2.training.config import TrainConfig
+    from napari_la_dinov2.training.train_config import TrainConfig
 
     with pytest.raises(InputError, match="must be a whole number from 0 to 2"):
         TrainConfig(**settings).resolved({"epochs": 1, "batch_size": 1, "lr": 1e-3})

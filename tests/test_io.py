@@ -12,7 +12,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from napari_la_dinov2.errors import InputError
-from napari_la_dinov2.io import (
+from napari_la_dinov2.volume_files import (
     VolumeMeta,
     check_output_path,
     is_supported_path,

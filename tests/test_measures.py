@@ -11,7 +11,6 @@ import pytest
 from scipy.special import ellipeinc, ellipkinc
 
 from napari_la_dinov2.errors import InputError
-from napari_la_dinov2.io import VolumeMeta, read_labels_with_meta
 from napari_la_dinov2.measures import (
     LAMeasures,
     feret_diameter,
@@ -19,7 +18,8 @@ from napari_la_dinov2.measures import (
     plausibility_warnings,
 )
 from napari_la_dinov2.mesh import mesh_from_mask
-from napari_la_dinov2.metrics import la_volume_ml
+from napari_la_dinov2.scoring.metrics import la_volume_ml
+from napari_la_dinov2.volume_files import VolumeMeta, read_labels_with_meta
 from tests.test_mesh import ELLIPSOID_AXES, ellipsoid_mask, oblique_meta
 
 SEMI_AXES = (30.0, 20.0, 15.0)

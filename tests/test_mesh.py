@@ -10,9 +10,9 @@ from scipy.spatial.transform import Rotation
 
 from napari_la_dinov2.cli import main
 from napari_la_dinov2.errors import InputError
-from napari_la_dinov2.io import VolumeMeta, write_labels
 from napari_la_dinov2.mesh import MESH_SUFFIXES, mesh_from_mask, write_mesh
-from napari_la_dinov2.metrics import la_volume_ml
+from napari_la_dinov2.scoring.metrics import la_volume_ml
+from napari_la_dinov2.volume_files import VolumeMeta, write_labels
 
 # The ellipsoid's centre in RAS mm: far from the origin, so an LPS/RAS mix-up moves it by 200 mm.
 CENTRE_RAS = np.array([-100.0, 40.0, 20.0])
@@ -236,7 +236,7 @@ def test_cli_writes_the_mesh_and_prints_the_measures(mask_file, tmp_path, capsys
 def test_cli_mesh_is_in_lps_unless_ras(mask_file, tmp_path, flags, sign):
     import trimesh
 
-    from napari_la_dinov2.io import read_labels_with_meta
+    from napari_la_dinov2.volume_files import read_labels_with_meta
 
     mask, meta = read_labels_with_meta(mask_file)
     out = tmp_path / "la.ply"

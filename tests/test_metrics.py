@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from napari_la_dinov2.metrics import (
+from napari_la_dinov2.scoring.metrics import (
     assd,
     dice,
     evaluate_case,

@@ -5,8 +5,8 @@ import stat
 
 import numpy as np
 
-from napari_la_dinov2.io import VolumeMeta, write_labels
 from napari_la_dinov2.models import save_checkpoint
+from napari_la_dinov2.volume_files import VolumeMeta, write_labels
 
 
 def _mode(path) -> int:

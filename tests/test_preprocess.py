@@ -80,7 +80,7 @@ def test_image_prepare_keeps_the_bright_region_in_place(fit):
     slices = torch.from_numpy((20 + 200 * mask)[None].astype(np.float32))
     transform = _transform(fit, size=64)
     stats = IntensityStats.of(slices.numpy())
-    prepared = transform.prepare(slices, stats)
+    prepared = transform.model_input(slices, stats)
     assert prepared.shape == (1, 1, 64, 64) and prepared.dtype == torch.float32
     back = transform.restore(prepared, *shape)[0].numpy()
     threshold = (back.max() + back.min()) / 2
@@ -186,7 +186,7 @@ def test_prepare_equals_normalise_then_resize(fit, intensity, shape):
     stats = IntensityStats.of(slices.numpy())
     plain = transform.fit_to_input(_standardized(transform, slices, stats))
     assert plain.shape == (2, transform.channels, 64, 64)
-    assert torch.allclose(transform.prepare(slices, stats), plain, atol=1e-5)
+    assert torch.allclose(transform.model_input(slices, stats), plain, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -217,9 +217,9 @@ def test_prepare_of_neighbours_keeps_each_slice_in_its_own_channel():
     volume = np.random.default_rng(3).uniform(0, 255, (5, 37, 53)).astype("f4")
     stats = IntensityStats.of(volume)
     rows = transform.neighbours(0, 5, 5)
-    stacked = transform.prepare(torch.from_numpy(volume[rows]), stats)
+    stacked = transform.model_input(torch.from_numpy(volume[rows]), stats)
     single = _transform("pad", size=64, intensity="zscore")
-    alone = single.prepare(torch.from_numpy(volume), stats)  # 5x1x64x64
+    alone = single.model_input(torch.from_numpy(volume), stats)  # 5x1x64x64
     assert stacked.shape == (5, 3, 64, 64)
     assert torch.allclose(stacked[:, 1], alone[:, 0], atol=1e-5)  # the centre slice
     assert torch.allclose(stacked[1:, 0], alone[:-1, 0], atol=1e-5)  # the one before

@@ -16,9 +16,9 @@ from napari_la_dinov2.grid import (
     training_grid,
 )
 from napari_la_dinov2.inference import RegionOfInterest
-from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.models import load_model
 from napari_la_dinov2.training import Case, TrainConfig, finetune
+from napari_la_dinov2.volume_files import VolumeMeta
 from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 from tests.test_cli import _run, synthetic_nifti  # noqa: F401 (fixtures)
 
@@ -99,9 +99,15 @@ def test_finetune_records_the_training_grid(tmp_path):
         "zyx", zyx_image, zyx_mask, VolumeMeta.from_spacing(zyx_image.shape, (2.0, 0.7, 0.7))
     )
     config = TrainConfig(
-        model="unet", model_kwargs=TINY_UNET_KWARGS, preprocessing=TINY_UNET_PREPROCESSING,
-        epochs=1, steps_per_epoch=1, batch_size=4, device="cpu", output_dir=str(tmp_path / "run"),
-    )  # fmt: skip
+        model="unet",
+        model_kwargs=TINY_UNET_KWARGS,
+        preprocessing=TINY_UNET_PREPROCESSING,
+        epochs=1,
+        steps_per_epoch=1,
+        batch_size=4,
+        device="cpu",
+        output_dir=str(tmp_path / "run"),
+    )
     result = finetune([xyz, zyx], config, val_cases=[xyz])
     grid = load_model(result.best_checkpoint).provenance["training_grid"]
     # In-plane 1 and 2 are x, y of the first and y, x of the second (their array order).
@@ -204,8 +210,8 @@ def test_one_click_on_a_full_field_matches_the_crop(real_data_dir, real_case_ids
     142 voxels, framed on the atrium's centre rather than where the crop happened to be cut)
     gives 0.985, the difference being the framing: Dice against the expert mask is 0.926 for
     both. So agreement is asked at 0.98, and the expert-mask Dice within 0.005."""
-    from napari_la_dinov2.io import read_volume
-    from napari_la_dinov2.metrics import dice
+    from napari_la_dinov2.scoring.metrics import dice
+    from napari_la_dinov2.volume_files import read_volume
 
     case = real_case_ids[0]
     image, meta = read_volume(real_data_dir / "images" / f"{case}.nii.gz")

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from napari_la_dinov2.metrics import evaluate_case
-from napari_la_dinov2.report import compare, markdown_report, summary_rows
-from napari_la_dinov2.stats import (
+from napari_la_dinov2.scoring.metrics import evaluate_case
+from napari_la_dinov2.scoring.report import compare, markdown_report, summary_rows
+from napari_la_dinov2.scoring.stats import (
     bootstrap_ci,
     common_cases,
     describe,
@@ -157,7 +157,7 @@ def test_summary_row_in_percent_with_ci():
 def test_model_cost_counts_parameters_and_flops_by_hand(tiny_dinov2):
     import torch
 
-    from napari_la_dinov2.model_cost import count_flops, count_parameters, forward_flops
+    from napari_la_dinov2.scoring.model_cost import count_flops, count_parameters, forward_flops
 
     assert count_parameters(tiny_dinov2) == sum(p.numel() for p in tiny_dinov2.parameters())
     # The backbone alone, by hand: patch embedding conv 2*64*3*14*14 per patch (64 patches),
@@ -174,8 +174,8 @@ def test_model_cost_counts_parameters_and_flops_by_hand(tiny_dinov2):
 
 
 def test_model_cost_of_a_multi_view_model_sums_its_branches():
-    from napari_la_dinov2.model_cost import count_flops
     from napari_la_dinov2.models import build_model
+    from napari_la_dinov2.scoring.model_cost import count_flops
 
     kwargs = dict(channels=(4, 8), strides=(2,), num_res_units=0)
     one = build_model("unet", preprocessing=dict(input_size=32), **kwargs)
@@ -195,10 +195,16 @@ def test_fewshot_summary_has_the_ci_over_cases_and_the_paired_tests(tmp_path):
     for seed in (0, 1):
         for model, results in _constructed(10).items():
             rows += [
-                {"model": model, "budget_kind": "patients", "budget": 4, "n_train": 4,
-                 "seed": seed, **row}
+                {
+                    "model": model,
+                    "budget_kind": "patients",
+                    "budget": 4,
+                    "n_train": 4,
+                    "seed": seed,
+                    **row,
+                }
                 for row in results
-            ]  # fmt: skip
+            ]
     write_summary(tmp_path / "summary.md", rows)
     text = (tmp_path / "summary.md").read_text(encoding="utf-8")
     assert "| B | 4 patients | 4 | 2 | 80.0 ± 0.0 | 80.0 to 80.0 | 66.7 ± 0.0 |" in text

@@ -18,7 +18,6 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from napari_la_dinov2.errors import CancelledError, InputError
-from napari_la_dinov2.io import VolumeMeta
 from napari_la_dinov2.models import load_model, save_checkpoint
 from napari_la_dinov2.training import (
     Case,
@@ -29,6 +28,7 @@ from napari_la_dinov2.training import (
     validate,
 )
 from napari_la_dinov2.training.events import EpochDone, StepDone
+from napari_la_dinov2.volume_files import VolumeMeta
 from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 
 UNET = dict(model="unet", model_kwargs=TINY_UNET_KWARGS, preprocessing=TINY_UNET_PREPROCESSING)
@@ -54,10 +54,19 @@ def test_short_real_training_learns_the_atrium(real_data_dir, real_case_ids, tmp
     untrained = load_model("unet", preprocessing={"input_size": 64}, **kwargs)
     untrained_dice = validate(untrained, cases[3:], "cpu")
     config = TrainConfig(
-        model="unet", model_kwargs=kwargs, preprocessing={"input_size": 64}, epochs=6,
-        steps_per_epoch=8, batch_size=8, lr=3e-3, loss="bce_dice", augment=False,
-        device="cpu", output_dir=str(tmp_path / "run"), seed=0,
-    )  # fmt: skip
+        model="unet",
+        model_kwargs=kwargs,
+        preprocessing={"input_size": 64},
+        epochs=6,
+        steps_per_epoch=8,
+        batch_size=8,
+        lr=3e-3,
+        loss="bce_dice",
+        augment=False,
+        device="cpu",
+        output_dir=str(tmp_path / "run"),
+        seed=0,
+    )
     torch.manual_seed(0)
     result = finetune(cases[:3], config, val_cases=cases[3:])
     losses = [row["train_loss"] for row in result.history]
@@ -71,9 +80,15 @@ def test_short_real_training_learns_the_atrium(real_data_dir, real_case_ids, tmp
 def test_dinov2_trains_end_to_end(tiny_dinov2, tmp_path):
     checkpoint = save_checkpoint(tiny_dinov2, tmp_path / "tiny")
     config = TrainConfig(
-        model=str(checkpoint), freeze_backbone=False, epochs=1, steps_per_epoch=2,
-        batch_size=4, lr=1e-3, device="cpu", output_dir=str(tmp_path / "run"),
-    )  # fmt: skip
+        model=str(checkpoint),
+        freeze_backbone=False,
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=4,
+        lr=1e-3,
+        device="cpu",
+        output_dir=str(tmp_path / "run"),
+    )
     result = finetune([_case("a", 0), _case("b", 1)], config)
     trained = load_model(result.best_checkpoint)
     assert trained.net.freeze_backbone is False
@@ -99,9 +114,14 @@ def test_stop_from_progress_keeps_the_best_checkpoint(tmp_path):
             stop.set()
 
     config = TrainConfig(
-        **UNET, epochs=20, steps_per_epoch=3, batch_size=4, lr=1e-3, device="cpu",
+        **UNET,
+        epochs=20,
+        steps_per_epoch=3,
+        batch_size=4,
+        lr=1e-3,
+        device="cpu",
         output_dir=str(tmp_path / "run"),
-    )  # fmt: skip
+    )
     result = finetune([_case("a"), _case("b", 1)], config, progress=progress, stop=stop)
     # The stop lands after the first step of epoch 2; that epoch's validation is cancelled
     # too, so the checkpoint of epoch 1 stays the best (and only) one.
@@ -115,9 +135,14 @@ def test_stop_from_progress_keeps_the_best_checkpoint(tmp_path):
 def test_resume_continues_from_last(tmp_path):
     cases = [_case("a"), _case("b", 1)]
     config = TrainConfig(
-        **UNET, epochs=2, steps_per_epoch=2, batch_size=4, lr=1e-3, device="cpu",
+        **UNET,
+        epochs=2,
+        steps_per_epoch=2,
+        batch_size=4,
+        lr=1e-3,
+        device="cpu",
         output_dir=str(tmp_path / "run"),
-    )  # fmt: skip
+    )
     first = finetune(cases, config)
     config.epochs, config.resume = 4, True
     second = finetune(cases, config)
@@ -175,9 +200,14 @@ def test_a_replacing_run_stopped_at_once_leaves_no_old_checkpoint(tmp_path):
     before its first epoch ends cannot leave the old weights beside the new settings."""
     cases = [_case("a"), _case("b", 1)]
     config = TrainConfig(
-        **UNET, epochs=1, steps_per_epoch=1, batch_size=2, lr=1e-3, device="cpu",
+        **UNET,
+        epochs=1,
+        steps_per_epoch=1,
+        batch_size=2,
+        lr=1e-3,
+        device="cpu",
         output_dir=str(tmp_path / "run"),
-    )  # fmt: skip
+    )
     finetune(cases, config)
     assert (tmp_path / "run" / "best").is_dir() and (tmp_path / "run" / "last").is_dir()
     replacing = dataclasses.replace(config, lr=5e-4)
@@ -195,7 +225,7 @@ _KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
 from conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
-from napari_la_dinov2.io import VolumeMeta
+from napari_la_dinov2.volume_files import VolumeMeta
 from napari_la_dinov2.training import Case, TrainConfig, finetune
 cases = []
 for i in range(2):
@@ -259,8 +289,16 @@ def test_the_seed_fixes_the_whole_run_including_the_initial_weights(tmp_path):
     cases = [_case("a", 0), _case("b", 1)]
 
     def weights(seed, name, global_seed):
-        config = TrainConfig(**UNET, epochs=1, steps_per_epoch=1, batch_size=2, lr=1e-3,
-                             device="cpu", seed=seed, output_dir=str(tmp_path / name))  # fmt: skip
+        config = TrainConfig(
+            **UNET,
+            epochs=1,
+            steps_per_epoch=1,
+            batch_size=2,
+            lr=1e-3,
+            device="cpu",
+            seed=seed,
+            output_dir=str(tmp_path / name),
+        )
         torch.manual_seed(global_seed)  # whatever the caller's RNG state, the config decides
         model = finetune(cases, config, val_cases=cases[:1]).model
         return torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -276,9 +314,17 @@ def test_a_split_seed_keeps_the_patients_apart_across_member_seeds(tmp_path):
     cases = [_case(name, i % 2) for i, name in enumerate("abcdefghij")]
 
     def split(seed, split_seed, name):
-        config = TrainConfig(**UNET, epochs=1, steps_per_epoch=1, batch_size=2, device="cpu",
-                             seed=seed, split_seed=split_seed, split=(0.6, 0.2, 0.2),
-                             output_dir=str(tmp_path / name))  # fmt: skip
+        config = TrainConfig(
+            **UNET,
+            epochs=1,
+            steps_per_epoch=1,
+            batch_size=2,
+            device="cpu",
+            seed=seed,
+            split_seed=split_seed,
+            split=(0.6, 0.2, 0.2),
+            output_dir=str(tmp_path / name),
+        )
         finetune(cases, config)
         return json.loads((tmp_path / name / "split.json").read_text())
 
@@ -289,10 +335,15 @@ def test_a_split_seed_keeps_the_patients_apart_across_member_seeds(tmp_path):
 
 def test_2_5d_unet_trains_and_keeps_its_context(tmp_path):
     config = TrainConfig(
-        model="unet", model_kwargs=TINY_UNET_KWARGS,  # the network's 3 channels are derived
+        model="unet",
+        model_kwargs=TINY_UNET_KWARGS,  # the network's 3 channels are derived
         preprocessing={**TINY_UNET_PREPROCESSING, "context": 1},
-        epochs=1, steps_per_epoch=2, batch_size=4, device="cpu", output_dir=str(tmp_path / "run"),
-    )  # fmt: skip
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=4,
+        device="cpu",
+        output_dir=str(tmp_path / "run"),
+    )
     result = finetune([_case("a"), _case("b", 1)], config)
     model = load_model(result.best_checkpoint)
     assert model.preprocessing.context == 1 and model.net.rebuild_kwargs()["in_channels"] == 3
@@ -302,10 +353,14 @@ def test_2_5d_unet_trains_and_keeps_its_context(tmp_path):
 def test_2_5d_input_for_a_one_channel_network_is_an_input_error(tmp_path):
     one_channel = {**TINY_UNET_KWARGS, "in_channels": 1}
     config = TrainConfig(
-        model="unet", model_kwargs=one_channel,
+        model="unet",
+        model_kwargs=one_channel,
         preprocessing={**TINY_UNET_PREPROCESSING, "context": 1},
-        epochs=1, steps_per_epoch=1, device="cpu", output_dir=str(tmp_path / "run"),
-    )  # fmt: skip
+        epochs=1,
+        steps_per_epoch=1,
+        device="cpu",
+        output_dir=str(tmp_path / "run"),
+    )
     with pytest.raises(InputError, match="in_channels=1 does not fit"):
         finetune([_case("a"), _case("b", 1)], config)
     stated = {**TINY_UNET_PREPROCESSING, "context": 1, "channels": 1}

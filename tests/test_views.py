@@ -8,13 +8,13 @@ import torch
 
 from napari_la_dinov2.errors import InputError
 from napari_la_dinov2.inference import Predictor, RegionOfInterest
-from napari_la_dinov2.io import VolumeMeta
-from napari_la_dinov2.metrics import dice
 from napari_la_dinov2.models import build_model, load_checkpoint, save_checkpoint
 from napari_la_dinov2.models.packing import ensemble_of
 from napari_la_dinov2.preprocess import view_axis
+from napari_la_dinov2.scoring.metrics import dice
 from napari_la_dinov2.training import Case, TrainConfig, finetune
 from napari_la_dinov2.training.slices import PreparedCase
+from napari_la_dinov2.volume_files import VolumeMeta
 from tests.conftest import (
     TINY_UNET_KWARGS,
     TINY_UNET_PREPROCESSING,
@@ -60,9 +60,10 @@ def test_a_view_model_sees_what_a_copy_with_that_slice_axis_would_show():
     assert (view.slice_axis, copy.slice_axis) == (2, 0)  # cleaned in the acquisition plane
     assert view.axes == copy.axes == (0,)
     np.testing.assert_allclose(
-        predictor.probabilities(view), Predictor(through, device="cpu").probabilities(copy),
+        predictor.probabilities(view),
+        Predictor(through, device="cpu").probabilities(copy),
         atol=1e-6,
-    )  # fmt: skip
+    )
     prepared = PreparedCase.of(
         Case("c", image, image > 100, VolumeMeta.from_spacing(image.shape, SPACING)),
         predictor.branches[0].transform,
@@ -178,13 +179,23 @@ def test_a_multi_view_ensemble_fine_tunes_each_member_on_its_own_view(tmp_path, 
 
     monkeypatch.setattr(PreparedCase, "of", classmethod(record))
     config = TrainConfig(
-        model="unet_ensemble", model_kwargs={**TINY_UNET_KWARGS, "members": 2},
+        model="unet_ensemble",
+        model_kwargs={**TINY_UNET_KWARGS, "members": 2},
         preprocessing={
-            **TINY_UNET_PREPROCESSING, "views": THREE_VIEWS[:2], "fits": ["pad", "stretch"]
-        }, epochs=6,
-        steps_per_epoch=8, batch_size=8, lr=3e-3, loss="bce_dice", augment=False,
-        device="cpu", output_dir=str(tmp_path / "run"), seed=0,
-    )  # fmt: skip
+            **TINY_UNET_PREPROCESSING,
+            "views": THREE_VIEWS[:2],
+            "fits": ["pad", "stretch"],
+        },
+        epochs=6,
+        steps_per_epoch=8,
+        batch_size=8,
+        lr=3e-3,
+        loss="bce_dice",
+        augment=False,
+        device="cpu",
+        output_dir=str(tmp_path / "run"),
+        seed=0,
+    )
     torch.manual_seed(0)
     before = ensemble_of([_unet(9), _unet(9, "in-plane-1")])  # an untrained pair, for scale
     untrained = dice(
@@ -247,15 +258,27 @@ def test_a_frozen_dinov2_on_another_view_caches_and_validates_that_view(tiny_din
         image, mask = synthetic_case(shape=(40, 36, 8), seed=seed)
         cases.append(Case(f"c{seed}", image, mask, VolumeMeta.from_spacing(image.shape, SPACING)))
     config = TrainConfig(
-        model=str(checkpoint), epochs=1, batch_size=4, steps_per_epoch=2, lr=1e-3,
-        output_dir=str(tmp_path / "run"), device="cpu",
-    )  # fmt: skip
+        model=str(checkpoint),
+        epochs=1,
+        batch_size=4,
+        steps_per_epoch=2,
+        lr=1e-3,
+        output_dir=str(tmp_path / "run"),
+        device="cpu",
+    )
     result = finetune(cases[:2], config, val_cases=cases[2:], cache=FeatureCache())
     trained = load_checkpoint(result.best_checkpoint)
     assert trained.preprocessing.views == ("in-plane-2",)
     predictor = Predictor(trained, device="cpu", batch_size=16)
-    batches = TokenBatches(predictor, cases[:1], cases[2:], cache=FeatureCache(), flips=False,
-                           generator=torch.Generator(), sampling={})  # fmt: skip
+    batches = TokenBatches(
+        predictor,
+        cases[:1],
+        cases[2:],
+        cache=FeatureCache(),
+        flips=False,
+        generator=torch.Generator(),
+        sampling={},
+    )
     tokens = batches.val_tokens["c2"]
     assert tokens.shape[0] == 36  # cut across y: one token map per coronal slice
     cached = evaluate(predictor, cases[2:], batches)

@@ -1,7 +1,7 @@
 """Left-atrium segmentation of 3D LGE cardiac MRI: DINOv2 and CNN baselines, napari plugin.
 
-The engine (io, models, inference, training, metrics) runs headless; the napari adapters in
-``_reader``, ``_writer``, ``_sample_data`` and ``_widgets`` are thin layers over it.
+The engine (volume files, models, inference, training, scoring) runs headless; the napari adapters
+in ``_reader``, ``_writer``, ``_sample_data`` and ``_widgets`` are thin layers over it.
 
 The names that need torch (the Predictor, the models) are imported on first use: napari imports
 this package to find the reader and the widgets, and the command line to parse its arguments,
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ._version import __version__
 from .errors import CancelledError, InputError
-from .io import VolumeMeta, read_labels, read_volume, write_labels
+from .volume_files import VolumeMeta, read_labels, read_volume, write_labels
 
 # Public name -> the submodule it comes from, imported when the name is first used.
 _LAZY = {

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .io import case_name, is_supported_path, read_labels_with_meta, read_volume
+from .volume_files import case_name, is_supported_path, read_labels_with_meta, read_volume
 
 # More distinct values than this is an image: a label map has a handful (LA 2018: 0 and 1;
 # whole-heart sets: 8); an 8-bit LGE image has a hundred or more.
@@ -58,7 +58,7 @@ def _empty_mask(path: str):
 
 def _read_layer(path: str):
     """``(data, kwargs, layer type)`` of one file, in the display order."""
-    from ._widgets._layers import display_layer
+    from ._layer_geometry import display_layer
 
     try:
         volume, meta = read_volume(path)

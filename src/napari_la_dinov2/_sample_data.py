@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .io import VolumeMeta
+from .volume_files import VolumeMeta
 
 SAMPLE_SHAPE = (144, 120, 44)
 SAMPLE_SPACING = (0.625, 0.625, 1.25)
@@ -73,7 +73,7 @@ def make_sample(seed: int = 0) -> tuple[np.ndarray, np.ndarray, VolumeMeta]:
 def sample_lge():
     """npe2 sample-data command: the phantom as an Image layer and its true mask as Labels,
     shown in the acquisition plane like a file opened with the reader."""
-    from ._widgets._layers import display_layer
+    from ._layer_geometry import display_layer
 
     image, mask, meta = make_sample()
     image, image_kwargs = display_layer(image, meta, name="LGE phantom")

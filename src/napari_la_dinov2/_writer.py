@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import MASK_SUFFIXES, write_labels
+from .volume_files import MASK_SUFFIXES, write_labels
 
 
 def write_labels_layer(path: str, data, attributes: dict) -> list[str]:
     """Write one Labels layer; napari's save dialog has already asked about overwriting."""
-    from ._widgets._layers import GEOMETRY_KEY, META_KEY, meta_from_state
+    from ._layer_geometry import GEOMETRY_KEY, META_KEY, meta_from_state
     from .display import DisplayGeometry, from_display
 
     labels = np.asarray(data)

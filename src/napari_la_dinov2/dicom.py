@@ -1,6 +1,6 @@
 """DICOM in: an MR series from a folder, a .zip or one multi-frame file.
 
-``read_dicom`` gives the same ``(array, VolumeMeta)`` as :func:`~napari_la_dinov2.io.read_volume`:
+``read_dicom`` gives the same ``(array, VolumeMeta)`` as :func:`~napari_la_dinov2.volume_files.read_volume`:
 array axes (column, row, slice) as dcm2niix writes NIfTI, so axis 2 is the slice axis, and
 ``meta.affine`` maps voxel (i, j, k) to RAS mm. DICOM's patient space is LPS and its
 ImageOrientationPatient gives first the direction along a row (the way the column index grows),
@@ -44,8 +44,8 @@ from .dicom_headers import (
 )
 from .dicom_zip import extracted
 from .errors import InputError
-from .io_checks import check_geometry
 from .volume import VolumeMeta, check_content
+from .volume_file_checks import check_geometry
 
 __all__ = ["is_dicom_file", "looks_like_dicom", "read_dicom"]
 
@@ -199,8 +199,9 @@ def _choose(source: Path, series_uid: str | None, series) -> tuple[_Plan, list[s
                 plans[uid] = _plan(source, uid, series[uid])
             except InputError as error:
                 files = ", ".join(f.name for f in series[uid][:3])
-                notes.append(f"series {uid} ('{summaries[uid][0]}', file {files}) was set aside: "
-                             f"{error}")  # fmt: skip
+                notes.append(
+                    f"series {uid} ('{summaries[uid][0]}', file {files}) was set aside: {error}"
+                )
         if len(plans) == 1:
             return next(iter(plans.values())), notes
         raise InputError(
@@ -222,8 +223,9 @@ def _plan(source: Path, uid: str, files: list[DicomFile]) -> _Plan:
     frames = [tag_int(f.header, "NumberOfFrames", file_where(source, f), 1) for f in files]
     if min(frames) < 1:
         bad = files[int(np.argmin(frames))]
-        raise InputError(f"{file_where(source, bad)} has NumberOfFrames {min(frames)}; its "
-                         "header is damaged.")  # fmt: skip
+        raise InputError(
+            f"{file_where(source, bad)} has NumberOfFrames {min(frames)}; its header is damaged."
+        )
     if len(files) == 1 and frames[0] > 1:
         check_image_header(files[0], file_where(source, files[0]), frames[0])
         return _Plan(uid, files, None)

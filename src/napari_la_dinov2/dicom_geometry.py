@@ -2,7 +2,7 @@
 
 Each slice's PixelSpacing, ImageOrientationPatient and ImagePositionPatient are read with their
 VR and multiplicity, finite (:func:`~napari_la_dinov2.dicom_headers.tag_numbers`); the affine
-they make goes through :func:`~napari_la_dinov2.io_checks.check_geometry`, the same rules as a
+they make goes through :func:`~napari_la_dinov2.volume_file_checks.check_geometry`, the same rules as a
 NIfTI or NRRD header (invertible, voxel sizes 0.01-50 mm), first for the plane, then for the
 whole stack. Slices must be evenly spaced: a gap would silently squeeze the anatomy.
 """
@@ -15,7 +15,7 @@ import numpy as np
 
 from .dicom_headers import DicomFile, file_where, tag_int, tag_numbers
 from .errors import InputError
-from .io_checks import check_geometry
+from .volume_file_checks import check_geometry
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # Slice gaps may differ by rounding in the DS strings; more than this is a missing or extra slice.
@@ -28,7 +28,7 @@ GEOMETRY = "the geometry of its PixelSpacing, ImageOrientationPatient and ImageP
 
 def slice_geometry(source: Path, uid: str, files: list[DicomFile]):
     """The slice order (along the normal) and the LPS affine of a one-slice-per-file series,
-    refused through :func:`~napari_la_dinov2.io_checks.check_geometry` (the NIfTI rules)."""
+    refused through :func:`~napari_la_dinov2.volume_file_checks.check_geometry` (the NIfTI rules)."""
     where = f"{source}: series {uid}"
     tags = [_plane(f.header, file_where(source, f)) for f in files]
     size, spacing, iop, _ = tags[0]
@@ -73,8 +73,10 @@ def _plane(header, where: str):
 
 def _check_orientation(where: str, row_dir: np.ndarray, col_dir: np.ndarray) -> None:
     lengths = np.linalg.norm(row_dir), np.linalg.norm(col_dir)
-    if max(abs(n - 1.0) for n in lengths) > ORIENTATION_TOLERANCE or \
-            abs(row_dir @ col_dir) > ORIENTATION_TOLERANCE:  # fmt: skip
+    if (
+        max(abs(n - 1.0) for n in lengths) > ORIENTATION_TOLERANCE
+        or abs(row_dir @ col_dir) > ORIENTATION_TOLERANCE
+    ):
         raise InputError(
             f"{where} has an ImageOrientationPatient whose two directions are not unit vectors "
             f"at right angles (lengths {lengths[0]:.3g} and {lengths[1]:.3g}, cosine "

@@ -22,10 +22,20 @@ PIXEL_DATA = 0x7FE00010
 # Float32's largest value: a rescale that overflows it turns every voxel into inf.
 _FLOAT32_MAX = 3.4e38
 # The VR of each tag read here (PS3.6); a file storing one as another VR is refused.
-_VR = {"PixelSpacing": "DS", "ImageOrientationPatient": "DS", "ImagePositionPatient": "DS",
-       "RescaleSlope": "DS", "RescaleIntercept": "DS", "NumberOfFrames": "IS",
-       "Rows": "US", "Columns": "US", "BitsAllocated": "US", "BitsStored": "US",
-       "SamplesPerPixel": "US", "PixelRepresentation": "US"}  # fmt: skip
+_VR = {
+    "PixelSpacing": "DS",
+    "ImageOrientationPatient": "DS",
+    "ImagePositionPatient": "DS",
+    "RescaleSlope": "DS",
+    "RescaleIntercept": "DS",
+    "NumberOfFrames": "IS",
+    "Rows": "US",
+    "Columns": "US",
+    "BitsAllocated": "US",
+    "BitsStored": "US",
+    "SamplesPerPixel": "US",
+    "PixelRepresentation": "US",
+}
 
 
 @dataclass
@@ -129,8 +139,9 @@ def tag_numbers(header, keyword: str, count: int, where: str, *, positive=False)
         raise InputError(f"{where} has no {keyword}; it cannot be read as an image in 3D space.")
     element = header[keyword]
     if element.VR != _VR[keyword]:
-        raise InputError(f"{where} stores {keyword} as {element.VR}, not {_VR[keyword]}; its "
-                         "header is damaged.")  # fmt: skip
+        raise InputError(
+            f"{where} stores {keyword} as {element.VR}, not {_VR[keyword]}; its header is damaged."
+        )
     value = element.value
     values = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
     try:
@@ -139,8 +150,10 @@ def tag_numbers(header, keyword: str, count: int, where: str, *, positive=False)
         numbers = []
     if len(numbers) != count:
         shown = "\\".join(map(str, values))[:60]
-        raise InputError(f"{where} has {keyword} '{shown}' where {count} number"
-                         f"{'s are' if count > 1 else ' is'} needed; its header is damaged.")  # fmt: skip
+        raise InputError(
+            f"{where} has {keyword} '{shown}' where {count} number"
+            f"{'s are' if count > 1 else ' is'} needed; its header is damaged."
+        )
     if not all(math.isfinite(v) and (v > 0 or not positive) for v in numbers):
         kind = "positive finite" if positive else "finite"
         raise InputError(f"{where} has {keyword} {numbers}; it must hold {kind} numbers.")
@@ -167,8 +180,9 @@ def check_image_header(entry: DicomFile, where: str, frames: int = 1) -> None:
     if rows < 1 or columns < 1:
         raise InputError(f"{where} has Rows {rows} and Columns {columns}: no image to read.")
     if bits not in (8, 16, 32):
-        raise InputError(f"{where} has {bits}-bit pixels; only 8, 16 and 32-bit grayscale "
-                         "images are read.")  # fmt: skip
+        raise InputError(
+            f"{where} has {bits}-bit pixels; only 8, 16 and 32-bit grayscale images are read."
+        )
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise InputError(
             f"{where} has PhotometricInterpretation '{photometric}' with SamplesPerPixel "
@@ -184,8 +198,10 @@ def _check_rescale(header, where: str, bits_stored: int) -> None:
     if "RescaleIntercept" in header:
         intercept = tag_numbers(header, "RescaleIntercept", 1, where)[0]
     if slope == 0:
-        raise InputError(f"{where} has RescaleSlope 0, which turns every pixel into one value; "
-                         "its header is wrong.")  # fmt: skip
+        raise InputError(
+            f"{where} has RescaleSlope 0, which turns every pixel into one value; "
+            "its header is wrong."
+        )
     if abs(slope) * 2.0 ** min(bits_stored, 32) + abs(intercept) > _FLOAT32_MAX:
         raise InputError(
             f"{where} has RescaleSlope {slope:g} and RescaleIntercept {intercept:g}, which put "

@@ -29,7 +29,7 @@ def write_seg(
 ) -> Path:
     """Write ``labels`` (non-zero = left atrium) as a BINARY DICOM SEG of ``meta``'s series,
     atomically (or staged in ``group``); ``path`` is already checked by
-    :func:`~napari_la_dinov2.io.write_labels`."""
+    :func:`~napari_la_dinov2.volume_files.write_labels`."""
     import highdicom as hd
 
     headers = meta.extra.get("dicom_headers")

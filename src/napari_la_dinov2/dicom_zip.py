@@ -24,8 +24,15 @@ from .errors import InputError
 MAX_UNZIPPED_BYTES = 2 * 1024**3
 CHUNK_BYTES = 1024**2
 # What zipfile and zlib raise for a damaged, encrypted or exotic archive.
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError,
-                OSError, ValueError)  # fmt: skip
+_READ_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    RuntimeError,
+    NotImplementedError,
+    EOFError,
+    OSError,
+    ValueError,
+)
 
 
 @contextmanager
@@ -98,4 +105,3 @@ def _too_large(zip_path: Path) -> str:
 
 def _reason(error: Exception) -> str:
     return " ".join(str(error).split())[:200] or type(error).__name__
-

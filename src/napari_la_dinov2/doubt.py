@@ -47,22 +47,26 @@ def _opinion_logits(predictor, prepared, progress, cancel) -> list[np.ndarray]:
     if len(predictor.branches) > 1:
         total, done, out = prepared.total, 0, []
         for b, view in enumerate(prepared.slices):
-            out.append(predictor.branch_logits(prepared, b, count=(done, total),
-                                               progress=progress, cancel=cancel))  # fmt: skip
+            out.append(
+                predictor.branch_logits(
+                    prepared, b, count=(done, total), progress=progress, cancel=cancel
+                )
+            )
             done += view.shape[0]
         return out
 
     def mirrored(b, first, stop):
         net, batch = predictor.branches[b].net, predictor.inputs(prepared, b, first, stop)
-        with torch.autocast(predictor.device.type, dtype=predictor.dtype,
-                            enabled=predictor.dtype is not None):  # fmt: skip
+        with torch.autocast(
+            predictor.device.type, dtype=predictor.dtype, enabled=predictor.dtype is not None
+        ):
             return net(batch.flip(-1)).flip(-1)
 
     total = 2 * prepared.total
-    plain = predictor.branch_logits(prepared, 0, count=(0, total), progress=progress,
-                                    cancel=cancel)  # fmt: skip
-    flipped = predictor.branch_logits(prepared, 0, logits_of=mirrored, count=(total // 2, total),
-                                      progress=progress, cancel=cancel)  # fmt: skip
+    plain = predictor.branch_logits(prepared, 0, count=(0, total), progress=progress, cancel=cancel)
+    flipped = predictor.branch_logits(
+        prepared, 0, logits_of=mirrored, count=(total // 2, total), progress=progress, cancel=cancel
+    )
     return [plain, flipped]
 
 

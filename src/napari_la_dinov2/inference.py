@@ -27,9 +27,9 @@ import torch
 
 from .errors import InputError, raise_if_cancelled
 from .grid import acquisition_axes
-from .io import VolumeMeta
 from .postprocess import postprocess
 from .preprocess import IntensityStats, view_axis
+from .volume_files import VolumeMeta
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]  # (slices done, slices in all) over all branches
@@ -249,7 +249,7 @@ class Predictor:
         """``BxCxSxS`` model input of slices ``first..stop-1`` of a branch, on the device."""
         transform = self.branches[branch].transform
         raw = transform.gather(prepared.slices[branch], first, stop).to(self.device)
-        return transform.prepare(raw, prepared.stats)
+        return transform.model_input(raw, prepared.stats)
 
     def _network_logits(self, prepared: PreparedVolume, branch: int, first: int, stop: int):
         net, batch = self.branches[branch].net, self.inputs(prepared, branch, first, stop)
@@ -292,8 +292,16 @@ class Predictor:
         sigmoid_in_place(logits_sum)
         return full
 
-    def branch_logits(self, prepared: PreparedVolume, b: int, *, logits_of=None,
-                      count=None, progress=None, cancel=None) -> np.ndarray:  # fmt: skip
+    def branch_logits(
+        self,
+        prepared: PreparedVolume,
+        b: int,
+        *,
+        logits_of=None,
+        count=None,
+        progress=None,
+        cancel=None,
+    ) -> np.ndarray:
         """Branch ``b``'s own logits over the region (float32, ``prepared.region_shape``);
         ``count``: (slices done before, slices in all) for progress."""
         if logits_of is None:

@@ -16,7 +16,7 @@ WIDGETS = ("Segment", "Correct", "Fine-tune", "Surface", "Few-shot", "Compare")
 
 
 def _show_slice_axis_on_slider(viewer, image, meta) -> None:
-    from ._widgets._layers import layer_view_order
+    from ._layer_geometry import layer_view_order
 
     # The reader already shows the slice axis first (napari's default order); a layer in the
     # file's own order (added by code) is reordered by the viewer instead.
@@ -55,7 +55,7 @@ def launch(
     """
     import napari
 
-    from ._widgets._layers import META_KEY, layer_volume
+    from ._layer_geometry import META_KEY, layer_volume
 
     viewer = viewer or napari.Viewer(title="LA DINOv2: left-atrium segmentation")
     if path is None:

@@ -4,7 +4,7 @@ Definitions (``mask`` on the grid of ``meta``; non-zero = foreground; the surfac
 :func:`napari_la_dinov2.mesh.mesh_from_mask`, in mm through the full affine, so oblique slices
 and anisotropic voxels are handled):
 
-- ``volume_ml``: :func:`napari_la_dinov2.metrics.la_volume_ml`, the one volume definition of
+- ``volume_ml``: :func:`napari_la_dinov2.scoring.metrics.la_volume_ml`, the one volume definition of
   this package: foreground voxel count x voxel volume / 1000, the voxel volume being the
   product of the voxel sizes (the column norms of the affine; equal to ``|det(affine)|`` for
   any rotation; a sheared sform would make them differ, and ``mesh_volume_ml`` is then right).
@@ -39,9 +39,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError
-from .io import VolumeMeta
 from .mesh import mesh_from_mask, voxel_to_scanner
-from .metrics import la_volume_ml
+from .scoring.metrics import la_volume_ml
+from .volume_files import VolumeMeta
 
 # Adult left atria span about 20-400 mL from small healthy hearts to severe dilation; a mask
 # outside that range is more likely a segmentation failure than an anatomy.

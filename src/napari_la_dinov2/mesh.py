@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .io import VolumeMeta
 from .outputs import OutputGroup, atomic_write, check_output_path
+from .volume_files import VolumeMeta
 
 MESH_SUFFIXES = (".stl", ".obj", ".ply", ".vtk")
 # Taubin (1995) low-pass filter: 1/lamb - 1/nu = 0.077 lies in the (0, 0.1) pass band that

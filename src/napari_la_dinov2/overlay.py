@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from .display import display_view, to_display
-from .io import VolumeMeta
-from .metrics import la_volume_ml
 from .outputs import OutputGroup, atomic_write
+from .scoring.metrics import la_volume_ml
+from .volume_files import VolumeMeta
 
 CONTOUR_COLOUR = "#ff3b30"
 # The plane of a cut across the rows of each kind of stack (rows: A->P axial, S->I otherwise).

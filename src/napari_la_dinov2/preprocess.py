@@ -227,7 +227,7 @@ class IntensityStats:
 
 
 class SliceTransform:
-    """``prepare``: ``BxKxHxW`` raw slices (each with its neighbours, see :meth:`gather`) ->
+    """``model_input``: ``BxKxHxW`` raw slices (each with its neighbours, see :meth:`gather`) ->
     ``BxCxSxS`` model input; ``restore``: ``Bx1xSxS`` logits -> ``BxHxW`` on the slice grid."""
 
     def __init__(self, preprocessing: Preprocessing, branch: BranchInput):
@@ -244,7 +244,7 @@ class SliceTransform:
 
     def gather(self, region: np.ndarray, first: int, stop: int) -> torch.Tensor:
         """The raw slices (``SxHxW`` ``region``) that feed slices ``first..stop-1``, as a
-        float32 ``BxKxHxW`` tensor ready for :meth:`prepare`."""
+        float32 ``BxKxHxW`` tensor ready for :meth:`model_input`."""
         rows = self.neighbours(first, stop, region.shape[0])
         return torch.from_numpy(np.ascontiguousarray(region[rows], dtype=np.float32))
 
@@ -279,9 +279,12 @@ class SliceTransform:
             return F.interpolate(x, size=(self.size, self.size), mode="nearest-exact")
         shrinking = max(x.shape[-2:]) > self.size
         return F.interpolate(
-            x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+            x,
+            size=(self.size, self.size),
+            mode="bilinear",
+            align_corners=False,
             antialias=shrinking,
-        )  # fmt: skip
+        )
 
     def _pad_square(self, x: torch.Tensor, mask: bool) -> torch.Tensor:
         left, right, top, bottom = self._padding(*x.shape[-2:])
@@ -304,9 +307,11 @@ class SliceTransform:
             maps = self._pad_square(maps, mask=True)
         if tuple(maps.shape[-2:]) == (self.size, self.size):
             return maps
-        return F.interpolate(maps, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return F.interpolate(
+            maps, size=(self.size, self.size), mode="bilinear", align_corners=False
+        )
 
-    def prepare(self, slices: torch.Tensor, stats: IntensityStats) -> torch.Tensor:
+    def model_input(self, slices: torch.Tensor, stats: IntensityStats) -> torch.Tensor:
         """``BxHxW`` (or ``BxKxHxW``) raw -> ``BxCxSxS``. Resizing the [0, 1] image before the
         (affine, per-channel) standardisation gives the same result for a third of the work."""
         unit = self.to_unit(slices, stats)

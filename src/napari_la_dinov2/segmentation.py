@@ -27,8 +27,8 @@ import numpy as np
 
 from .errors import InputError
 from .inference import Predictor, PreparedVolume, RegionOfInterest, autocast_dtype, resolve_device
-from .io import VolumeMeta
 from .measures import LAMeasures, measure_mask
+from .volume_files import VolumeMeta
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DOUBTFUL_SLICES = 10  # how many of the most doubtful slices a result lists, most doubtful first

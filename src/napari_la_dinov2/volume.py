@@ -1,6 +1,6 @@
 """A volume's geometry (:class:`VolumeMeta`) and the checks every reader applies to its voxels.
 
-The lowest layer of the engine's file handling: io.py, dicom.py and the writers build on it.
+The lowest layer of the engine's file handling: volume_files.py, dicom.py and the writers build on it.
 """
 
 from __future__ import annotations

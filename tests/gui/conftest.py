@@ -128,7 +128,7 @@ def add_case():
 
 
 def add_case_layers(viewer, case):
-    from napari_la_dinov2._widgets._layers import display_layer, labels_layer_kwargs, on_layer_grid
+    from napari_la_dinov2._layer_geometry import display_layer, labels_layer_kwargs, on_layer_grid
 
     # In the acquisition plane, as File > Open shows a volume: the widgets must convert back.
     name, image, labels, meta = case

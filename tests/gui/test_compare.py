@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from napari_la_dinov2._widgets._layers import layer_volume
+from napari_la_dinov2._layer_geometry import layer_volume
 from napari_la_dinov2._widgets._models import KNOWN_MODELS
 from napari_la_dinov2._widgets.compare import COLUMNS, CompareWidget, viewer_grid, worst_slice
 from napari_la_dinov2.measures import la_measures
@@ -63,8 +63,20 @@ def test_compare_two_models_against_reference(
     qtbot.waitUntil(lambda: job.finished, timeout=120_000)
     assert job.error is None, job.error
 
-    # One Labels layer per model, aligned, in distinct colours, named after the case and the
-    # model, and a disagreement layer shown in a colour of its own.
+    _check_model_layers(widget, image, mask, foreground_checkpoint)
+    _check_table(widget, mask, meta=small_case[3])
+    _check_row_selection_goes_to_the_worst_slice(viewer, widget)
+    _check_grid_view(viewer, widget, image, mask)
+    path = widget.export_csv(tmp_path / "table.csv")
+    with open(path) as handle:
+        exported = list(csv.DictReader(handle))
+    assert [r["name"] for r in exported] == [r["name"] for r in widget.rows]
+    assert float(exported[1]["dice"]) == pytest.approx(widget.rows[1]["dice"])
+
+
+def _check_model_layers(widget, image, mask, foreground_checkpoint):
+    """One Labels layer per model, aligned, in distinct colours, named after the case and the
+    model, and a disagreement layer shown in a colour of its own."""
     assert len(widget.model_layers) == 2
     # In the list's order (the newest checkpoint first); not named as Segment names its mask.
     labels = [KNOWN_MODELS.label_of(source) for source in widget.models.value]
@@ -75,10 +87,9 @@ def test_compare_two_models_against_reference(
     assert np.abs(colours[0] - colours[1]).max() > 0.2
     assert widget.disagreement.visible
     assert "disagree" in widget.disagreement.name and "magenta" in widget.disagreement.name
-    for value in (1,):  # two models: one vote
-        shown = _rgb(widget.disagreement, value)
-        for other in [*colours, _rgb(mask)]:
-            assert np.abs(shown - other).max() > 0.3, (shown, other)
+    shown = _rgb(widget.disagreement, 1)  # two models: one vote
+    for other in [*colours, _rgb(mask)]:
+        assert np.abs(shown - other).max() > 0.3, (shown, other)
     for layer in widget.model_layers:
         assert np.allclose(layer.scale, image.scale)
         assert np.allclose(layer.affine.affine_matrix, image.affine.affine_matrix)
@@ -88,7 +99,9 @@ def test_compare_two_models_against_reference(
     votes = sum((layer.data != 0).astype(int) for layer in widget.model_layers)
     assert np.array_equal(widget.disagreement.data != 0, votes == 1)
 
-    # The table: one row per model against the reference, with the real metrics.
+
+def _check_table(widget, mask, meta):
+    """One row per model against the reference, with the real metrics."""
     assert widget.table.rowCount() == 2
     row = widget.rows[1]
     truth = mask.data != 0
@@ -98,7 +111,7 @@ def test_compare_two_models_against_reference(
     assert row["dice"] == pytest.approx(expected)
     assert widget.table.item(1, 2).text() == f"{row['dice']:.3f}"
     # Beside the volume, each mask's surface area and sphericity, as `la-dinov2 mesh` gives them.
-    shown = la_measures(layer_volume(widget.model_layers[1])[0], small_case[3])
+    shown = la_measures(layer_volume(widget.model_layers[1])[0], meta)
     assert row["surface_area_cm2"] == pytest.approx(shown.surface_area_cm2)
     assert row["sphericity"] == pytest.approx(shown.sphericity)
     headers = [
@@ -108,16 +121,20 @@ def test_compare_two_models_against_reference(
     # Units in the headers themselves, not only in tooltips.
     assert {"HD95 (mm)", "ASSD (mm)", "Vol. (mL)", "Area (cm²)"} <= set(headers)
 
-    # Selecting a row moves the viewer to that model's worst slice, slider on the slice axis
-    # (the layer's first axis: z, not reversed, in the acquisition plane).
+
+def _check_row_selection_goes_to_the_worst_slice(viewer, widget):
+    """Selecting a row moves the viewer to that model's worst slice, slider on the slice axis
+    (the layer's first axis: z, not reversed, in the acquisition plane)."""
     widget.table.selectRow(0)
     step = viewer.dims.current_step[0]
     assert step == widget.rows[0]["worst_slice"]
     assert 0 not in viewer.dims.displayed
     assert viewer.layers.selection.active is widget.model_layers[0]
 
-    # Grid view with other layers about (a mask of another model, a points layer): each panel
-    # holds the image and one mask (reference, each model, disagreement), titled with its name.
+
+def _check_grid_view(viewer, widget, image, mask):
+    """Grid view with other layers about (a mask of another model, a points layer): each panel
+    holds the image and one mask (reference, each model, disagreement), titled with its name."""
     other_mask = viewer.add_labels(np.zeros_like(mask.data), name="old mask")
     viewer.add_points(np.zeros((1, 3)), name="clicks")
     viewer.layers.move(viewer.layers.index(other_mask), 0)
@@ -141,12 +158,6 @@ def test_compare_two_models_against_reference(
     assert not viewer_grid(viewer).enabled and not widget._backdrops
     assert other_mask.visible and viewer.layers["clicks"].visible
     assert not any(layer._overlays["layer_name"].visible for layer in viewer.layers)
-
-    path = widget.export_csv(tmp_path / "table.csv")
-    with open(path) as handle:
-        exported = list(csv.DictReader(handle))
-    assert [r["name"] for r in exported] == [r["name"] for r in widget.rows]
-    assert float(exported[1]["dice"]) == pytest.approx(row["dice"])
 
 
 def test_compare_pairwise_without_reference(

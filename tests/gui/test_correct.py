@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from napari_la_dinov2._layer_geometry import PREDICTION_KEY, file_to_layer_index, mask_of
 from napari_la_dinov2._widgets import correct
 from napari_la_dinov2._widgets._cases import cases_from_layers
-from napari_la_dinov2._widgets._layers import PREDICTION_KEY, file_to_layer_index, mask_of
 from napari_la_dinov2.interactive import ClickModel, Refiner
 from tests.gui.responsiveness import EventLoopProbe
 from tests.test_interactive import tiny_segmenter

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from napari_la_dinov2 import build_model, save_checkpoint
+from napari_la_dinov2._layer_geometry import PREDICTION_KEY, layer_to_file_index, mask_of
 from napari_la_dinov2._widgets._doubt import DOUBT_SLICES, NEXT_KEY, PREVIOUS_KEY
-from napari_la_dinov2._widgets._layers import PREDICTION_KEY, layer_to_file_index, mask_of
 from napari_la_dinov2._widgets.segment import SegmentWidget
 from napari_la_dinov2.doubt import rank_slices
 from napari_la_dinov2.models.packing import ensemble_of

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 import napari_la_dinov2.training as training
-from napari_la_dinov2._widgets._layers import PREDICTION_KEY
+from napari_la_dinov2._layer_geometry import PREDICTION_KEY
 from napari_la_dinov2._widgets._models import KNOWN_MODELS
 from napari_la_dinov2._widgets.finetune import FinetuneWidget
 from napari_la_dinov2._widgets.segment import SegmentWidget
 from napari_la_dinov2.models import load_model
-from napari_la_dinov2.training.config import QUICK_ROUND
 from napari_la_dinov2.training.state import read_history
+from napari_la_dinov2.training.train_config import QUICK_ROUND
 from tests.gui.responsiveness import seconds_to_stop
 
 pytestmark = pytest.mark.gui

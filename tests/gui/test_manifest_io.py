@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from napari_la_dinov2 import read_volume
-from napari_la_dinov2._widgets._layers import GEOMETRY_KEY, META_KEY
+from napari_la_dinov2._layer_geometry import GEOMETRY_KEY, META_KEY
 from napari_la_dinov2.display import display_to_file_index, from_display
 
 pytestmark = pytest.mark.gui
@@ -73,7 +73,7 @@ def test_reader_writer_round_trip_through_viewer(make_napari_viewer, tmp_path):
     assert image.metadata[META_KEY].source == str(source)
 
     mask = (image.data > 100).astype(np.uint8)  # drawn on the display grid
-    from napari_la_dinov2._widgets._layers import labels_layer_kwargs
+    from napari_la_dinov2._layer_geometry import labels_layer_kwargs
 
     labels = viewer.add_labels(mask, **labels_layer_kwargs(image, name="mask"))
     target = tmp_path / "mask.nii.gz"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels
 
-from napari_la_dinov2._widgets._layers import GEOMETRY_KEY, META_KEY
+from napari_la_dinov2._layer_geometry import GEOMETRY_KEY, META_KEY
 from napari_la_dinov2.display import display_to_file_index, display_view
-from napari_la_dinov2.io import read_volume
+from napari_la_dinov2.volume_files import read_volume
 
 pytestmark = pytest.mark.gui
 PLUGIN = "napari-la-dinov2"
@@ -157,8 +157,8 @@ def _dicom_series(folder: Path, slices: int = 12) -> None:
 
 
 def test_painted_mask_saved_in_file_order_dicom(make_napari_viewer, tmp_path):
+    from napari_la_dinov2._layer_geometry import labels_layer_kwargs
     from napari_la_dinov2._reader import napari_get_reader
-    from napari_la_dinov2._widgets._layers import labels_layer_kwargs
     from napari_la_dinov2.display import from_display
 
     folder = tmp_path / "series"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_la_dinov2._layer_geometry import labels_layer_kwargs
 from napari_la_dinov2._widgets._doubt import add_doubt_layer, is_doubt_layer
-from napari_la_dinov2._widgets._layers import labels_layer_kwargs
 from napari_la_dinov2._widgets.surface import SurfaceWidget
 
 pytestmark = pytest.mark.gui

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_la_dinov2._widgets._layers import META_KEY, file_to_layer_index, layer_volume
+from napari_la_dinov2._layer_geometry import META_KEY, file_to_layer_index, layer_volume
 from napari_la_dinov2._widgets.segment import SegmentWidget
 
 pytestmark = pytest.mark.gui

@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_la_dinov2._widgets._layers import file_to_layer_index, layer_volume
+from napari_la_dinov2._layer_geometry import file_to_layer_index, layer_volume
 from napari_la_dinov2._widgets.segment import SegmentWidget
 from napari_la_dinov2.cli import main
 from napari_la_dinov2.inference import RegionOfInterest
@@ -22,8 +22,11 @@ FIELD_OF_VIEW_MM = [40.0, 30.0, 5.0]
 def framed_checkpoint(foreground_checkpoint, tmp_path):
     """The all-atrium model with a recorded training field of view: its mask is the region."""
     model = load_model(str(foreground_checkpoint))
-    model.provenance["training_grid"] = {"spacing_mm": [0.625, 0.625, 1.25],
-                                         "field_of_view_mm": FIELD_OF_VIEW_MM, "cases": 1}  # fmt: skip
+    model.provenance["training_grid"] = {
+        "spacing_mm": [0.625, 0.625, 1.25],
+        "field_of_view_mm": FIELD_OF_VIEW_MM,
+        "cases": 1,
+    }
     return save_checkpoint(model, tmp_path / "framed")
 
 
@@ -48,8 +51,18 @@ def test_a_click_gives_the_region_of_center(
 
     source, out = tmp_path / "case.nii.gz", tmp_path / "mask.nii.gz"
     nib.save(nib.Nifti1Image(volume, meta.affine), str(source))
-    argv = ["segment", source, "--out", out, "--checkpoint", framed_checkpoint,
-            "--center", ",".join(map(str, center)), "--no-morphology", "--no-largest-cc"]  # fmt: skip
+    argv = [
+        "segment",
+        source,
+        "--out",
+        out,
+        "--checkpoint",
+        framed_checkpoint,
+        "--center",
+        ",".join(map(str, center)),
+        "--no-morphology",
+        "--no-largest-cc",
+    ]
     assert main([str(a) for a in argv]) == 0
     np.testing.assert_array_equal(clicked, np.asanyarray(nib.load(str(out)).dataobj))
 

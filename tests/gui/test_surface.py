@@ -8,7 +8,7 @@ import trimesh
 from scipy.ndimage import binary_erosion
 from scipy.spatial import cKDTree
 
-from napari_la_dinov2._widgets._layers import mask_of
+from napari_la_dinov2._layer_geometry import mask_of
 from napari_la_dinov2._widgets.surface import SurfaceWidget
 from napari_la_dinov2.mesh import mesh_from_mask
 

@@ -115,7 +115,22 @@ def test_napari_quit_is_a_cancel_too(make_napari_viewer, qtbot, notifications):
     assert job.error is not None and "cancelled" in notifications["info"][0]
 
 
-def test_engine_leaves_qt_a_core():
-    from napari_la_dinov2._widgets._worker import engine_threads
+def test_an_engine_job_leaves_qt_a_core_and_gives_the_threads_back(make_napari_viewer, qtbot):
+    """While a job runs, torch computes on fewer threads than it had (one core stays with Qt's
+    event loop, so the viewer answers); when the job ends, torch has its threads back."""
+    import os
 
-    assert engine_threads(2) == 1 and engine_threads(16) == 15 and engine_threads(1) == 1
+    import torch
+
+    make_napari_viewer()
+    before = torch.get_num_threads()
+    threads = max(os.cpu_count() or 1, 2)  # as torch starts: a thread per core
+    torch.set_num_threads(threads)
+    try:
+        seen = []
+        job = Job(lambda report, stop: seen.append(torch.get_num_threads()), description="Job")
+        _finish(qtbot, job)
+        assert job.engine_done.is_set() and seen and 1 <= seen[0] < threads
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     parser.add_argument("--splits", nargs="+", default=["train", "val"])
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from napari_la_dinov2.io import read_volume
+    from napari_la_dinov2.volume_files import read_volume
 
     model = load_model("default")
     predictor = Predictor(model, device="cpu")

@@ -27,10 +27,10 @@ from safetensors.torch import load_file, save_file
 
 from napari_la_dinov2.interactive import ClickModel
 from napari_la_dinov2.interactive.samples import EpisodeSampler, TrainingCase
-from napari_la_dinov2.io import read_volume
 from napari_la_dinov2.models import load_model
 from napari_la_dinov2.preprocess import view_axis
 from napari_la_dinov2.training.state import load_optimizer, save_optimizer
+from napari_la_dinov2.volume_files import read_volume
 
 
 def load_cases(names, work: Path) -> list[TrainingCase]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import nibabel as nib
 
 from napari_la_dinov2.grid import training_grid
-from napari_la_dinov2.io import VolumeMeta
+from napari_la_dinov2.volume_files import VolumeMeta
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "src" / "napari_la_dinov2" / "weights" / "la_default" / "config.json"

@@ -57,7 +57,7 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     here = Path(__file__).resolve()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -103,12 +103,11 @@ def main(argv=None) -> int:
         "through-plane axis then gets as many pixels as its in-plane one)",
     )
     parser.add_argument("--resume", action="store_true")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    return parser
 
-    started = time.perf_counter()
-    cases = load_case_folder(args.data)
-    print(f"{len(cases)} cases from {args.data}", flush=True)
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    """The recipe (DEFAULT_MODEL) with the slices, view, length and seed of the arguments."""
     settings = dict(DEFAULT_MODEL)
     settings["preprocessing"] = {  # the network's input channels follow from the context
         **settings["preprocessing"],
@@ -116,7 +115,7 @@ def main(argv=None) -> int:
         "context": args.context,
         "branches": [{"view": args.view, "fit": args.fit}],
     }
-    config = TrainConfig(
+    return TrainConfig(
         **settings,
         output_dir=args.out,
         epochs=args.epochs,
@@ -125,6 +124,15 @@ def main(argv=None) -> int:
         seed=args.seed,
         split_seed=0,
     )
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    cases = load_case_folder(args.data)
+    print(f"{len(cases)} cases from {args.data}", flush=True)
+    config = _config(args)
 
     def report(event):
         if isinstance(event, EpochDone):

@@ -13,8 +13,8 @@ from magicgui.widgets import Container, FileEdit, PushButton, Select, create_wid
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
 
+from .._layer_geometry import PREDICTION_KEY, layer_volume, mask_of, unique_name
 from ..errors import InputError
-from ._layers import PREDICTION_KEY, layer_volume, mask_of, unique_name
 
 
 def model_mask_of(labels_layer, shape) -> np.ndarray | None:
@@ -43,7 +43,9 @@ def cases_from_layers(pairs, *, predictions: bool = False) -> list:
         name = unique_name(image_layer.name, names)
         names.add(name)
         prediction = model_mask_of(labels_layer, image.shape) if predictions else None
-        cases.append(Case(name, image.copy(), (labels != 0).astype(np.uint8), meta, prediction))
+        labels = (labels != 0).astype(np.uint8)
+        case = Case(name=name, image=image.copy(), labels=labels, meta=meta, prediction=prediction)
+        cases.append(case)
     return cases
 
 

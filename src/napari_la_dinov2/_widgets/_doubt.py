@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from magicgui.widgets import Container, Label, PushButton
 
+from .._layer_geometry import labels_layer_kwargs, on_layer_grid, show_file_slice
 from ..segmentation import DOUBTFUL_SLICES
-from ._layers import labels_layer_kwargs, on_layer_grid, show_file_slice
 
 DOUBT_KEY = "la_dinov2_doubt"  # in a doubt layer's metadata: True
 STALE_SUFFIX = " (stale: mask edited)"

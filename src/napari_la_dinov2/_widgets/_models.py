@@ -11,8 +11,8 @@ from pathlib import Path
 
 from psygnal import Signal
 
+from .._layer_geometry import unique_name
 from ..models import ALIASES, list_models
-from ._layers import unique_name
 
 UNTRAINED = " (untrained)"  # the mark of a registry name: a head no one has trained yet
 # A run folder the widgets name by the time (finetune.default_run_dir): "finetune-20261203-071939".

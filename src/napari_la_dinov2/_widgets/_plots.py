@@ -48,9 +48,14 @@ class TrainingPlot(FigureCanvasQTAgg):
         self.loss_axes.set_xlim(0, max(1, epochs) * 1.04)  # the last Dice off the frame
         self.loss_axes.set_ylim(0, 1)
         self.waiting = self.loss_axes.text(
-            0.5, 0.5, "waiting for the first steps", transform=self.loss_axes.transAxes,
-            ha="center", va="center", color="0.5",
-        )  # fmt: skip
+            0.5,
+            0.5,
+            "waiting for the first steps",
+            transform=self.loss_axes.transAxes,
+            ha="center",
+            va="center",
+            color="0.5",
+        )
         (self.loss_line,) = self.loss_axes.plot([], [], color="C0", lw=1)
         (self.dice_line,) = self.dice_axes.plot([], [], color="C2", marker="o", ms=4)
         self._schedule_draw()

@@ -31,9 +31,18 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractItemView, QFileDialog, QTableWidget, QTableWidgetItem
 
+from .._layer_geometry import (
+    file_to_layer_index,
+    labels_layer_kwargs,
+    layer_view_order,
+    layer_volume,
+    mask_of,
+    on_layer_grid,
+    unique_layer_name,
+)
 from ..errors import InputError
-from ..evaluation import compare_masks
-from ..metrics import write_cases_csv
+from ..scoring.evaluation import compare_masks
+from ..scoring.metrics import write_cases_csv
 from ..segmentation import InferenceSettings, SegmentationEngine
 from ._colours import DISAGREE_COLOUR, next_mask_colour
 from ._comparison import (
@@ -44,15 +53,6 @@ from ._comparison import (
     shape_measures,
     viewer_grid,
     worst_slice,
-)
-from ._layers import (
-    file_to_layer_index,
-    labels_layer_kwargs,
-    layer_view_order,
-    layer_volume,
-    mask_of,
-    on_layer_grid,
-    unique_layer_name,
 )
 from ._models import KNOWN_MODELS, device_choices, follow_known_models, size_model_list
 from ._options import ScrollingDock
@@ -78,6 +78,48 @@ COLUMNS = [  # (row key, header with its unit (two lines keep it narrow), header
 # Layer names can be long (a case id plus "expert mask"): the name columns are capped at this
 # width, elided in the middle, with the full name in the tooltip, so the table fits its panel.
 NAME_COLUMN_WIDTH = 100
+
+
+def _metrics_table() -> QTableWidget:
+    """The read-only table of one row per model, selected a whole row at a time."""
+    table = QTableWidget(0, len(COLUMNS))
+    table.setHorizontalHeaderLabels([title for _, title, _ in COLUMNS])
+    for c, (_, _, tooltip) in enumerate(COLUMNS):
+        table.horizontalHeaderItem(c).setToolTip(tooltip)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setMinimumHeight(160)
+    table.setWordWrap(False)
+    table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+    return table
+
+
+def _comparison_job(sources, labels, settings, volume, meta, reference, reference_name):
+    """The worker's job: each model segments the volume through the engine, then the masks are
+    scored against the reference (or each other) with each row's worst slice and shape."""
+    slice_axis = meta.through_plane_axis()
+
+    def job(report, stop):
+        masks, measures = {}, {}
+        for i, source in enumerate(sources):
+            engine = SegmentationEngine(InferenceSettings(model=source, **settings))
+
+            def progress(done, total, i=i):
+                report({"done": i * total + done, "total": len(sources) * total})
+
+            result = engine.segment(volume, meta, progress=progress, cancel=stop)
+            masks[labels[source]] = result.labels
+            measures[labels[source]] = result.measures
+        rows = compare_masks(masks, reference, meta.spacing, reference_name)
+        shapes = shape_measures(measures)
+        for row in rows:
+            other = reference if reference is not None else masks[row["reference"]]
+            row["worst_slice"] = worst_slice(masks[row["name"]], other, slice_axis, meta.spacing)
+            row.update(shapes[row["name"]])
+        return masks, rows
+
+    return job
 
 
 class CompareWidget(ScrollingDock, Container):
@@ -116,16 +158,7 @@ class CompareWidget(ScrollingDock, Container):
             scrollable=True,  # every button stays reachable on a short screen
         )
         self.reference.value = None
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels([title for _, title, _ in COLUMNS])
-        for c, (_, _, tooltip) in enumerate(COLUMNS):
-            self.table.horizontalHeaderItem(c).setToolTip(tooltip)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setMinimumHeight(160)
-        self.table.setWordWrap(False)
-        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table = _metrics_table()
         self.inner.layout().addWidget(self.table, stretch=1)
         self.rows: list[dict] = []
         self.model_layers: list[Labels] = []
@@ -138,6 +171,9 @@ class CompareWidget(ScrollingDock, Container):
         self._reference_layer: Labels | None = None
         self._slice_axis = 2
         self.job: Job | None = None
+        self._connect()
+
+    def _connect(self) -> None:
         self.folder.changed.connect(self._add_folder)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(lambda *_: self.job and self.job.cancel())
@@ -152,59 +188,38 @@ class CompareWidget(ScrollingDock, Container):
             KNOWN_MODELS.add(str(value))
             self.models.value = [*self.models.value, str(value)]
 
+    def _checked_inputs(self, image_layer, sources, reference_layer):
+        """The image volume, its meta and the reference mask in the image's voxel order (or
+        None); raises InputError with what to pick when the choices do not make a comparison."""
+        if image_layer is None:
+            raise InputError("open an image first.")
+        if not sources or (len(sources) < 2 and reference_layer is None):
+            raise InputError("select at least two models, or one model and a reference mask.")
+        volume, meta = layer_volume(image_layer)
+        if reference_layer is None:
+            return volume, meta, None
+        reference = mask_of(reference_layer, image_layer)  # the image's voxel order
+        if reference.shape != volume.shape:
+            raise InputError(
+                f"the reference '{reference_layer.name}' has shape {reference.shape} "
+                f"but the image has {volume.shape}; pick a mask of this image."
+            )
+        return volume, meta, reference.copy()
+
     def run(self, _=None) -> Job | None:
         image_layer, sources = self.image.value, list(self.models.value)
         reference_layer = self.reference.value
         try:
-            if image_layer is None:
-                raise InputError("open an image first.")
-            if not sources or (len(sources) < 2 and reference_layer is None):
-                raise InputError("select at least two models, or one model and a reference mask.")
-            volume, meta = layer_volume(image_layer)
-            reference = None
-            if reference_layer is not None:
-                reference = mask_of(reference_layer, image_layer)  # the image's voxel order
-                if reference.shape != volume.shape:
-                    raise InputError(
-                        f"the reference '{reference_layer.name}' has shape {reference.shape} "
-                        f"but the image has {volume.shape}; pick a mask of this image."
-                    )
-                reference = reference.copy()
+            volume, meta, reference = self._checked_inputs(image_layer, sources, reference_layer)
         except InputError as error:
             show_error(f"Compare: {error}")
             return None
         labels = {source: KNOWN_MODELS.label_of(source) for source in sources}
-        slice_axis = meta.through_plane_axis()
         reference_name = reference_layer.name if reference_layer is not None else "reference"
-        device, batch_size = (
-            self.device.value,
-            self.batch_size.value,
-        )  # read widgets here, not in the worker
-
-        def job(report, stop):
-            masks, measures = {}, {}
-            for i, source in enumerate(sources):
-                engine = SegmentationEngine(
-                    InferenceSettings(model=source, device=device, batch_size=batch_size)
-                )
-
-                def progress(done, total, i=i):
-                    report({"done": i * total + done, "total": len(sources) * total})
-
-                result = engine.segment(volume, meta, progress=progress, cancel=stop)
-                masks[labels[source]] = result.labels
-                measures[labels[source]] = result.measures
-            rows = compare_masks(masks, reference, meta.spacing, reference_name)
-            shapes = shape_measures(measures)
-            for row in rows:
-                other = reference if reference is not None else masks[row["reference"]]
-                row["worst_slice"] = worst_slice(
-                    masks[row["name"]], other, slice_axis, meta.spacing
-                )
-                row.update(shapes[row["name"]])
-            return masks, rows
-
-        self._image_layer, self._slice_axis = image_layer, slice_axis
+        # read the widgets here, not in the worker
+        settings = {"device": self.device.value, "batch_size": self.batch_size.value}
+        job = _comparison_job(sources, labels, settings, volume, meta, reference, reference_name)
+        self._image_layer, self._slice_axis = image_layer, meta.through_plane_axis()
         self._reference_layer = reference_layer
         self.job = Job(
             job,

@@ -22,10 +22,16 @@ from magicgui.widgets import CheckBox, Container, Label, PushButton, create_widg
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
 
+from .._layer_geometry import (
+    layer_to_file_index,
+    layer_volume,
+    mask_of,
+    on_layer_grid,
+    unique_layer_name,
+)
 from ..errors import InputError
 from ..interactive import Click, ClickSession, Refiner, load_click_model
 from ..interactive.clicks import stroke_points
-from ._layers import layer_to_file_index, layer_volume, mask_of, on_layer_grid, unique_layer_name
 from ._worker import Job, cancel_jobs_on_close
 
 POSITIVE, NEGATIVE = "#3ddc84", "#ff4d4d"

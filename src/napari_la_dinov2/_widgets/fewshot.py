@@ -81,6 +81,24 @@ def summary_rows(rows: list[dict]) -> list[dict]:
     return table
 
 
+def _wrap_left(label: Label) -> None:
+    """A label whose long text wraps, left-aligned, taking the dock's width."""
+    label.native.setWordWrap(True)
+    label.native.setAlignment(Qt.AlignmentFlag.AlignLeft)
+    label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+
+
+def _summary_table() -> QTableWidget:
+    """The read-only table of one row per model and budget."""
+    table = QTableWidget(0, 5)
+    # Dice first after the model and budget: the dock is narrow.
+    table.setHorizontalHeaderLabels(["Model", "Budget", "Dice", "Seeds", "Patients"])
+    table.verticalHeader().setVisible(False)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setMinimumHeight(110)
+    return table
+
+
 class FewShotWidget(ScrollingDock, Container):
     """Plugins > LA DINOv2 > Few-shot."""
 
@@ -123,20 +141,13 @@ class FewShotWidget(ScrollingDock, Container):
                     widgets=[self.estimate_button, self.run_button, self.cancel_button],
                 ),
                 self.status,
-            ],  # fmt: skip
+            ],
             scrollable=True,  # every button stays reachable on a short screen
         )
         for label in (self.plan, self.status):
-            label.native.setWordWrap(True)
-            label.native.setAlignment(Qt.AlignmentFlag.AlignLeft)
-            label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+            _wrap_left(label)
         self.curve = FewShotPlot()
-        self.table = QTableWidget(0, 5)
-        # Dice first after the model and budget: the dock is narrow.
-        self.table.setHorizontalHeaderLabels(["Model", "Budget", "Dice", "Seeds", "Patients"])
-        self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setMinimumHeight(110)
+        self.table = _summary_table()
         results = QHBoxLayout()  # side by side: the dock fits a 1000-pixel screen
         results.addWidget(self.curve, stretch=1)
         results.addWidget(self.table, stretch=1)
@@ -146,6 +157,9 @@ class FewShotWidget(ScrollingDock, Container):
         self.summary: list[dict] = []
         self._run_total, self._started = 1, time.perf_counter()
         self.estimated = None  # the last time estimate (training.estimate.Estimate)
+        self._connect()
+
+    def _connect(self) -> None:
         self.run_button.changed.connect(self.run)
         self.estimate_button.changed.connect(self.estimate)
         self.cancel_button.changed.connect(lambda *_: self.job and self.job.cancel())
@@ -240,8 +254,7 @@ class FewShotWidget(ScrollingDock, Container):
         def job(report, stop):
             from ..training.fewshot import run_fewshot
 
-            return run_fewshot(with_folder_cases(cases, folder), config, progress=report,
-                               stop=stop)  # fmt: skip
+            return run_fewshot(with_folder_cases(cases, folder), config, progress=report, stop=stop)
 
         self.curve.clear()
         self._output, self._runs_done = Path(config.output_dir), 0

@@ -29,12 +29,12 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error
 
+from .._layer_geometry import MODEL_KEY
 from ..errors import CancelledError, InputError
 from ..models import ALIASES, list_models
-from ..training.config import QUICK_ROUND
 from ..training.events import EpochDone, StepDone
+from ..training.train_config import QUICK_ROUND
 from ._cases import CasePicker, with_folder_cases
-from ._layers import MODEL_KEY
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._options import collapsible
 from ._plots import TrainingPlot
@@ -80,30 +80,29 @@ class FinetuneWidget(Container):
             f"TrainConfig.quick_round: {steps} steps of {QUICK_ROUND['batch_size']} slices at "
             f"lr {QUICK_ROUND['lr']:g}, BatchNorm statistics kept"
         )
-        self.epochs = SpinBox(label="Epochs", value=5, min=1, max=1000)
-        self.batch_size = SpinBox(label="Batch size", value=8, min=1, max=512)
-        self.lr = LineEdit(label="Learning rate", value="")
-        self.lr.tooltip = "blank: the paper's rate for the model family (DINOv2 1e-3, CNNs 1e-4)"
-        self.freeze = CheckBox(text="Freeze the DINOv2 backbone", value=True)
-        self.device = ComboBox(label="Device", choices=device_choices(), value="auto")
+        options = self._folded_options()
         self.output = FileEdit(label="Output folder", mode="d", value=str(default_run_dir()))
         self.run_button = PushButton(text="Fine-tune")
         self.cancel_button = PushButton(text="Cancel (keep best)", enabled=False)
         self.resegment = PushButton(text="Segment with it", enabled=False)
         self.resegment.tooltip = "segment the image again with the new checkpoint"
         self.status = Label(value="")
-        options = Container(
-            widgets=[self.epochs, self.batch_size, self.lr, self.freeze, self.device]
-        )
         buttons = Container(
             widgets=[self.run_button, self.cancel_button, self.resegment],
             layout="horizontal",
             labels=False,
         )
         buttons.margins = (0, 0, 0, 0)
-        super().__init__(widgets=[
-            self.picker, self.model, self.quick, self.output, buttons, self.status,
-        ])  # fmt: skip
+        super().__init__(
+            widgets=[
+                self.picker,
+                self.model,
+                self.quick,
+                self.output,
+                buttons,
+                self.status,
+            ]
+        )
         self.more = collapsible(self, options, "Epochs, batch, learning rate, device", at=3)
         self._folded = options
         self.status.native.setWordWrap(True)
@@ -115,6 +114,22 @@ class FinetuneWidget(Container):
         self.session_cases: list = []  # cases fine-tuned on before in this viewer: replayed
         self.seconds_per_step: float | None = None  # measured in the last round
         self._step_times: list[float] = []
+        self._connect()
+        cancel_jobs_on_close(napari_viewer)
+        self._model_changed()
+
+    def _folded_options(self) -> Container:
+        """The options of a full round (epochs, batch, learning rate, backbone, device), folded
+        under one heading."""
+        self.epochs = SpinBox(label="Epochs", value=5, min=1, max=1000)
+        self.batch_size = SpinBox(label="Batch size", value=8, min=1, max=512)
+        self.lr = LineEdit(label="Learning rate", value="")
+        self.lr.tooltip = "blank: the paper's rate for the model family (DINOv2 1e-3, CNNs 1e-4)"
+        self.freeze = CheckBox(text="Freeze the DINOv2 backbone", value=True)
+        self.device = ComboBox(label="Device", choices=device_choices(), value="auto")
+        return Container(widgets=[self.epochs, self.batch_size, self.lr, self.freeze, self.device])
+
+    def _connect(self) -> None:
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.resegment.changed.connect(self.segment_with_result)
@@ -122,8 +137,6 @@ class FinetuneWidget(Container):
         self.quick.changed.connect(self._quick_changed)
         self.picker.mask.changed.connect(self._mask_changed)
         follow_known_models(self.model)
-        cancel_jobs_on_close(napari_viewer)
-        self._model_changed()
 
     def reset_choices(self, *_) -> None:
         super().reset_choices()
@@ -154,9 +167,13 @@ class FinetuneWidget(Container):
 
         # A trained model keeps its BatchNorm statistics: a few corrected cases would otherwise
         # replace them (see TrainConfig.freeze_norm_stats); a new head must learn them.
-        common = dict(model=self.model.value, output_dir=str(self.output.value),
-                      freeze_backbone=self.freeze.value, device=self.device.value,
-                      freeze_norm_stats=is_trained(self.model.value))  # fmt: skip
+        common = dict(
+            model=self.model.value,
+            output_dir=str(self.output.value),
+            freeze_backbone=self.freeze.value,
+            device=self.device.value,
+            freeze_norm_stats=is_trained(self.model.value),
+        )
         if self.quick.value:
             return TrainConfig.quick_round(**common)
         lr_text = self.lr.value.strip()
@@ -164,8 +181,9 @@ class FinetuneWidget(Container):
             lr = float(lr_text) if lr_text else None
         except ValueError:
             raise InputError(f"learning rate {lr_text!r} is not a number (e.g. 1e-4).") from None
-        return TrainConfig(epochs=self.epochs.value, batch_size=self.batch_size.value, lr=lr,
-                           **common)  # fmt: skip
+        return TrainConfig(
+            epochs=self.epochs.value, batch_size=self.batch_size.value, lr=lr, **common
+        )
 
     def cost_text(self, config) -> str:
         """What the round will cost, as honestly as is known before it starts."""
@@ -200,15 +218,25 @@ class FinetuneWidget(Container):
         def job(report, stop):
             from ..training import finetune
 
-            return finetune(with_folder_cases(cases, folder), config, replay=replay or None,
-                            progress=report, stop=stop)  # fmt: skip
+            return finetune(
+                with_folder_cases(cases, folder),
+                config,
+                replay=replay or None,
+                progress=report,
+                stop=stop,
+            )
 
         self.plot.clear(epochs=config.epochs or 1)
         self._image_for_resegment = pairs[0][0] if pairs else self.picker.image.value
         self._cases, self._single = cases, len(cases) == 1 and folder is None
         self._step_times, self._stop_asked = [], False
-        self.job = Job(job, description="Fine-tuning", on_event=self._on_event,
-                       on_done=self._done, on_finished=self._finished)  # fmt: skip
+        self.job = Job(
+            job,
+            description="Fine-tuning",
+            on_event=self._on_event,
+            on_done=self._done,
+            on_finished=self._finished,
+        )
         self.run_button.enabled, self.cancel_button.enabled = False, True
         corrected = sum(case.prediction is not None for case in cases)
         extra = f", {len(replay)} earlier case(s) replayed" if replay else ""

@@ -30,6 +30,15 @@ from magicgui.widgets import (
 from napari.layers import Image, Points, Shapes
 from napari.utils.notifications import show_error, show_warning
 
+from .._layer_geometry import (
+    MODEL_KEY,
+    PREDICTION_KEY,
+    labels_layer_kwargs,
+    layer_to_file_index,
+    layer_volume,
+    on_layer_grid,
+    unique_layer_name,
+)
 from ..errors import CancelledError, InputError
 from ..inference import RegionOfInterest
 from ..measures import LAMeasures
@@ -42,15 +51,6 @@ from ..segmentation import (
 )
 from ._colours import add_mask_layer
 from ._doubt import DoubtNavigator, add_doubt_layer, mark_stale_on_edit
-from ._layers import (
-    MODEL_KEY,
-    PREDICTION_KEY,
-    labels_layer_kwargs,
-    layer_to_file_index,
-    layer_volume,
-    on_layer_grid,
-    unique_layer_name,
-)
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
 from ._options import collapsible
 from ._status import failure_text, for_the_gui, measures_text, progress_text
@@ -111,8 +111,6 @@ FLIP_CHOICES = {"as the model recommends": None, "on": True, "off": False}
 # Doubt costs nothing extra for a model of several branches (each branch's opinion is needed
 # anyway); a single network needs a second, mirrored pass, so it is off by default there.
 DOUBT_CHOICES = {"for models with several branches": None, "on": True, "off": False}
-
-
 
 
 def start_segmentation(
@@ -189,6 +187,44 @@ class SegmentWidget(Container):
             label="Show doubt", choices=list(DOUBT_CHOICES), value=next(iter(DOUBT_CHOICES))
         )
         self.show_doubt.tooltip = "the model's doubt as a layer, and the slices to check first"
+        self.run_button = PushButton(text="Segment")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(value="")
+        self.navigator = DoubtNavigator(napari_viewer)
+        options = self._folded_options()
+        buttons = Container(
+            widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False
+        )
+        buttons.margins = (0, 0, 0, 0)
+        super().__init__(
+            widgets=[
+                self.image,
+                self.model,
+                self.show_doubt,
+                buttons,
+                self.status,
+                self.navigator,
+            ]
+        )
+        # Rarely changed: folded away so that Segment and Fine-tune fit one screen together.
+        self.more = collapsible(self, options, "Region, device and post-processing", at=3)
+        self._folded = options
+        self.status.native.setWordWrap(True)
+        self.roi.value = None
+        self.centre.value = None
+        self.job: Job | None = None
+        self.last_layer = None
+        self.last_measures: LAMeasures | None = None
+        self.folder.changed.connect(self._add_folder)
+        self.add_hub.changed.connect(self._add_hub_model)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        follow_known_models(self.model)
+        cancel_jobs_on_close(napari_viewer)
+
+    def _folded_options(self) -> Container:
+        """The rarely changed choices (region, checkpoint, device, precision, post-processing),
+        folded under one heading."""
         self.folder = FileEdit(label="Checkpoint folder", mode="d", value="")
         self.hub_id = LineEdit(label="Hub repo id")
         self.add_hub = PushButton(text="Add hub model")
@@ -212,37 +248,22 @@ class SegmentWidget(Container):
         self.flip_tta = ComboBox(
             label="Flip averaging", choices=list(FLIP_CHOICES), value="as the model recommends"
         )
-        self.run_button = PushButton(text="Segment")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(value="")
-        self.navigator = DoubtNavigator(napari_viewer)
-        options = Container(widgets=[
-            self.roi, self.centre, self.folder, self.hub_id, self.add_hub, self.device,
-            self.batch_size, self.precision, self.threshold, self.morphology, self.largest_cc,
-            self.flip_tta,
-        ])  # fmt: skip
-        buttons = Container(
-            widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False
+        return Container(
+            widgets=[
+                self.roi,
+                self.centre,
+                self.folder,
+                self.hub_id,
+                self.add_hub,
+                self.device,
+                self.batch_size,
+                self.precision,
+                self.threshold,
+                self.morphology,
+                self.largest_cc,
+                self.flip_tta,
+            ]
         )
-        buttons.margins = (0, 0, 0, 0)
-        super().__init__(widgets=[
-            self.image, self.model, self.show_doubt, buttons, self.status, self.navigator,
-        ])  # fmt: skip
-        # Rarely changed: folded away so that Segment and Fine-tune fit one screen together.
-        self.more = collapsible(self, options, "Region, device and post-processing", at=3)
-        self._folded = options
-        self.status.native.setWordWrap(True)
-        self.roi.value = None
-        self.centre.value = None
-        self.job: Job | None = None
-        self.last_layer = None
-        self.last_measures: LAMeasures | None = None
-        self.folder.changed.connect(self._add_folder)
-        self.add_hub.changed.connect(self._add_hub_model)
-        self.run_button.changed.connect(self.run)
-        self.cancel_button.changed.connect(self.cancel)
-        follow_known_models(self.model)
-        cancel_jobs_on_close(napari_viewer)
 
     def reset_choices(self, *_) -> None:
         """napari refreshes the layer pickers here; the folded ones too."""

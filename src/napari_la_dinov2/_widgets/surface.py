@@ -18,10 +18,10 @@ from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton, c
 from napari.layers import Image, Labels, Surface
 from napari.utils.notifications import show_error, show_info
 
+from .._layer_geometry import layer_volume, mask_of, scanner_to_world
 from ..errors import InputError
 from ..mesh import MESH_SUFFIXES, check_mesh_path, mesh_from_mask, write_mesh
 from ._doubt import is_doubt_layer
-from ._layers import layer_volume, mask_of, scanner_to_world
 from ._status import failure_text, for_the_gui
 from ._worker import Job
 

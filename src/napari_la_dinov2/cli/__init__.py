@@ -1,5 +1,7 @@
-"""The ``la-dinov2`` command line: one module per subcommand (``batch.py`` is segment's folder
-run), all calling the same engine.
+"""The ``la-dinov2`` command line: one module per subcommand, all calling the same engine;
+beside them ``segment_folder.py`` (segment's run over a folder of scans), ``engine_settings.py``
+(the engine from segment's options, for one scan or a folder) and ``numbers.py`` (numeric options
+bounded when parsed).
 
 Each subcommand module exposes ``add_parser(subparsers)`` and ``run(args) -> int``; adding a
 command is one line in :data:`SUBCOMMANDS`. Exit status: 0 success, 2 bad input (one line on

@@ -7,7 +7,7 @@ Two forms:
 - ``evaluate --ref GT_DIR --pred NAME=DIR [--pred NAME2=DIR2 ...]``: several models' folders
   against one folder of references, compared over the cases they all have (mean ± SD, bootstrap
   95% CI, paired Wilcoxon tests between every pair); ``--model NAME=SOURCE`` adds the model's
-  parameters, GFLOPs per slice and seconds per volume (:mod:`napari_la_dinov2.model_cost`).
+  parameters, GFLOPs per slice and seconds per volume (:mod:`napari_la_dinov2.scoring.model_cost`).
 
 Prints one line per case and the report; ``--csv`` writes the per-case rows, ``--summary-csv``
 one row per model, ``--pairs-csv`` the tests, ``--markdown`` the report. Every output is checked
@@ -59,9 +59,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="the model behind NAME (default, a registry "
         "name or a checkpoint): report its parameters and GFLOPs per slice",
     )
-    parser.add_argument("--time-image", metavar="IMAGE", help="time each --model segmenting "
-                        "this image (s/volume); without it, a timing.csv beside the predictions "
-                        "is read")  # fmt: skip
+    parser.add_argument(
+        "--time-image",
+        metavar="IMAGE",
+        help="time each --model segmenting "
+        "this image (s/volume); without it, a timing.csv beside the predictions "
+        "is read",
+    )
     parser.add_argument("--device", default="auto", help="device for the timing (auto)")
     parser.add_argument(
         "--label", type=int, metavar="N", help="the left atrium's value in multi-label masks"
@@ -71,8 +75,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--pairs-csv", metavar="OUT.csv", help="write the Wilcoxon tests")
     parser.add_argument("--markdown", metavar="OUT.md", help="write the report")
     parser.add_argument("--name", help="the model's name in the PRED GT form (default: PRED's)")
-    parser.add_argument("--resamples", type=bounded_int(100, MAX_RESAMPLES), default=10_000,
-                        help=f"bootstrap resamples (100-{MAX_RESAMPLES})")  # fmt: skip
+    parser.add_argument(
+        "--resamples",
+        type=bounded_int(100, MAX_RESAMPLES),
+        default=10_000,
+        help=f"bootstrap resamples (100-{MAX_RESAMPLES})",
+    )
     parser.add_argument("--seed", type=SEED, default=0, help="bootstrap seed (0 or more)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return parser
@@ -99,14 +107,17 @@ def _sources(args) -> tuple[dict[str, Path], Path, bool]:
         if args.pred or args.gt:
             raise InputError("give PRED GT, or --ref with --pred NAME=DIR, not both forms.")
         if not (args.ref and args.preds):
-            raise InputError("--ref and --pred go together: one folder of references and at "
-                             "least one --pred NAME=DIR.")  # fmt: skip
+            raise InputError(
+                "--ref and --pred go together: one folder of references and at "
+                "least one --pred NAME=DIR."
+            )
         preds = {n: Path(p).expanduser() for n, p in _pairs(args.preds, "--pred").items()}
         gt, files = Path(args.ref).expanduser(), False
     else:
         if not (args.pred and args.gt):
-            raise InputError("give PRED and GT (files or folders), or --ref GT_DIR --pred "
-                             "NAME=DIR.")  # fmt: skip
+            raise InputError(
+                "give PRED and GT (files or folders), or --ref GT_DIR --pred NAME=DIR."
+            )
         pred, gt = Path(args.pred).expanduser(), Path(args.gt).expanduser()
         files = not pred.is_dir()
         preds = {args.name or (pred.name if pred.is_dir() else _case(pred)): pred}
@@ -119,13 +130,13 @@ def _sources(args) -> tuple[dict[str, Path], Path, bool]:
 
 
 def _case(path: Path) -> str:
-    from ..evaluation import case_name
+    from ..scoring.evaluation import case_name
 
     return case_name(path)
 
 
 def _check_outputs(args) -> None:
-    from ..io import check_output_path
+    from ..volume_files import check_output_path
 
     seen: dict[Path, str] = {}
     for attr, suffix in OUTPUTS:
@@ -133,8 +144,14 @@ def _check_outputs(args) -> None:
         if not out:
             continue
         option = "--" + attr.replace("_", "-")
-        path = check_output_path(out, args.overwrite, suffixes=(suffix,), role=f"{option} file",
-                                 noun="table", allow_missing_folder=False)  # fmt: skip
+        path = check_output_path(
+            out,
+            args.overwrite,
+            suffixes=(suffix,),
+            role=f"{option} file",
+            noun="table",
+            allow_missing_folder=False,
+        )
         if path.resolve() in seen:
             raise InputError(f"{option} and {seen[path.resolve()]} name the same file {path}.")
         seen[path.resolve()] = option
@@ -157,7 +174,7 @@ def _check_models(models: dict[str, str]) -> None:
 
 
 def _costs(args, preds: dict[str, Path], models: dict[str, str], cases: list[str]) -> dict:
-    from ..model_cost import model_cost, read_timing
+    from ..scoring.model_cost import model_cost, read_timing
 
     costs = {}
     for name, folder in preds.items():
@@ -179,8 +196,10 @@ def _cell(value: float, digits: int) -> str:
 
 def _print_cases(results: dict[str, list[dict]]) -> None:
     several = len(results) > 1
-    print(("model\t" if several else "") + "case\tdice\tiou\thd95_mm\tassd_mm\tvolume_ml_pred"
-          "\tvolume_ml_truth")  # fmt: skip
+    print(
+        ("model\t" if several else "") + "case\tdice\tiou\thd95_mm\tassd_mm\tvolume_ml_pred"
+        "\tvolume_ml_truth"
+    )
     for model, rows in results.items():
         for row in rows:
             print(
@@ -193,7 +212,7 @@ def _print_cases(results: dict[str, list[dict]]) -> None:
 def _evaluate(preds, gt, files, label) -> dict[str, list[dict]]:
     from tqdm import tqdm
 
-    from ..evaluation import evaluate_files, evaluate_models
+    from ..scoring.evaluation import evaluate_files, evaluate_models
 
     # disable=None: no bar when stderr is not a terminal (logs, pipes), so an error stays one line
     with tqdm(desc="evaluate", unit="case", file=sys.stderr, leave=False, disable=None) as bar:
@@ -209,14 +228,16 @@ def _evaluate(preds, gt, files, label) -> dict[str, list[dict]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import compare, markdown_report, write_report
+    from ..scoring.report import compare, markdown_report, write_report
 
     preds, gt, files = _sources(args)
     models = _pairs(args.models, "--model")
     unknown = sorted(set(models) - set(preds))
     if unknown:
-        raise InputError(f"--model {unknown[0]}=...: no --pred of that name; name each model "
-                         "like its predictions.")  # fmt: skip
+        raise InputError(
+            f"--model {unknown[0]}=...: no --pred of that name; name each model "
+            "like its predictions."
+        )
     _check_models(models)
     if args.time_image and not models:
         raise InputError("--time-image times the models named by --model NAME=SOURCE; give one.")
@@ -227,16 +248,25 @@ def run(args: argparse.Namespace) -> int:
     results = _evaluate(preds, gt, files, args.label)
     comparison = compare(results, n_resamples=args.resamples, seed=args.seed)
     if comparison.n_cases == 0:
-        raise InputError("no case has a prediction from every model; name each model's masks "
-                         "like the references, so that the same cases can be compared.")  # fmt: skip
+        raise InputError(
+            "no case has a prediction from every model; name each model's masks "
+            "like the references, so that the same cases can be compared."
+        )
     cases = [str(row["case"]) for row in next(iter(comparison.aligned.values()))]
     comparison.costs = _costs(args, preds, models, cases)
     _print_cases(results)
     for model, stats in comparison.summary.items():
         dice, iou = stats["dice"], stats["iou"]
-        print(f"{model}: mean ± SD over {stats['dice']['n']} cases: Dice {dice['mean']:.4f} ± "
-              f"{dice['sd']:.4f}, IoU {iou['mean']:.4f} ± {iou['sd']:.4f}")  # fmt: skip
+        print(
+            f"{model}: mean ± SD over {stats['dice']['n']} cases: Dice {dice['mean']:.4f} ± "
+            f"{dice['sd']:.4f}, IoU {iou['mean']:.4f} ± {iou['sd']:.4f}"
+        )
     print(markdown_report(comparison), end="")
-    write_report(comparison, markdown=args.markdown, summary_csv=args.summary_csv,
-                 pairs_csv=args.pairs_csv, cases_csv=args.csv)  # fmt: skip
+    write_report(
+        comparison,
+        markdown=args.markdown,
+        summary_csv=args.summary_csv,
+        pairs_csv=args.pairs_csv,
+        cases_csv=args.csv,
+    )
     return 0

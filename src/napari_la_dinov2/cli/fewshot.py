@@ -60,14 +60,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..training import load_case_folder
-    from ..training.configfile import (
+    from ..training.events import RunStarted
+    from ..training.fewshot import run_fewshot
+    from ..training.train_config_file import (
         apply_overrides,
         fewshot_config_from,
         load_config_file,
         to_yaml,
     )
-    from ..training.events import RunStarted
-    from ..training.fewshot import run_fewshot
 
     settings = load_config_file(args.config)
     for key in ("models", "patients", "fractions", "seeds"):

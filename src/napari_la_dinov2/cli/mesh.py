@@ -40,17 +40,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def measure_lines(measures) -> list[str]:
     """The LA measures as a header line and a value line, tab-separated (``segment`` too)."""
-    from ..batch import measure_columns
+    from ..scan_folder import measure_columns
 
     row = measure_columns(measures)
     return ["\t".join(row), "\t".join(row.values())]
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import select_label
-    from ..io import read_labels_with_meta, read_volume
     from ..measures import measure_mask
     from ..mesh import check_mesh_path, write_mesh
+    from ..scoring.evaluation import select_label
+    from ..volume_files import read_labels_with_meta, read_volume
 
     # A missing folder is refused, as for every output of the command line (a typo would
     # otherwise become a new tree of folders).

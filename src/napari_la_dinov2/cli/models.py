@@ -40,7 +40,7 @@ def _shipped_rows() -> list[list[str]]:
                 f"{size}x{size}",
                 describe(model.provenance),
                 f"embedded: {model.display_name} ({folder()})",
-            ]  # fmt: skip
+            ]
         )
     return table
 

@@ -50,9 +50,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
-    from ..evaluation import select_label
     from ..interactive import Click, ClickSession, Refiner, load_click_model
-    from ..io import (
+    from ..scoring.evaluation import select_label
+    from ..volume_files import (
         MASK_SUFFIXES,
         check_output_path,
         read_labels_with_meta,

@@ -1,5 +1,6 @@
 """`la-dinov2 segment IN --out OUT.nii.gz`: segment the left atrium of one volume, print its
-LA measures and plausibility warnings; `segment IN_DIR --out OUT_DIR` does a folder (cli/batch).
+LA measures and plausibility warnings; `segment IN_DIR --out OUT_DIR` does a folder
+(segment_folder.py).
 
 Every check that can fail (output paths, input file, region of interest, device) runs before
 the model is loaded, so a bad argument costs a second, not a model load plus a full run, and
@@ -152,7 +153,7 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
 def is_folder_run(args: argparse.Namespace) -> bool:
     """A folder IN with an --out that names no mask file: segment every scan of IN into OUT.
     (A folder IN with --out x.nii.gz is one DICOM series.)"""
-    from ..io import MASK_SUFFIXES
+    from ..volume_files import MASK_SUFFIXES
 
     return Path(args.input).is_dir() and not args.out.lower().endswith(MASK_SUFFIXES)
 
@@ -180,8 +181,8 @@ def _same_file(a: Path, b: Path) -> bool:
 def check_outputs(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None, Path | None]:
     """The mask, overlay, mesh and doubt paths, each refused now if it could not be written
     later."""
-    from ..io import MASK_SUFFIXES, check_output_path
     from ..mesh import check_mesh_path
+    from ..volume_files import MASK_SUFFIXES, check_output_path
 
     def check(path, **kwargs):
         return check_output_path(path, args.overwrite, allow_missing_folder=False, **kwargs)
@@ -206,17 +207,17 @@ def check_outputs(args: argparse.Namespace) -> tuple[Path, Path | None, Path | N
 
 def run(args: argparse.Namespace) -> int:
     if is_folder_run(args):
-        from .batch import run_folder
+        from .segment_folder import run_folder
 
         return run_folder(args)
     from ..inference import RegionOfInterest
-    from ..io import check_mask_output, read_volume
+    from ..volume_files import check_mask_output, read_volume
 
     paths = check_outputs(args)
     # `is not None`: an empty --roi "" or --center "" (a script's unset variable) is refused,
     # not read as "no region" (which would segment the whole volume).
     roi = RegionOfInterest.parse(args.roi) if args.roi is not None else None
-    from .batch import inference_settings, load_engine
+    from .engine_settings import inference_settings, load_engine
 
     settings = inference_settings(args, doubt=bool(args.doubt_out))
     settings.check()
@@ -250,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _report(args, paths, engine, result, meta) -> None:
     """Warnings and the slices to check on stderr; the summary and measures on stdout."""
-    from ..metrics import la_volume_ml
+    from ..scoring.metrics import la_volume_ml
     from .mesh import measure_lines
 
     out, png, mesh_out, doubt_out = paths
@@ -290,10 +291,10 @@ def _segment(engine, volume, meta, roi, center):
 
 def _write(args, paths, volume, meta, result, title) -> None:
     """The mask, its overlay, mesh and doubt as one unit: all are written, or none."""
-    from ..io import write_labels, write_map
     from ..mesh import write_mesh
     from ..outputs import OutputGroup
     from ..overlay import save_overlay
+    from ..volume_files import write_labels, write_map
 
     out, png, mesh_out, doubt_out = paths
     with OutputGroup(overwrite=args.overwrite) as group:

@@ -60,11 +60,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def resolve_train_config(args: argparse.Namespace):
-    from ..training.configfile import apply_overrides, load_config_file, train_config_from
+    from ..training.train_config_file import apply_overrides, load_config_file, train_config_from
 
     settings = load_config_file(args.config)
-    given = (("model", args.model), ("output_dir", args.out), ("device", args.device),
-             ("backbone_source", getattr(args, "backbone_source", None)))  # fmt: skip
+    given = (
+        ("model", args.model),
+        ("output_dir", args.out),
+        ("device", args.device),
+        ("backbone_source", getattr(args, "backbone_source", None)),
+    )
     for key, value in given:
         if value is not None:
             settings[key] = value

@@ -55,7 +55,7 @@ def network_inputs(
 ) -> torch.Tensor:
     """``BxKxHxW`` raw image slices (with their neighbours) and ``Bx3xHxW`` prompts (mask,
     positive and negative maps, in [0, 1]) -> the ``Bx(C+3)xSxS`` input of a click network."""
-    image = transform.prepare(image_rows, stats)
+    image = transform.model_input(image_rows, stats)
     return torch.cat([image, transform.fit_maps(prompts)], dim=1)
 
 
@@ -82,7 +82,7 @@ class CropPlan:
     """One view's ``crop x crop`` crop of the model input at (``u0``, ``v0``), computed from
     the slice pixels that feed it only: ``rows`` x ``cols`` of the ``height x width`` slice.
 
-    :meth:`SliceTransform.prepare` and :meth:`SliceTransform.fit_maps` pad (or stretch) and
+    :meth:`SliceTransform.model_input` and :meth:`SliceTransform.fit_maps` pad (or stretch) and
     resize whole slices, then the crop keeps a quarter; here each axis's resize is a small
     matrix restricted to the crop's rows, so ``image`` and ``maps`` give the same crop (to
     float rounding, tested) from about a third of the pixels, and ``restore`` maps the

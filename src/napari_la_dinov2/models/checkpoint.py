@@ -25,7 +25,7 @@ import torch
 
 from ..errors import InputError
 from ..hub import is_official_backbone, offline, quiet_hub
-from ..io import default_permissions
+from ..volume_files import default_permissions
 from .baselines import RESNET50_IMAGENET_REPO
 from .limits import check_weights_fit
 from .registry import ALIASES, MODEL_SPECS, get_spec
@@ -128,8 +128,10 @@ def model_from_config(config, backbone_source: str | None = None) -> LASegmenter
 def _trusted_sources(kwargs: dict, backbone_source: str | None) -> dict:
     """``kwargs`` with each weights source checked: an official repo, or the user's own."""
     kwargs = dict(kwargs)
-    for key, official in (("backbone_source", is_official_backbone),
-                          ("weights_source", lambda s: s == RESNET50_IMAGENET_REPO)):  # fmt: skip
+    for key, official in (
+        ("backbone_source", is_official_backbone),
+        ("weights_source", lambda s: s == RESNET50_IMAGENET_REPO),
+    ):
         named = kwargs.get(key)
         if named is None or official(named) or named == backbone_source:
             continue

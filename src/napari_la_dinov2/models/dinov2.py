@@ -33,8 +33,14 @@ DINOV2_ARCHITECTURES: dict[str, dict] = {
 
 # A checkpoint's backbone_config cannot ask for more than this (the giant has 40 layers, 1536
 # features, 24 heads): building 10^6 layers would hang before any memory bound is reached.
-BACKBONE_LIMITS = dict(num_hidden_layers=64, hidden_size=4096, num_attention_heads=64,
-                       intermediate_size=4 * 4096, num_register_tokens=64, image_size=4096)  # fmt: skip
+BACKBONE_LIMITS = dict(
+    num_hidden_layers=64,
+    hidden_size=4096,
+    num_attention_heads=64,
+    intermediate_size=4 * 4096,
+    num_register_tokens=64,
+    image_size=4096,
+)
 MAX_DECODER_BLOCKS = 8
 
 

@@ -76,32 +76,48 @@ for _size in DINOV2_ARCHITECTURES:
         )
 _register(
     ModelSpec(
-        "unet", "cnn", UNet2D, "MONAI UNet (2 residual units per level), 320x320",
-        "random init; train it", CNN_PREPROCESSING, training=CNN_TRAINING,
+        name="unet",
+        family="cnn",
+        builder=UNet2D,
+        description="MONAI UNet (2 residual units per level), 320x320",
+        weights="random init; train it",
+        preprocessing=CNN_PREPROCESSING,
+        training=CNN_TRAINING,
     )
-)  # fmt: skip
+)
 _register(
     ModelSpec(
-        "attention_unet", "cnn", AttentionUNet2D, "MONAI Attention UNet, 320x320",
-        "random init; train it", CNN_PREPROCESSING, training=CNN_TRAINING,
+        name="attention_unet",
+        family="cnn",
+        builder=AttentionUNet2D,
+        description="MONAI Attention UNet, 320x320",
+        weights="random init; train it",
+        preprocessing=CNN_PREPROCESSING,
+        training=CNN_TRAINING,
     )
-)  # fmt: skip
+)
 _register(
     ModelSpec(
-        "res50_unet", "cnn", ResNet50UNet2D,
-        "MONAI FlexibleUNet, ResNet50 encoder (ImageNet), 320x320",
-        f"hub: {RESNET50_IMAGENET_REPO} (encoder, safetensors); decoder trained by you",
-        Preprocessing(320, "imagenet"), training=CNN_TRAINING,
+        name="res50_unet",
+        family="cnn",
+        builder=ResNet50UNet2D,
+        description="MONAI FlexibleUNet, ResNet50 encoder (ImageNet), 320x320",
+        weights=f"hub: {RESNET50_IMAGENET_REPO} (encoder, safetensors); decoder trained by you",
+        preprocessing=Preprocessing(320, "imagenet"),
+        training=CNN_TRAINING,
     )
-)  # fmt: skip
+)
 _register(
     ModelSpec(
-        "unet_ensemble", "cnn", UNetEnsemble2D,
-        "several MONAI UNets (default 3) with averaged logits, 320x320",
-        "random init; or pack trained UNets with models.packing.ensemble_of",
-        CNN_PREPROCESSING, training=CNN_TRAINING,
+        name="unet_ensemble",
+        family="cnn",
+        builder=UNetEnsemble2D,
+        description="several MONAI UNets (default 3) with averaged logits, 320x320",
+        weights="random init; or pack trained UNets with models.packing.ensemble_of",
+        preprocessing=CNN_PREPROCESSING,
+        training=CNN_TRAINING,
     )
-)  # fmt: skip
+)
 
 
 def default_checkpoint_dir() -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io import (
+from ..volume_files import (
     SUPPORTED_SUFFIXES,
     VolumeMeta,
     atomic_write,
@@ -76,7 +76,7 @@ def cases_from_arrays(items) -> list[Case]:
     cases = []
     for name, image, labels, meta in items:
         meta = meta if meta is not None else VolumeMeta.from_spacing(np.shape(image))
-        cases.append(Case(str(name), image, labels, meta))
+        cases.append(Case(name=str(name), image=image, labels=labels, meta=meta))
     return cases
 
 
@@ -144,7 +144,7 @@ def load_case_folder(folder: str | Path, names: list[str] | None = None) -> list
             labels = read_labels(label_path, meta)
         except InputError as error:
             raise InputError(f"case {name}: {error}") from error
-        cases.append(Case(name, image, labels, meta))
+        cases.append(Case(name=name, image=image, labels=labels, meta=meta))
     if names is not None:
         missing = sorted(set(names) - {c.name for c in cases})
         if missing:

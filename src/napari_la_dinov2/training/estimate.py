@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from ..errors import CancelledError, InputError, is_cancelled
 from .cases import Case
-from .config import TrainConfig
 from .events import StepDone
 from .fewshot import FewShotConfig, budget_size, fixed_split, model_label
+from .train_config import TrainConfig
 
 TIMED_STEPS = 4  # the first is a warm-up; the time is the mean of the others
 
@@ -122,7 +122,7 @@ def estimate(
         steps += run_steps
         seconds += run_steps * timed[model].seconds
         seconds += (config.train.epochs * n_val + n_test) * timed[model].predict_seconds
-    return Estimate(len(runs), config.train.epochs, int(steps), seconds)
+    return Estimate(runs=len(runs), epochs=config.train.epochs, steps=int(steps), seconds=seconds)
 
 
 def format_duration(seconds: float) -> str:

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..io import atomic_write
+from ..volume_files import atomic_write
 
 DEFAULT_MEMORY_BYTES = 4 << 30  # 4 GiB: 56 LA cases of ViT-S/14 tokens at 448 (69 MB each)
 TOKEN_DTYPE = torch.float16

@@ -47,20 +47,36 @@ import numpy as np
 
 from ..errors import CancelledError, InputError, is_cancelled
 from ..inference import Predictor
-from ..metrics import evaluate_case, write_csv
 from ..models import load_model
+from ..scoring.metrics import evaluate_case, write_csv
 from .cases import Case, split_cases
-from .config import TrainConfig
 from .events import RunDone, RunStarted
 from .fewshot_results import plot_fewshot, write_summary
 from .finetune import finetune
 from .state import atomic_write_text
+from .train_config import TrainConfig
 
+# The scores and timings of a results row: numbers, read back as floats.
+_NUMBER_FIELDS = (
+    "dice",
+    "iou",
+    "hd95_mm",
+    "assd_mm",
+    "volume_ml_pred",
+    "volume_ml_truth",
+    "best_val_dice",
+    "train_seconds",
+)
 RESULT_FIELDS = (
-    "model", "budget_kind", "budget", "n_train", "seed", "case",
-    "dice", "iou", "hd95_mm", "assd_mm", "volume_ml_pred", "volume_ml_truth",
-    "best_val_dice", "train_seconds", "run_dir",
-)  # fmt: skip
+    "model",
+    "budget_kind",
+    "budget",
+    "n_train",
+    "seed",
+    "case",
+    *_NUMBER_FIELDS,
+    "run_dir",
+)
 
 
 @dataclass
@@ -160,8 +176,7 @@ def _read_rows(path: Path) -> list[dict]:
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:
-        for key in ("dice", "iou", "hd95_mm", "assd_mm", "volume_ml_pred", "volume_ml_truth",
-                    "best_val_dice", "train_seconds"):  # fmt: skip
+        for key in _NUMBER_FIELDS:
             row[key] = float(row[key])
         row["n_train"], row["seed"] = int(row["n_train"]), int(row["seed"])
     return rows
@@ -176,33 +191,22 @@ def run_fewshot(cases: list[Case], config: FewShotConfig, progress=None, stop=No
     test cases and write results.csv, summary.md and fewshot.png (module docstring).
 
     ``progress(event)``: :class:`~.events.RunStarted` before each run, then that run's
-    finetune events with ``run`` set to its index, then :class:`~.events.RunDone`. ``stop`` (threading.Event or callable): ends the current run as finetune does and
-    starts no other; what finished is still written. Returns the result rows.
+    finetune events with ``run`` set to its index, then :class:`~.events.RunDone`. ``stop``
+    (threading.Event or callable): ends the current run as finetune does and starts no other;
+    what finished is still written. Returns the result rows.
     """
     budgets = config.budgets()
     by_name = {c.name: c for c in cases}
     if len(by_name) != len(cases):
         raise InputError("two cases have the same name; give each case a unique name.")
     split = fixed_split(list(by_name), config)
-    pool = split["train"]
     out = Path(config.output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     labels = [model_label(m) for m in config.models]
     if len(set(labels)) != len(labels):
         raise InputError("two models have the same name; give distinct checkpoint folders.")
-
-    plan = []  # (model, label, kind, value, n, seed)
-    for model, label in zip(config.models, labels):
-        for kind, value in budgets:
-            for seed in config.seeds:
-                plan.append((model, label, kind, value, budget_size(kind, value, len(pool)), seed))
-    subsets = {(n, s): training_subset(pool, n, s) for *_, n, s in plan}
-    resolved = config.to_dict() | {
-        "fixed_split": split,
-        "subsets": {f"n{n}_seed{s}": names for (n, s), names in sorted(subsets.items())},
-    }
-    atomic_write_text(out / "fewshot_config.json", json.dumps(resolved, indent=2) + "\n")
-
+    plan, subsets = _plan(config, budgets, labels, split["train"])
+    _write_resolved_config(out / "fewshot_config.json", config, split, subsets)
     val_set = [by_name[n] for n in split["val"]]  # empty: finetune validates on training
     test_set = [by_name[n] for n in split["test"]]
     rows: list[dict] = []
@@ -211,16 +215,23 @@ def run_fewshot(cases: list[Case], config: FewShotConfig, progress=None, stop=No
         if is_cancelled(stop):
             break
         if progress:
-            progress(RunStarted(index, len(plan), label, kind, value, n, seed))
-        run_dir = out / "runs" / label / f"n{n}_seed{seed}"
+            progress(_run_event(RunStarted, plan, index))
         key = (label, n, seed)
         if key not in done_runs:
             try:
                 train_cases = [by_name[name] for name in subsets[(n, seed)]]
                 done_runs[key] = _train_and_test(
-                    model, label, train_cases, val_set, test_set, seed, run_dir, config,
-                    _tagged(progress, index), stop,
-                )  # fmt: skip
+                    model,
+                    label,
+                    train_cases,
+                    val_set,
+                    test_set,
+                    seed,
+                    out / "runs" / label / f"n{n}_seed{seed}",
+                    config,
+                    _tagged(progress, index),
+                    stop,
+                )
             except CancelledError:
                 break
         budget = {"model": label, "budget_kind": kind, "budget": value, "n_train": n}
@@ -228,13 +239,50 @@ def run_fewshot(cases: list[Case], config: FewShotConfig, progress=None, stop=No
         _write_rows(out / "results.csv", rows)
         if progress:
             dice = float(np.mean([row["dice"] for row in done_runs[key]]))
-            progress(RunDone(index, len(plan), label, kind, value, n, seed, dice))
+            progress(_run_event(RunDone, plan, index, dice=dice))
         if is_cancelled(stop):
             break
     if rows:
         write_summary(out / "summary.md", rows)
         plot_fewshot(rows, out / "fewshot.png")
     return rows
+
+
+def _plan(config: FewShotConfig, budgets: list, labels: list[str], pool: list[str]):
+    """Every run, as (model, label, budget kind, budget, patients, seed), model by model, and
+    the training patients of each (patients, seed): nested subsets of the pool."""
+    plan = []
+    for model, label in zip(config.models, labels):
+        for kind, value in budgets:
+            for seed in config.seeds:
+                plan.append((model, label, kind, value, budget_size(kind, value, len(pool)), seed))
+    subsets = {(n, s): training_subset(pool, n, s) for *_, n, s in plan}
+    return plan, subsets
+
+
+def _write_resolved_config(path: Path, config: FewShotConfig, split: dict, subsets: dict):
+    """The configuration with the fixed split and each run's training patients: what
+    reproduces the experiment."""
+    resolved = config.to_dict() | {
+        "fixed_split": split,
+        "subsets": {f"n{n}_seed{s}": names for (n, s), names in sorted(subsets.items())},
+    }
+    atomic_write_text(path, json.dumps(resolved, indent=2) + "\n")
+
+
+def _run_event(event_class, plan: list[tuple], index: int, **extra):
+    """A :class:`~.events.RunStarted` or :class:`~.events.RunDone` of the plan's run ``index``."""
+    _, label, kind, value, n, seed = plan[index]
+    return event_class(
+        index=index,
+        total=len(plan),
+        model=label,
+        budget_kind=kind,
+        budget=value,
+        n_train=n,
+        seed=seed,
+        **extra,
+    )
 
 
 def _tagged(progress, index: int):
@@ -260,8 +308,9 @@ def _finished(run_dir: Path, train_cases: list[Case], test_set: list[Case]) -> l
     return [{k: v for k, v in r.items() if k not in per_budget} for r in rows]
 
 
-def _train_and_test(model, label, train_cases, val_set, test_set, seed, run_dir, config,
-                    progress, stop) -> list[dict]:  # fmt: skip
+def _train_and_test(
+    model, label, train_cases, val_set, test_set, seed, run_dir, config, progress, stop
+) -> list[dict]:
     if config.resume:
         earlier = _finished(run_dir, train_cases, test_set)
         if earlier is not None:
@@ -284,7 +333,7 @@ def _train_and_test(model, label, train_cases, val_set, test_set, seed, run_dir,
             "best_val_dice": result.best_val_dice,
             "train_seconds": seconds,
             "run_dir": str(run_dir),
-        }  # fmt: skip
+        }
         for row in rows
     ]
     _write_rows(run_dir / "test_metrics.csv", [{"model": label, "seed": seed, **r} for r in rows])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write
+from ..volume_files import atomic_write
 from .state import atomic_write_text
 
 DICE_LIMITS = (-0.05, 1.05)  # the y range of the Dice plots
@@ -40,12 +40,12 @@ def _per_run(rows: list[dict]) -> dict[tuple, dict[int, float]]:
 def write_summary(path: Path, rows: list[dict]) -> None:
     """Markdown: per model and budget, Dice and IoU (%) as mean ± SD over seeds of the per-run
     mean over the test cases, and a 95% CI of the mean Dice: percentile bootstrap over the test
-    cases (:func:`~napari_la_dinov2.stats.bootstrap_ci`) of each case's Dice averaged over the
+    cases (:func:`~napari_la_dinov2.scoring.stats.bootstrap_ci`) of each case's Dice averaged over the
     seeds (the cases are the sample a user's next patients come from; 3 seeds are too few to
     resample). Then, at each budget run by two models or more, paired Wilcoxon tests between
     them over the same test cases (each case averaged over the seeds)."""
-    from ..report import case_means, compare, wilcoxon_table
-    from ..stats import STAT_METRICS, bootstrap_ci, metric_values
+    from ..scoring.report import case_means, compare, wilcoxon_table
+    from ..scoring.stats import STAT_METRICS, bootstrap_ci, metric_values
 
     runs: dict[tuple, dict[str, dict[int, list[dict]]]] = {}
     for (kind, value, model), seeds in rows_by_seed(
@@ -70,17 +70,23 @@ def write_summary(path: Path, rows: list[dict]) -> None:
             low, high = bootstrap_ci(metric_values(averaged[model], "dice") * 100)
             ci = "–" if np.isnan(low) else f"{low:.1f} to {high:.1f}"
             n = run_rows[0]["n_train"]
-            lines.append(f"| {model} | {budget} | {n} | {len(seeds)} | {_mean_sd(dices)} | {ci} "
-                         f"| {_mean_sd(ious)} |")  # fmt: skip
+            lines.append(
+                f"| {model} | {budget} | {n} | {len(seeds)} | {_mean_sd(dices)} | {ci} "
+                f"| {_mean_sd(ious)} |"
+            )
         if len(averaged) > 1:
             table = wilcoxon_table(compare(averaged, n_resamples=100), STAT_METRICS[:2])
             tests += [f"\n{budget}:\n", *table]
     n_test = len({row["case"] for row in rows})
-    lines.append(f"\nTest cases: {n_test}; SD over seeds (0 with one seed); CI: percentile "
-                 "bootstrap over the test cases (10,000 resamples, seed 0).")  # fmt: skip
+    lines.append(
+        f"\nTest cases: {n_test}; SD over seeds (0 with one seed); CI: percentile "
+        "bootstrap over the test cases (10,000 resamples, seed 0)."
+    )
     if tests:
-        lines += ["\n### Paired Wilcoxon tests between models (per test case, mean over seeds)",
-                  *tests]  # fmt: skip
+        lines += [
+            "\n### Paired Wilcoxon tests between models (per test case, mean over seeds)",
+            *tests,
+        ]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -119,8 +125,9 @@ def plot_fewshot(rows: list[dict], path: Path):
             axes.set(xlabel="fraction of the training patients", xscale="log")
         # Ticks at the budgets themselves, in plain numbers (a log axis with few points would
         # otherwise label them like 2x10^0).
-        budgets = sorted({key[3] if kind == "patients" else float(key[2])
-                          for key in runs if key[1] == kind})  # fmt: skip
+        budgets = sorted(
+            {key[3] if kind == "patients" else float(key[2]) for key in runs if key[1] == kind}
+        )
         axes.set_xticks(budgets, [f"{b:g}" for b in budgets])
         axes.minorticks_off()
         # A little room below 0 and beside a single budget: a dot is never on the axis line.

@@ -46,8 +46,15 @@ class PreparedCase:
             fitted.append(transform.fit_to_input(mask, mode="nearest").to(torch.uint8))
         masks_fitted = torch.cat(fitted)
         foreground = np.flatnonzero(masks_fitted.flatten(1).any(dim=1).numpy())
-        return cls(case.name, torch.cat(images), masks_fitted, stats, foreground,
-                   corrected_slices(case, axis), case.replay)  # fmt: skip
+        return cls(
+            case.name,
+            torch.cat(images),
+            masks_fitted,
+            stats,
+            foreground,
+            corrected_slices(case, axis),
+            case.replay,
+        )
 
     def inputs(self, first: int, stop: int, transform: SliceTransform) -> torch.Tensor:
         """Slices ``first..stop-1`` as float32 ``BxKxNxN`` unit images: one channel each, or
@@ -80,13 +87,16 @@ class Augmentation:
 
         steps = [
             RandAffined(
-                keys=("image", "label"), prob=1.0, mode=("bilinear", "nearest"),
-                rotate_range=(math.radians(self.rotate_degrees),), scale_range=(self.scale,) * 2,
+                keys=("image", "label"),
+                prob=1.0,
+                mode=("bilinear", "nearest"),
+                rotate_range=(math.radians(self.rotate_degrees),),
+                scale_range=(self.scale,) * 2,
                 padding_mode="zeros",
             ),
             RandAdjustContrastd(keys="image", prob=1.0, gamma=self.gamma),
             RandShiftIntensityd(keys="image", prob=1.0, offsets=self.brightness),
-        ]  # fmt: skip
+        ]
         if self.flip:
             steps.insert(0, RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=1))
         if self.noise_std > 0:
@@ -122,8 +132,13 @@ class SliceSampler:
     one (the untouched slices are the model's own guess: worth less to learn from), and the
     slices of replayed cases together weigh ``replay_share`` of the draw."""
 
-    def __init__(self, cases: list[PreparedCase], foreground_fraction: float = 0.6,
-                 correction_weight: float = 1.0, replay_share: float = 0.25):  # fmt: skip
+    def __init__(
+        self,
+        cases: list[PreparedCase],
+        foreground_fraction: float = 0.6,
+        correction_weight: float = 1.0,
+        replay_share: float = 0.25,
+    ):
         if not 0.0 <= foreground_fraction <= 1.0:
             raise ValueError("foreground_fraction must be within [0, 1]")
         self.all = [(c, s) for c, case in enumerate(cases) for s in range(case.images.shape[0])]

@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import InputError
-from ..io import atomic_write
 from ..models import save_checkpoint
 from ..outputs import check_output_folder
+from ..volume_files import atomic_write
 from .schedule import save_schedule
 
 
@@ -96,8 +96,15 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
 
 
-def save_run_epoch(run_dir: Path, model, optimizer, scheduler, history: list[dict],
-                   provenance: dict, improved: bool) -> None:  # fmt: skip
+def save_run_epoch(
+    run_dir: Path,
+    model,
+    optimizer,
+    scheduler,
+    history: list[dict],
+    provenance: dict,
+    improved: bool,
+) -> None:
     """What one epoch leaves in the run folder: ``best/`` when it improved, ``last/`` with the
     optimizer and schedule state, history.csv and curves.png; each file or folder replaced
     atomically."""

@@ -89,8 +89,19 @@ class TokenBatches:
     when ``flips``: the mirrored slice's own tokens, with the mirrored mask), and validation
     on the validation volumes' cached tokens through the Predictor."""
 
-    def __init__(self, predictor, train_cases, val_cases, *, cache, flips, generator,
-                 sampling: dict, progress=None, stop=None):  # fmt: skip
+    def __init__(
+        self,
+        predictor,
+        train_cases,
+        val_cases,
+        *,
+        cache,
+        flips,
+        generator,
+        sampling: dict,
+        progress=None,
+        stop=None,
+    ):
         store = TokenStore(predictor, cache, stop)
         transform = store.transform
         self.prepared = [PreparedCase.of(c, transform) for c in train_cases]
@@ -103,7 +114,7 @@ class TokenBatches:
         for done, compute in enumerate(work, start=1):
             results.append(compute())
             if progress:
-                progress(FeaturesComputed(done, len(work)))
+                progress(FeaturesComputed(done=done, total=len(work)))
         n = len(self.prepared)
         self.tokens, self.flipped = results[:n], results[n : 2 * n] if flips else None
         self.val_tokens = dict(

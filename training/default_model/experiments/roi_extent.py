@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from napari_la_dinov2.inference import Predictor, RegionOfInterest
-from napari_la_dinov2.metrics import dice
 from napari_la_dinov2.models import load_checkpoint
+from napari_la_dinov2.scoring.metrics import dice
 from napari_la_dinov2.training import load_case_folder
 
 REPO = Path(__file__).resolve().parents[3]

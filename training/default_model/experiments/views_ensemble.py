@@ -22,15 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from napari_la_dinov2.inference import Predictor
-from napari_la_dinov2.metrics import evaluate_case, summarize
 from napari_la_dinov2.models import load_checkpoint
 from napari_la_dinov2.postprocess import postprocess
+from napari_la_dinov2.scoring.metrics import evaluate_case, summarize
 from napari_la_dinov2.training import load_case_folder
 
 parser = argparse.ArgumentParser()
 parser.add_argument("part", choices=("val", "test"))
-parser.add_argument("--view", nargs=3, action="append", required=True,
-                    metavar=("NAME", "RUN", "DATA"))  # fmt: skip
+parser.add_argument(
+    "--view", nargs=3, action="append", required=True, metavar=("NAME", "RUN", "DATA")
+)
 parser.add_argument("--no-flips", dest="flips", action="store_false")
 args = parser.parse_args()
 

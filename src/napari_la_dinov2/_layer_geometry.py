@@ -4,7 +4,8 @@ napari maps data to world as ``world = affine @ (scale * data + translate)``. A 
 affine is ``direction @ diag(spacing)`` plus an origin, so the layer gets ``scale = spacing``,
 ``translate = origin`` and, only when the direction is not the identity (flipped or oblique
 axes), an ``affine`` that turns about the origin. Every layer made from one volume shares these
-three, so a mask drawn on the image is on its voxels. No Qt here: the reader and writer use it.
+three, so a mask drawn on the image is on its voxels. No napari or Qt import here: the reader,
+the writer, the launcher and the widgets all use it, so it sits beside ``_reader.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..display import (
+from .display import (
     DisplayGeometry,
     display_to_file_index,
     display_view,
@@ -23,8 +24,8 @@ from ..display import (
     to_display,
     world_from_ras_of_labels,
 )
-from ..errors import InputError
-from ..io import VolumeMeta
+from .errors import InputError
+from .volume_files import VolumeMeta
 
 META_KEY = "la_dinov2_meta"
 SOURCE_KEY = "la_dinov2_source"

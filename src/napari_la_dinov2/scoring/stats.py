@@ -101,8 +101,9 @@ def describe(values, **bootstrap_kwargs) -> dict[str, float]:
         mean, median = float(values.mean()), float(np.median(values))
         sd = float(values.std(ddof=1)) if values.size > 1 else 0.0
     low, high = bootstrap_ci(values, **bootstrap_kwargs)
-    return dict(n=int(values.size), n_inf=n_inf, mean=mean, sd=sd, median=median,
-                ci_low=low, ci_high=high)  # fmt: skip
+    return dict(
+        n=int(values.size), n_inf=n_inf, mean=mean, sd=sd, median=median, ci_low=low, ci_high=high
+    )
 
 
 def common_cases(
@@ -160,14 +161,23 @@ def wilcoxon_paired(x, y) -> dict[str, float | int | str]:
         method = "approx"
     else:
         method = "exact, ties" if tied else "exact"
-    result = wilcoxon(nonzero, zero_method="wilcox", alternative="two-sided",
-                      method="approx" if method == "approx" else "exact")  # fmt: skip
+    result = wilcoxon(
+        nonzero,
+        zero_method="wilcox",
+        alternative="two-sided",
+        method="approx" if method == "approx" else "exact",
+    )
     p_value = float(result.pvalue)
     if method == "exact, ties":  # scipy's exact table assumes distinct ranks
         p_value = signed_rank_exact_p(nonzero)
     floor = min(1.0, 2.0 / 2.0**nonzero.size)
-    return {**row, "statistic": float(result.statistic), "p_value": p_value,
-            "p_floor": floor, "method": method}  # fmt: skip
+    return {
+        **row,
+        "statistic": float(result.statistic),
+        "p_value": p_value,
+        "p_floor": floor,
+        "method": method,
+    }
 
 
 def signed_rank_exact_p(differences) -> float:
@@ -213,10 +223,14 @@ def pairwise_wilcoxon(
     table = []
     for key in metrics:
         rows = [
-            dict(metric=key, model_a=a, model_b=b,
-                 **wilcoxon_paired(metric_values(aligned[a], key), metric_values(aligned[b], key)))
+            dict(
+                metric=key,
+                model_a=a,
+                model_b=b,
+                **wilcoxon_paired(metric_values(aligned[a], key), metric_values(aligned[b], key)),
+            )
             for a, b in pairs
-        ]  # fmt: skip
+        ]
         for row, adjusted in zip(rows, holm([r["p_value"] for r in rows])):
             row["p_holm"] = adjusted
         table.extend(rows)

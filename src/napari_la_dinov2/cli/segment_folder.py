@@ -1,6 +1,6 @@
 """`la-dinov2 segment IN_DIR --out OUT_DIR`: every scan of a folder, the model loaded once.
 
-The engine is :mod:`napari_la_dinov2.batch`; this module checks the arguments, loads the model,
+The engine is :mod:`napari_la_dinov2.scan_folder`; this module checks the arguments, loads the model,
 shows a progress bar over the cases and prints each case's warnings and errors. Exit status:
 0 when every case is segmented, 2 when a case was refused (bad input; its row says why),
 1 when a case hit an internal error (a bug; its traceback is printed).
@@ -13,39 +13,17 @@ import sys
 import traceback
 
 from ..errors import InputError
+from .engine_settings import inference_settings, load_engine
 
 # Options that name one file or one scan's region: meaningless for a folder of scans.
-_SINGLE_SCAN_OPTIONS = (("png", "--png"), ("mesh_out", "--mesh-out"), ("series", "--series"),
-                        ("roi", "--roi"), ("center", "--center"), ("doubt_out", "--doubt-out"))  # fmt: skip
-
-
-def inference_settings(args: argparse.Namespace, *, doubt: bool = False):
-    """The engine's settings from the model, region and output options."""
-    from ..segmentation import InferenceSettings
-
-    return InferenceSettings(
-        model=args.model if args.checkpoint is None else args.checkpoint,
-        backbone_source=getattr(args, "backbone_source", None),
-        device=args.device,
-        precision=args.precision,
-        batch_size=args.batch_size,
-        threshold=args.threshold,
-        morphology=not args.no_morphology,
-        largest_cc=not args.no_largest_cc,
-        slice_axis=getattr(args, "slice_axis", None),
-        doubt=doubt,
-        ras=getattr(args, "ras", False),
-    )
-
-
-def load_engine(settings):
-    """The engine of ``settings``, saying on stderr when its model is untrained."""
-    from ..segmentation import SegmentationEngine
-
-    engine = SegmentationEngine(settings)
-    if engine.model.untrained_warning():
-        print(f"warning: {engine.model.untrained_warning()}", file=sys.stderr)
-    return engine
+_SINGLE_SCAN_OPTIONS = (
+    ("png", "--png"),
+    ("mesh_out", "--mesh-out"),
+    ("series", "--series"),
+    ("roi", "--roi"),
+    ("center", "--center"),
+    ("doubt_out", "--doubt-out"),
+)
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -71,10 +49,10 @@ def run_folder(args: argparse.Namespace) -> int:
     """Segment every scan of ``args.input`` into the folder ``args.out``."""
     from tqdm import tqdm
 
-    from ..batch import plan_batch, run_batch
+    from ..scan_folder import plan_folder, segment_cases
 
     _check_options(args)
-    plan = plan_batch(args.input, args.out, overwrite=args.overwrite)
+    plan = plan_folder(args.input, args.out, overwrite=args.overwrite)
     settings = inference_settings(args)
     settings.check()
     if not plan.todo:
@@ -83,7 +61,7 @@ def run_folder(args: argparse.Namespace) -> int:
     engine = load_engine(settings)
     model_name = engine.model.display_name
     failed, broken = 0, 0
-    results = run_batch(plan, engine, model_name)
+    results = segment_cases(plan, engine, model_name)
     for result in tqdm(results, total=len(plan.todo), unit="case", desc="segment", file=sys.stderr):
         shown = _one_line(result.name)  # a case name may hold a newline
         for warning in filter(None, result.row.get("warnings", "").split(" | ")):

@@ -230,7 +230,7 @@ def write_cases_csv(path: str | os.PathLike, rows: Sequence[Mapping]):
 def write_csv(path, rows: Sequence[Mapping], fields: Sequence[str] | None = None) -> Path:
     """Rows as CSV, written atomically (a reader never sees half a table). ``fields``: the
     columns (others are left out); default: every key, in order of appearance."""
-    from .io import atomic_write
+    from ..volume_files import atomic_write
 
     path = Path(path)
     if fields is None:

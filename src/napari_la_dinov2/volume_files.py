@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .io_checks import check_geometry, check_nifti_header, check_nrrd_header
 
-# Output helpers lived here before outputs.py; importers of io.default_permissions still work.
+# Output helpers lived here before outputs.py; importers of default_permissions from here still work.
 from .outputs import OutputGroup, atomic_write, check_output_path
 from .outputs import default_permissions as default_permissions
 from .volume import MIN_INPLANE_VOXELS, VolumeMeta, check_content  # noqa: F401 (re-exported)
+from .volume_file_checks import check_geometry, check_nifti_header, check_nrrd_header
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
@@ -268,8 +268,10 @@ def check_mask_output(path: str | os.PathLike, meta: VolumeMeta) -> None:
             f"from {meta.format.upper()}, so write .nii.gz or .nrrd instead."
         )
     headers = meta.extra.get("dicom_headers") or []
-    if str(path).lower().endswith(".dcm") and headers and not all(
-        str(h.get("FrameOfReferenceUID", "") or "") for h in headers
+    if (
+        str(path).lower().endswith(".dcm")
+        and headers
+        and not all(str(h.get("FrameOfReferenceUID", "") or "") for h in headers)
     ):
         raise InputError(
             f"{path}: the series {meta.extra.get('series_uid', '')} has no FrameOfReferenceUID, "

@@ -35,8 +35,9 @@ def available_memory() -> int | None:
             return None
 
 
-def check_claimed_size(path: Path, shape, itemsize: int, data_file: Path, *, offset: int = 0,
-                       compressed: bool = False) -> None:  # fmt: skip
+def check_claimed_size(
+    path: Path, shape, itemsize: int, data_file: Path, *, offset: int = 0, compressed: bool = False
+) -> None:
     """Refuse a header whose voxel count the data file cannot hold, or whose volume (as the
     float32 copy we make, plus the raw data) would not fit in the free memory."""
     try:
@@ -65,8 +66,14 @@ def check_claimed_size(path: Path, shape, itemsize: int, data_file: Path, *, off
 def check_nifti_header(path: Path, image) -> None:
     header = image.header
     compressed = path.name.lower().endswith(".gz")
-    check_claimed_size(path, header.get_data_shape(), header.get_data_dtype().itemsize, path,
-                       offset=int(header.get_data_offset()), compressed=compressed)  # fmt: skip
+    check_claimed_size(
+        path,
+        header.get_data_shape(),
+        header.get_data_dtype().itemsize,
+        path,
+        offset=int(header.get_data_offset()),
+        compressed=compressed,
+    )
 
 
 def check_nrrd_header(path: Path, header: dict) -> None:
@@ -94,8 +101,9 @@ def check_nrrd_header(path: Path, header: dict) -> None:
     except Exception:
         return  # pynrrd will name the unknown type
     # An attached header's few hundred bytes count as data here: lenient by that much.
-    check_claimed_size(path, header.get("sizes", ()), itemsize, data_file,
-                       compressed=encoding != "raw")  # fmt: skip
+    check_claimed_size(
+        path, header.get("sizes", ()), itemsize, data_file, compressed=encoding != "raw"
+    )
 
 
 def _nrrd_dtype(header: dict):
@@ -111,8 +119,7 @@ def check_geometry(affine: np.ndarray, path, *, geometry: str = "the header's ge
     matrix = np.asarray(affine, dtype=float)[:3, :3]
     if not np.all(np.isfinite(affine)):
         raise InputError(
-            f"{path}: its voxel-to-world matrix holds NaN or infinite values; {geometry} is "
-            "broken."
+            f"{path}: its voxel-to-world matrix holds NaN or infinite values; {geometry} is broken."
         )
     spacing = np.linalg.norm(matrix, axis=0)
     if spacing.min() <= 0 or abs(np.linalg.det(matrix)) < 1e-6 * np.prod(spacing):

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_la_dinov2.batch import STATS_NAME, find_cases
 from napari_la_dinov2.cli import main
 from napari_la_dinov2.errors import InputError
 from napari_la_dinov2.models import build_model, save_checkpoint
+from napari_la_dinov2.scan_folder import STATS_NAME, find_cases
 from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 from tests.test_hostile import refused
 
@@ -71,8 +71,12 @@ def test_a_link_out_of_the_folder_is_refused_and_named(tmp_path, capfd):
     (source / "b.nii.gz").unlink()
     assert [name for name, _ in find_cases(source)] == ["a", "a2"]
     (source / "b.nii.gz").symlink_to(outside)
-    refused(["segment", source, "--out", tmp_path / "out", "--checkpoint", "any"], capfd,
-            source, message="outside the folder")  # fmt: skip
+    refused(
+        ["segment", source, "--out", tmp_path / "out", "--checkpoint", "any"],
+        capfd,
+        source,
+        message="outside the folder",
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -98,8 +102,19 @@ def test_a_model_named_with_a_pipe_keeps_the_markdown_tables(tmp_path, capfd):
             shifted = np.roll(mask, extra, axis=0)
             nib.save(nib.Nifti1Image(shifted, np.eye(4)), folder / f"c{k}.nii.gz")
     report = tmp_path / "report.md"
-    argv = ["evaluate", "--ref", gt, "--pred", f"a|b={pred}", "--pred", f"c={gt}",
-            "--markdown", report, "--resamples", 100]  # fmt: skip
+    argv = [
+        "evaluate",
+        "--ref",
+        gt,
+        "--pred",
+        f"a|b={pred}",
+        "--pred",
+        f"c={gt}",
+        "--markdown",
+        report,
+        "--resamples",
+        100,
+    ]
     assert main([str(a) for a in argv]) == 0, capfd.readouterr().err
     text = report.read_text()
     assert "a\\|b" in text
@@ -114,5 +129,9 @@ def test_a_checkpoint_of_nan_weights_is_refused(tmp_path, capfd):
     image = _case(tmp_path / "in" / "a.nii.gz")
     out = tmp_path / "out"
     out.mkdir()
-    refused(["segment", image, "--out", out / "la.nii.gz", "--checkpoint", nan, "--device",
-             "cpu"], capfd, out, message="holds NaN or infinite weights")  # fmt: skip
+    refused(
+        ["segment", image, "--out", out / "la.nii.gz", "--checkpoint", nan, "--device", "cpu"],
+        capfd,
+        out,
+        message="holds NaN or infinite weights",
+    )

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from napari_la_dinov2.batch import COLUMNS, STATS_NAME, UNFINISHED, find_cases
 from napari_la_dinov2.cli import main
 from napari_la_dinov2.errors import InputError
-from napari_la_dinov2.io import case_name
 from napari_la_dinov2.models import build_model, save_checkpoint
 from napari_la_dinov2.outputs import OutputGroup
+from napari_la_dinov2.scan_folder import COLUMNS, STATS_NAME, UNFINISHED, find_cases
+from napari_la_dinov2.volume_files import case_name
 from tests.conftest import REPO_ROOT, TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
 
 SHAPE = (64, 56, 12)

@@ -15,8 +15,8 @@ from pathlib import Path
 import yaml
 
 from ..errors import InputError
-from .config import TrainConfig
 from .fewshot import FewShotConfig
+from .train_config import TrainConfig
 
 # Keys finetune adds to config.json for the record; not settings.
 RECORD_KEYS = {

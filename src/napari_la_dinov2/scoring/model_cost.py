@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 TIMING_FILE = "timing.csv"
 
@@ -66,7 +66,7 @@ def time_volume(model, volume, meta=None, *, device: str = "auto", repeats: int 
     """Median wall time (s) of segmenting ``volume`` with ``model`` (see the module docstring)."""
     import torch
 
-    from .segmentation import InferenceSettings, SegmentationEngine
+    from ..segmentation import InferenceSettings, SegmentationEngine
 
     # The network's time alone: the engine's Predictor, without the mesh and measures.
     predictor = SegmentationEngine(InferenceSettings(device=device), model=model).predictor
@@ -113,7 +113,7 @@ def model_cost(
     and ``timing`` of a model named as :func:`~napari_la_dinov2.models.load_model` takes it
     (``default``, a registry name with random weights: the same cost, no download, or a
     checkpoint)."""
-    from .models import load_model
+    from ..models import load_model
 
     model = load_model(source, pretrained=False).eval()
     cost = dict(
@@ -123,11 +123,12 @@ def model_cost(
         timing="",
     )
     if image is not None:
-        from .inference import resolve_device
-        from .io import read_volume
+        from ..inference import resolve_device
+        from ..volume_files import read_volume
 
         volume, meta = read_volume(image)
-        cost["seconds_per_volume"] = time_volume(model, volume, meta, device=device,
-                                                 repeats=repeats)  # fmt: skip
+        cost["seconds_per_volume"] = time_volume(
+            model, volume, meta, device=device, repeats=repeats
+        )
         cost["timing"] = f"measured: {Path(image).name} on {resolve_device(device).type}"
     return cost

@@ -2,7 +2,7 @@
 
 The cases of ``IN_DIR`` are its volume files (.nii, .nii.gz, .nrrd, .nhdr), its .zip files
 and its sub-folders holding DICOM files (one series each), named by
-:func:`~napari_la_dinov2.io.case_name`. Each gets ``OUT_DIR/<case>.nii.gz`` and a row of
+:func:`~napari_la_dinov2.volume_files.case_name`. Each gets ``OUT_DIR/<case>.nii.gz`` and a row of
 ``stats.csv`` (:data:`COLUMNS`): ``ok`` or the sentence saying why it failed, the plausibility
 warnings, the LA measures, the model and the seconds the case took (reading to writing).
 
@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import csv
 import glob
-import io as text_io
+import io
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
-from .io import SUPPORTED_SUFFIXES, case_name, read_volume, write_labels
 from .measures import LAMeasures
 from .outputs import atomic_write, check_output_folder
+from .volume_files import SUPPORTED_SUFFIXES, case_name, read_volume, write_labels
 
 STATS_NAME = "stats.csv"
 MASK_SUFFIX = ".nii.gz"
@@ -38,7 +38,7 @@ COLUMNS = ("case", "status", "warnings", *MEASURE_COLUMNS, "model", "seconds")
 
 
 @dataclass
-class BatchPlan:
+class FolderPlan:
     """What a run will do, decided before the model is loaded. ``rows``: ``stats.csv`` as it
     stands (case -> row), rows of cases no longer in ``IN_DIR`` included and kept."""
 
@@ -127,7 +127,7 @@ def read_stats(path: Path) -> dict[str, dict[str, str]]:
 
 def write_stats(path: Path, rows: dict[str, dict[str, str]]) -> None:
     """Rewrite ``stats.csv`` atomically, one row per case in name order."""
-    buffer = text_io.StringIO()
+    buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", restval="")
     writer.writeheader()
     for name in sorted(rows):
@@ -136,8 +136,8 @@ def write_stats(path: Path, rows: dict[str, dict[str, str]]) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, newline="", encoding="utf-8"))
 
 
-def plan_batch(in_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> BatchPlan:
-    """Every check of a batch run, before any work: the cases, the output folder (it may be
+def plan_folder(in_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> FolderPlan:
+    """Every check of a folder run, before any work: the cases, the output folder (it may be
     missing, and is made when the run starts, but not its parent: a missing parent is more
     likely a typo than a wish for a new tree), ``stats.csv`` and the masks already there."""
     cases = find_cases(in_dir)
@@ -145,7 +145,7 @@ def plan_batch(in_dir: str | Path, out_dir: str | Path, *, overwrite: bool = Fal
     if out_dir.resolve() == Path(in_dir).expanduser().resolve():
         raise InputError(f"{out_dir} is the input folder; write the masks to another folder.")
     check_output_folder(out_dir if out_dir.exists() else out_dir.parent)
-    plan = BatchPlan(out_dir=out_dir, todo=[], skipped=[])
+    plan = FolderPlan(out_dir=out_dir, todo=[], skipped=[])
     plan.rows = {} if overwrite else read_stats(plan.stats_path)
     for name, source in cases:
         mask, row = plan.mask_path(name), plan.rows.get(name)
@@ -187,7 +187,7 @@ def segment_case(engine, source: Path, mask_path: Path) -> dict[str, str]:
     }
 
 
-def _remove_stale_temporaries(plan: BatchPlan) -> None:
+def _remove_stale_temporaries(plan: FolderPlan) -> None:
     # A run killed with SIGKILL cannot remove its temporaries (hidden names beside the files
     # they were to become); the next run on the folder does.
     names = [plan.mask_path(name).name for name, _ in plan.todo] + [STATS_NAME]
@@ -199,7 +199,7 @@ def _remove_stale_temporaries(plan: BatchPlan) -> None:
 def give_memory_back() -> None:
     """Collect garbage and hand glibc's free heap pages back to the system. Each case frees
     hundreds of MB of arrays of other sizes than the next case's; glibc keeps the freed pages
-    fragmented in its arenas, so a batch's resident memory crept up by ~120 MB over 20 cases
+    fragmented in its arenas, so a folder run's resident memory crept up by ~120 MB over 20 cases
     (489 to 611 MB). Trimmed after each case it stays flat (432 to 447 MB;
     benchmarks/batch_memory.py). Elsewhere than glibc: garbage collection only."""
     import ctypes
@@ -218,7 +218,7 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def run_batch(plan: BatchPlan, engine, model_name: str) -> Iterator[CaseResult]:
+def segment_cases(plan: FolderPlan, engine, model_name: str) -> Iterator[CaseResult]:
     """Segment the plan's cases one by one, yielding each result as it is recorded. A case that
     fails gets its row (status: the error's sentence) and the run goes on; Ctrl-C stops it."""
     plan.out_dir.mkdir(exist_ok=True)
@@ -231,7 +231,7 @@ def run_batch(plan: BatchPlan, engine, model_name: str) -> Iterator[CaseResult]:
             row = segment_case(engine, source, plan.mask_path(name))
         except InputError as failure:
             row, error = {"status": _one_line(failure)}, failure
-        except Exception as failure:  # a bug: recorded, reported, and the batch goes on
+        except Exception as failure:  # a bug: recorded, reported, and the folder run goes on
             status = f"internal error: {type(failure).__name__}: {_one_line(failure)}"
             row, error = {"status": status}, failure
         give_memory_back()

@@ -1,14 +1,14 @@
 """A comparison of models over the same cases, as tables: accuracy (mean ± SD and a bootstrap
 95% CI), cost (parameters, GFLOPs per slice, seconds per volume) and paired Wilcoxon tests.
 
-:func:`compare` does the statistics (:mod:`napari_la_dinov2.stats` defines them);
+:func:`compare` does the statistics (:mod:`napari_la_dinov2.scoring.stats` defines them);
 :func:`markdown_report`, :func:`summary_rows` and :func:`write_report` lay them out. The
 command line (``la-dinov2 evaluate``), the few-shot summary and the Table 1 recipe share them.
 
 CSV files (written atomically):
 
 - summary: one row per model: ``model``, ``n_cases``, then for each metric of
-  :data:`~napari_la_dinov2.stats.STAT_METRICS` ``<metric>_mean``, ``_sd``, ``_median``,
+  :data:`~napari_la_dinov2.scoring.stats.STAT_METRICS` ``<metric>_mean``, ``_sd``, ``_median``,
   ``_ci_low``, ``_ci_high`` and ``_n_inf`` (Dice and IoU in %, distances in mm, volumes in mL),
   then ``parameters``, ``gflops_per_slice``, ``seconds_per_volume``, ``timing`` (empty when not
   asked for), and ``n_resamples``, ``confidence``, ``seed`` of the bootstrap;
@@ -41,8 +41,20 @@ from .stats import (
 )
 
 COST_FIELDS = ("parameters", "gflops_per_slice", "seconds_per_volume", "timing")
-PAIR_FIELDS = ("metric", "model_a", "model_b", "n", "n_nonzero", "mean_diff", "median_diff",
-               "statistic", "p_value", "p_holm", "p_floor", "method")  # fmt: skip
+PAIR_FIELDS = (
+    "metric",
+    "model_a",
+    "model_b",
+    "n",
+    "n_nonzero",
+    "mean_diff",
+    "median_diff",
+    "statistic",
+    "p_value",
+    "p_holm",
+    "p_floor",
+    "method",
+)
 
 
 @dataclass
@@ -82,7 +94,14 @@ def compare(
         for model, rows in aligned.items()
     }
     pairs = pairwise_wilcoxon(aligned) if len(aligned) > 1 and any(aligned.values()) else []
-    return Comparison(aligned, dropped, summary, pairs, dict(costs or {}), **options)
+    return Comparison(
+        aligned=aligned,
+        dropped=dropped,
+        summary=summary,
+        pairs=pairs,
+        costs=dict(costs or {}),
+        **options,
+    )
 
 
 def case_means(rows: Sequence[Mapping]) -> list[dict]:
@@ -110,8 +129,11 @@ def summary_rows(comparison: Comparison) -> list[dict]:
             row[f"{key}_n_inf"] = stats["n_inf"]
         cost = comparison.costs.get(model, {})
         row.update({name: cost.get(name, "") for name in COST_FIELDS})
-        row.update(n_resamples=comparison.n_resamples, confidence=comparison.confidence,
-                   seed=comparison.seed)  # fmt: skip
+        row.update(
+            n_resamples=comparison.n_resamples,
+            confidence=comparison.confidence,
+            seed=comparison.seed,
+        )
         table.append(row)
     return table
 
@@ -145,11 +167,15 @@ def _number(value, fmt: str) -> str:
 
 def cost_table(comparison: Comparison) -> list[str]:
     rows = [
-        [model, _number(cost.get("parameters", "") and cost["parameters"] / 1e6, ".2f"),
-         _number(cost.get("gflops_per_slice"), ".2f"),
-         _number(cost.get("seconds_per_volume"), ".2f"), cost.get("timing") or "–"]
+        [
+            model,
+            _number(cost.get("parameters", "") and cost["parameters"] / 1e6, ".2f"),
+            _number(cost.get("gflops_per_slice"), ".2f"),
+            _number(cost.get("seconds_per_volume"), ".2f"),
+            cost.get("timing") or "–",
+        ]
         for model, cost in comparison.costs.items()
-    ]  # fmt: skip
+    ]
     return _table(["Model", "Parameters (M)", "GFLOPs / slice", "s / volume", "Timing"], rows)
 
 
@@ -162,8 +188,7 @@ def wilcoxon_table(comparison: Comparison, metrics=STAT_METRICS) -> list[str]:
     header = ["Model A", "Model B", "n", *(f"{title} p (Holm)" for _, title, _, _ in metrics)]
     rows = []
     for (a, b), tests in by_pair.items():
-        cells = [f"{format_p(tests[k]['p_value'])} ({format_p(tests[k]['p_holm'])})"
-                 for k in keys]  # fmt: skip
+        cells = [f"{format_p(tests[k]['p_value'])} ({format_p(tests[k]['p_holm'])})" for k in keys]
         rows.append([a, b, str(tests[keys[0]]["n"]), *cells])
     return _table(header, rows)
 
@@ -172,13 +197,17 @@ def _notes(comparison: Comparison) -> list[str]:
     level = f"{comparison.confidence * 100:g}%"
     notes = [
         f"Cases: {comparison.n_cases} common to all models"
-        + (f"; {len(comparison.dropped)} dropped: " + "; ".join(
-            f"{case} ({why})" for case, why in comparison.dropped.items()) if comparison.dropped
-           else "") + ".",
+        + (
+            f"; {len(comparison.dropped)} dropped: "
+            + "; ".join(f"{case} ({why})" for case, why in comparison.dropped.items())
+            if comparison.dropped
+            else ""
+        )
+        + ".",
         f"Cells: mean ± SD over cases [{level} CI: percentile bootstrap of the mean over cases, "
         f"{comparison.n_resamples} resamples, seed {comparison.seed}]. Volume error = predicted "
         "- reference LA volume (mL).",
-    ]  # fmt: skip
+    ]
     if comparison.pairs:
         floor = min(row["p_floor"] for row in comparison.pairs)
         notes.append(
@@ -206,11 +235,14 @@ def markdown_report(comparison: Comparison, title: str | None = None) -> str:
 def cases_rows(comparison: Comparison) -> list[dict]:
     """Per-case rows of every model (``model`` first), with the signed volume error."""
     return [
-        {"model": model, **row,
-         "volume_error_ml": float(row["volume_ml_pred"]) - float(row["volume_ml_truth"])}
+        {
+            "model": model,
+            **row,
+            "volume_error_ml": float(row["volume_ml_pred"]) - float(row["volume_ml_truth"]),
+        }
         for model, rows in comparison.aligned.items()
         for row in rows
-    ]  # fmt: skip
+    ]
 
 
 def write_report(
@@ -223,7 +255,7 @@ def write_report(
     title: str | None = None,
 ) -> list[Path]:
     """Write the asked-for files (each atomically); returns their paths."""
-    from .io import atomic_write
+    from ..volume_files import atomic_write
 
     written = []
     if markdown:

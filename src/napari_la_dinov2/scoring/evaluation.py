@@ -1,15 +1,15 @@
 """Evaluate predicted masks against references: files, folders, or masks held in memory.
 
-Files are read with :func:`~napari_la_dinov2.io.read_labels_with_meta`; a prediction must lie
+Files are read with :func:`~napari_la_dinov2.volume_files.read_labels_with_meta`; a prediction must lie
 on its reference's grid (same shape and affine) or it is refused with an InputError naming the
 file, because a metric between misaligned masks is meaningless. Distances use the reference's
 voxel spacing. A mask with one non-zero value is binary: that value is the left atrium. A mask
 with several non-zero values (e.g. 1 and 2) is refused unless ``label`` says which one is the
 atrium (this tool evaluates one structure); a binary mask is taken as is whatever ``label`` is.
 
-Rows are plain dicts (``case`` plus :data:`~napari_la_dinov2.metrics.METRIC_KEYS`) so the command
+Rows are plain dicts (``case`` plus :data:`~napari_la_dinov2.scoring.metrics.METRIC_KEYS`) so the command
 line, the napari widgets and the training engine can tabulate them with
-:mod:`napari_la_dinov2.metrics`.
+:mod:`napari_la_dinov2.scoring.metrics`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .io import VolumeMeta, case_name, is_supported_path, read_labels_with_meta
+from ..errors import InputError
+from ..volume_files import VolumeMeta, case_name, is_supported_path, read_labels_with_meta
 from .metrics import evaluate_case
 
 
@@ -67,7 +67,7 @@ def evaluate_files(
     label: int | None = None,
 ) -> list[dict]:
     """One row per (prediction, reference) pair, in order: ``case`` (the prediction's name)
-    and the metrics of :func:`~napari_la_dinov2.metrics.evaluate_case`."""
+    and the metrics of :func:`~napari_la_dinov2.scoring.metrics.evaluate_case`."""
     if len(pred_paths) != len(truth_paths):
         raise InputError(
             f"{len(pred_paths)} predictions but {len(truth_paths)} references; give one "

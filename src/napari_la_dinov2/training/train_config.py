@@ -102,14 +102,18 @@ class TrainConfig:
         for name in ("seed", "split_seed"):  # numpy's generators take 0 to 2^32 - 1 here
             value = getattr(config, name)
             if value is not None and not (isinstance(value, int) and 0 <= value < 2**32):
-                raise InputError(f"{name} must be a whole number from 0 to 2^32 - 1, not "
-                                 f"{value!r}.")  # fmt: skip
+                raise InputError(
+                    f"{name} must be a whole number from 0 to 2^32 - 1, not {value!r}."
+                )
         return config
 
     def sampling(self) -> dict:
         """How the slice sampler weighs slices (see ``slices.SliceSampler``)."""
-        return dict(foreground_fraction=self.foreground_fraction,
-                    correction_weight=self.correction_weight, replay_share=self.replay_share)  # fmt: skip
+        return dict(
+            foreground_fraction=self.foreground_fraction,
+            correction_weight=self.correction_weight,
+            replay_share=self.replay_share,
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
