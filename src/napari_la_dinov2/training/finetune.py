@@ -54,6 +54,7 @@ from .state import (
     recover_after_kill,
     save_run_epoch,
 )
+from .step_stop import stop_within_steps
 from .token_batches import TokenBatches
 
 log = logging.getLogger(__name__)
@@ -285,16 +286,21 @@ def _train_epoch(run: _Run, epoch: int, rng) -> tuple[list[float], bool]:
     _train_mode(run.model, config)  # evaluate() after each epoch puts the model in eval mode
     run.batches.new_epoch(rng, run.slices_per_epoch)
     losses = []
-    for step in range(run.steps):
-        if is_cancelled(run.stop):
-            return losses, True
-        xs, ys = run.batches.batch((step * run.world + run.rank) * config.batch_size,
-                                   config.batch_size)  # fmt: skip
-        losses.append(_train_step(run.module, run.optimizer, run.loss_fn, xs, ys, device,
-                                  run.predictor.dtype))  # fmt: skip
-        run.scheduler.step()
-        if run.report:
-            run.report(StepDone(epoch, config.epochs, step + 1, run.steps, losses[-1]))
+    with stop_within_steps(run.module, run.stop, enabled=run.world == 1):
+        for step in range(run.steps):
+            if is_cancelled(run.stop):
+                return losses, True
+            xs, ys = run.batches.batch((step * run.world + run.rank) * config.batch_size,
+                                       config.batch_size)  # fmt: skip
+            try:
+                loss = _train_step(run.module, run.optimizer, run.loss_fn, xs, ys, device,
+                                   run.predictor.dtype)  # fmt: skip
+            except CancelledError:  # the flag went up inside the step: the weights are unchanged
+                return losses, True
+            losses.append(loss)
+            run.scheduler.step()
+            if run.report:
+                run.report(StepDone(epoch, config.epochs, step + 1, run.steps, loss))
     return losses, False
 
 
@@ -317,7 +323,7 @@ def finetune(
     (the model's mask before the user corrected it) makes its corrected slices weigh
     ``config.correction_weight`` times the untouched ones. ``progress(event)`` receives :mod:`.events` (``StepDone``, ``EpochDone``;
     ``FeaturesComputed`` while a frozen backbone's token maps are computed); ``stop`` is a
-    threading.Event or callable: when set, the run ends after the current step, keeping the
+    threading.Event or callable: when set, the run ends inside the current step, keeping the
     best checkpoint so far. ``cache``: the feature cache to use (default: the process-wide one).
     """
     if not cases:
