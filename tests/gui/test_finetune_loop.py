@@ -95,6 +95,24 @@ def test_corrections_weighted_and_earlier_cases_replayed(
     assert short_rounds[-1]["cases"][0].prediction is None  # a mask not made by Segment
 
 
+def test_status_lines_wrap_at_the_docks_width(make_napari_viewer, qtbot):
+    """A long status line takes the dock's width, not half of it: wrapped in five narrow lines,
+    Fine-tune's end of a quick round pushed Segment and Fine-tune past a 1000-pixel screen."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1580, 960)
+    segment, widget = _dock(viewer)
+    widget.status.value = (
+        "done: best Dice on the training case 0.992 (measured on the training case itself: the "
+        "fit to your corrections). New checkpoint 'quick/best' is now selected in 'Start from' "
+        "and every model list."
+    )
+    segment.status.value = "done: 119.7 mL, 172.2 cm², sphericity 0.68, max diameter 115.7 mm"
+    qtbot.wait(100)
+    for status in (widget.status.native, segment.status.native):
+        assert status.width() > 0.9 * status.parentWidget().width()
+    assert viewer.window._qt_window.minimumSizeHint().height() <= 1000
+
+
 def test_refusals_and_cancel_write_their_status(
     make_napari_viewer, qtbot, small_case, tiny_checkpoint, add_case, notifications, tmp_path
 ):

@@ -25,11 +25,9 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.utils.notifications import show_error
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
-    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
 )
@@ -38,7 +36,7 @@ from ..errors import InputError
 from ..training.events import EpochDone, RunDone, RunStarted, StepDone
 from ._cases import CasePicker, with_folder_cases
 from ._models import KNOWN_MODELS, device_choices, follow_known_models, size_model_list
-from ._options import ScrollingDock
+from ._options import ScrollingDock, status_line
 from ._plots import FewShotPlot
 from ._worker import Job
 from .finetune import default_run_dir
@@ -127,9 +125,7 @@ class FewShotWidget(ScrollingDock, Container):
             scrollable=True,  # every button stays reachable on a short screen
         )
         for label in (self.plan, self.status):
-            label.native.setWordWrap(True)
-            label.native.setAlignment(Qt.AlignmentFlag.AlignLeft)
-            label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+            status_line(label)
         self.curve = FewShotPlot()
         self.table = QTableWidget(0, 5)
         # Dice first after the model and budget: the dock is narrow.
