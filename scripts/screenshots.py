@@ -344,7 +344,7 @@ def main(argv=None) -> None:
         write_labels(folder / "images" / f"{name}.nii.gz", image_data[part].astype(np.uint8), crop)
         write_labels(folder / "labels" / f"{name}.nii.gz", labels[part], crop)
     fewshot = FewShotWidget(viewer)
-    dock(viewer, app, fewshot, "Few-shot")
+    dock(viewer, app, fewshot, "Few-shot", width=640)  # the plot and the whole table
     add_case(viewer, cases[2])
     fewshot.picker.folder.value = str(folder)
     fewshot.models.value = [base, scratch] if args.model else [scratch]

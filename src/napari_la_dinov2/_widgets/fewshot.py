@@ -59,6 +59,15 @@ def format_duration(seconds: float) -> str:
     return engine_format(seconds)
 
 
+def budget_label(kind: str, budget, n_train: int) -> str:
+    """'1 patient', '10 patients', 'all (12)', '25% (3)': the budget with the patients it gave."""
+    if kind != "patients":
+        return f"{float(budget):.0%} ({n_train})"
+    if str(budget) == "all":
+        return f"all ({n_train})"
+    return f"{budget} patient" + ("" if str(budget) == "1" else "s")
+
+
 def summary_rows(rows: list[dict]) -> list[dict]:
     """Per model and budget: seeds and test Dice (mean and SD over seeds of each run's mean)."""
     from ..training.fewshot_results import rows_by_seed
@@ -69,7 +78,7 @@ def summary_rows(rows: list[dict]) -> list[dict]:
         table.append(
             {
                 "model": model,
-                "budget": f"{budget} patients" if kind == "patients" else f"{budget:.0%}",
+                "budget": budget_label(kind, budget, n_train),
                 "patients": n_train,
                 "seeds": len(means),
                 "dice_mean": float(means.mean()),
@@ -127,9 +136,9 @@ class FewShotWidget(ScrollingDock, Container):
         for label in (self.plan, self.status):
             status_line(label)
         self.curve = FewShotPlot()
-        self.table = QTableWidget(0, 5)
-        # Dice first after the model and budget: the dock is narrow.
-        self.table.setHorizontalHeaderLabels(["Model", "Budget", "Dice", "Seeds", "Patients"])
+        self.table = QTableWidget(0, 4)
+        # Dice first after the model and budget (which names its patients): the dock is narrow.
+        self.table.setHorizontalHeaderLabels(["Model", "Budget", "Dice", "Seeds"])
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setMinimumHeight(110)
@@ -283,11 +292,14 @@ class FewShotWidget(ScrollingDock, Container):
                 row["budget"],
                 f"{row['dice_mean']:.3f} ± {row['dice_sd']:.3f}",
                 str(row["seeds"]),
-                str(row["patients"]),
             ]
             for c, value in enumerate(values):
                 self.table.setItem(r, c, QTableWidgetItem(value))
         self.table.resizeColumnsToContents()
+        # Every column in sight (the plot beside it gives way): a cut "Seeds" column was hidden.
+        scrollbar = self.table.verticalScrollBar().sizeHint().width()
+        width = self.table.horizontalHeader().length() + 2 * self.table.frameWidth() + scrollbar
+        self.table.setMinimumWidth(width)
         self.status.value = self._outcome_text()
         self.output.value = str(default_run_dir("fewshot"))
 
