@@ -144,9 +144,9 @@ def prefer_this_reader_for_folders(settings) -> bool:
 
 def activate(_context=None) -> None:
     """npe2 ``on_activate``: run when napari first uses one of this plugin's commands."""
-    from napari.settings import get_settings
-
     try:
+        from napari.settings import get_settings
+
         prefer_this_reader_for_folders(get_settings())
     except Exception as error:  # settings napari cannot save must not stop the plugin loading
         warnings.warn(f"{PLUGIN} could not set its folder reader preference: {error}", stacklevel=2)

@@ -143,7 +143,7 @@ def test_dicom_folder_opens_with_this_reader_without_naming_it(
     (``plugin=None``); napari's own reader accepts every folder too, so without a preference
     napari asks (MultipleReaderError). Once the plugin is activated, a DICOM folder comes in mm."""
     pytest.importorskip("pydicom")
-    from napari.errors import MultipleReaderError
+    from napari.errors import MultipleReaderError, ReaderPluginError
 
     from napari_la_dinov2._reader import EVERY_FOLDER, activate
     from tests.dicom_series import oblique_affine, oblique_stored, series_datasets, write_files
@@ -160,6 +160,13 @@ def test_dicom_folder_opens_with_this_reader_without_naming_it(
     assert image.source.reader_plugin == "napari-la-dinov2"
     assert np.allclose(sorted(image.scale), [0.5, 0.7, 2.5])  # mm, not napari's pixels
     assert image.metadata[META_KEY].affine is not None
+    # A folder without a DICOM series: this reader says no, so napari offers its other readers
+    # (in the GUI, its dialog; here, the error that opens it).
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "notes.txt").write_text("not an image")
+    with pytest.raises(ReaderPluginError):
+        viewer.open(str(other), plugin=None)
 
 
 def test_folder_preference_leaves_the_users_choice(napari_settings):
