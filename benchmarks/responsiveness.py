@@ -154,7 +154,7 @@ def close_during_run(case_dir: Path, name: str, phase: str, work: Path) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--case", help="LA 2018 case id (default: the first of cases.txt)")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="0: only close during runs")
     parser.add_argument("--out", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
     case_dir = la2018_dir()
@@ -170,10 +170,12 @@ def main(argv=None) -> None:
     say(f"load average at start: {load_average()}")
     say(f"case {name} (the whole volume), embedded default model, quick rounds")
     with tempfile.TemporaryDirectory() as tmp:
-        longest, threads = probe_rounds(case_dir, name, args.rounds, Path(tmp))
+        if args.rounds:  # --rounds 0: only part 2, the close
+            longest, threads = probe_rounds(case_dir, name, args.rounds, Path(tmp))
         for phase in ("training", "validation"):
             close_during_run(case_dir, name, phase, Path(tmp))
-    say(f"longest event-loop gap {longest:.3f} s; {threads} threads in the process")
+    if args.rounds:
+        say(f"longest event-loop gap {longest:.3f} s; {threads} threads in the process")
     say(f"load average at end: {load_average()}; this process's nice value at the end {os.nice(0)}")
     if args.out:
         args.out.write_text("\n".join(LINES) + "\n")

@@ -304,7 +304,7 @@ def fewshot_screen(viewer, app, cases, models: list[str], args, work: Path, out:
 
     folder = fewshot_cases_folder(cases[2:7], work / "cases")
     fewshot = FewShotWidget(viewer)
-    dock(viewer, app, fewshot, "Few-shot")
+    dock(viewer, app, fewshot, "Few-shot", width=640)  # the plot and the whole table
     add_case(viewer, cases[2])
     fewshot.picker.folder.value = str(folder)
     fewshot.models.value = models

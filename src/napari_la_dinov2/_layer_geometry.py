@@ -10,6 +10,7 @@ the writer, the launcher and the widgets all use it, so it sits beside ``_reader
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -105,6 +106,23 @@ def meta_from_state(
     )
 
 
+def _refuse_dicom_in_pixels(layer) -> None:
+    """napari's own reader opens a DICOM folder in pixels, with no spacing or orientation: a mask
+    and volumes in mL made on that grid would be wrong, so the user is told how to reopen it."""
+    source = getattr(layer, "source", None)
+    folder = getattr(source, "path", None)
+    if getattr(source, "reader_plugin", None) != "napari" or not folder:
+        return
+    from ..dicom import looks_like_dicom
+
+    if Path(folder).is_dir() and looks_like_dicom(folder):
+        raise InputError(
+            f"layer '{layer.name}' was opened by napari's own reader, which drops the DICOM "
+            f"spacing and orientation; open {folder} again with File > Open Folder and choose "
+            "LA DINOv2."
+        )
+
+
 def layer_volume(layer) -> tuple[np.ndarray, VolumeMeta]:
     """(3D numpy array in the file's voxel order, meta) of an Image or Labels layer; InputError
     if it is not a 3D volume. A layer shown through ``display_layer`` is turned back."""
@@ -119,6 +137,7 @@ def layer_volume(layer) -> tuple[np.ndarray, VolumeMeta]:
     geometry = layer_display_geometry(layer)
     if geometry is not None:
         return from_display(data, geometry), layer.metadata[META_KEY]
+    _refuse_dicom_in_pixels(layer)
     meta = meta_from_state(
         data.shape,
         layer.scale,

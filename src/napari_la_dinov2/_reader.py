@@ -9,10 +9,14 @@ the layer's first axis (the slider), the slice is on the canvas in mm as radiolo
 with anatomical axis labels; the file's meta and the display geometry ride in the metadata, so
 the writer and the widgets give the engine the file's own voxel order back. A mask file (whole
 numbers, few distinct values) opens as a Labels layer, not as a grey image.
+
+A folder dropped on napari goes to the reader its preferences name, else napari asks (its own
+reader accepts every folder too, in pixels): ``activate`` names this reader for folders once.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -20,6 +24,13 @@ import numpy as np
 
 from .errors import InputError
 from .volume_files import case_name, is_supported_path, read_labels_with_meta, read_volume
+
+PLUGIN = "napari-la-dinov2"
+# napari matches its reader preferences against a folder's real path plus a separator, so this
+# pattern names every folder; a preference saved for one folder (its full path) still wins.
+EVERY_FOLDER = "*" + os.sep
+# Beside napari's settings file once the preference was set: a user who removes it keeps it removed.
+PREFERENCE_SET_MARK = "napari-la-dinov2-folder-preference-set"
 
 # More distinct values than this is an image: a label map has a handful (LA 2018: 0 and 1;
 # whole-heart sets: 8); an 8-bit LGE image has a hundred or more.
@@ -107,3 +118,35 @@ def napari_get_reader(path):
                 "NIfTI, NRRD or DICOM volume this plugin can open."
             )
     return lambda _path: layers
+
+
+def prefer_this_reader_for_folders(settings) -> bool:
+    """Name this reader for folders in napari's reader preferences (``extension2reader``), so a
+    DICOM series folder dropped on napari or opened with File > Open Folder comes in mm, not in
+    napari's pixels. Only once, and only where the user named no reader for every folder (or
+    for everything); True if it was set. A folder that holds no DICOM series then gets napari's
+    own dialog, with the other readers, after this one says no."""
+    preferences = settings.plugins.extension2reader
+    if EVERY_FOLDER in preferences or "*" in preferences:
+        return False
+    config = getattr(settings, "config_path", None)
+    mark = Path(config).with_name(PREFERENCE_SET_MARK) if config else None
+    if mark is not None and mark.exists():
+        return False  # set before and removed since, in Preferences: the user's choice stands
+    settings.plugins.extension2reader = {**preferences, EVERY_FOLDER: PLUGIN}
+    if mark is not None:
+        try:
+            mark.touch()
+        except OSError:  # a read-only settings folder: the preference is set, the mark is not
+            pass
+    return True
+
+
+def activate(_context=None) -> None:
+    """npe2 ``on_activate``: run when napari first uses one of this plugin's commands."""
+    try:
+        from napari.settings import get_settings
+
+        prefer_this_reader_for_folders(get_settings())
+    except Exception as error:  # settings napari cannot save must not stop the plugin loading
+        warnings.warn(f"{PLUGIN} could not set its folder reader preference: {error}", stacklevel=2)

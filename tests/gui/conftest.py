@@ -39,6 +39,17 @@ def fresh_model_list():
     KNOWN_MODELS.reset()
 
 
+@pytest.fixture(autouse=True)
+def napari_settings(monkeypatch, tmp_path):
+    """napari settings saved under tmp_path: the plugin's activation (which names its reader
+    for folders) and napari's viewer fixture never write the user's own preferences."""
+    import napari.settings
+
+    settings = napari.settings.NapariSettings(config_path=tmp_path / "napari-settings.yaml")
+    monkeypatch.setattr(napari.settings, "_SETTINGS", settings)
+    return settings
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A tiny random UNet saved as a checkpoint folder: what a user picks with the folder picker."""

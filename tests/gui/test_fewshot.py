@@ -48,6 +48,9 @@ def test_fewshot_from_case_folder(
     assert [row["n_train"] for row in widget.rows] == [1, 2]
     assert widget.table.rowCount() == 2
     assert widget.table.item(0, 0).text() == "tiny-unet"
+    assert [widget.table.item(r, 1).text() for r in range(2)] == ["1 patient", "all (2)"]
+    # Every column in sight: the table is as wide as its columns, the plot gives way.
+    assert widget.table.minimumWidth() >= widget.table.horizontalHeader().length()
     # The live plot got a dot per finished run, as each run ended.
     dots = widget.curve.points["tiny-unet"]
     assert sorted(dots) == [1, 2]

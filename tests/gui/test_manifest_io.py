@@ -134,3 +134,66 @@ def test_sample_data_opens_with_true_mask(make_napari_viewer):
     assert set(np.unique(mask.data)) == {0, 1}
     # The atrium is brighter than its surroundings, like blood pool on LGE.
     assert image.data[mask.data == 1].mean() > image.data[mask.data == 0].mean() + 40
+
+
+def test_dicom_folder_opens_with_this_reader_without_naming_it(
+    napari_settings, make_napari_viewer, tmp_path
+):
+    """Drag-and-drop, File > Open Folder and `napari FOLDER` open with no plugin named
+    (``plugin=None``); napari's own reader accepts every folder too, so without a preference
+    napari asks (MultipleReaderError). Once the plugin is activated, a DICOM folder comes in mm."""
+    pytest.importorskip("pydicom")
+    from napari.errors import MultipleReaderError, ReaderPluginError
+
+    from napari_la_dinov2._reader import EVERY_FOLDER, activate
+    from tests.dicom_series import oblique_affine, oblique_stored, series_datasets, write_files
+
+    folder = tmp_path / "series"
+    write_files(folder, series_datasets(oblique_stored(), oblique_affine()))
+    viewer = make_napari_viewer()
+    with pytest.raises(MultipleReaderError):
+        viewer.open(str(folder), plugin=None)
+    activate()
+    assert napari_settings.plugins.extension2reader == {EVERY_FOLDER: "napari-la-dinov2"}
+    viewer.window._qt_viewer._qt_open([str(folder)], stack=False)  # what a drop calls
+    [image] = viewer.layers
+    assert image.source.reader_plugin == "napari-la-dinov2"
+    assert np.allclose(sorted(image.scale), [0.5, 0.7, 2.5])  # mm, not napari's pixels
+    assert image.metadata[META_KEY].affine is not None
+    # A folder without a DICOM series: this reader says no, so napari offers its other readers
+    # (in the GUI, its dialog; here, the error that opens it).
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "notes.txt").write_text("not an image")
+    with pytest.raises(ReaderPluginError):
+        viewer.open(str(other), plugin=None)
+
+
+def test_folder_preference_leaves_the_users_choice(napari_settings):
+    from napari_la_dinov2._reader import EVERY_FOLDER, prefer_this_reader_for_folders
+
+    napari_settings.plugins.extension2reader = {"*": "napari"}
+    assert not prefer_this_reader_for_folders(napari_settings)  # the user named one for everything
+    napari_settings.plugins.extension2reader = {}
+    assert prefer_this_reader_for_folders(napari_settings)
+    napari_settings.plugins.extension2reader = {}  # removed in Preferences: it does not come back
+    assert not prefer_this_reader_for_folders(napari_settings)
+    assert EVERY_FOLDER not in napari_settings.plugins.extension2reader
+
+
+def test_a_dicom_folder_read_in_pixels_is_refused_with_the_way_out(make_napari_viewer, tmp_path):
+    """``viewer.open(folder)`` in a script forces napari's own reader (its default plugin is
+    "napari"): the layer is in pixels, so the widgets refuse it and say how to open it in mm."""
+    pytest.importorskip("pydicom")
+    from napari_la_dinov2._layer_geometry import layer_volume
+    from napari_la_dinov2.errors import InputError
+    from tests.dicom_series import oblique_affine, oblique_stored, series_datasets
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for index, dataset in enumerate(series_datasets(oblique_stored(), oblique_affine())):
+        dataset.save_as(folder / f"{index:03d}.dcm", enforce_file_format=True)  # napari needs .dcm
+    [pixels] = make_napari_viewer().open(str(folder))
+    assert pixels.source.reader_plugin == "napari" and np.allclose(pixels.scale, 1.0)
+    with pytest.raises(InputError, match="napari's own reader.*choose LA DINOv2"):
+        layer_volume(pixels)

@@ -98,6 +98,35 @@ def test_cancel_stops_the_engine_and_informs(make_napari_viewer, qtbot, notifica
     assert notifications["error"] == [] and notifications["traceback"] == []
 
 
+def test_a_late_update_to_a_closed_viewers_dock_is_dropped(make_napari_viewer, qtbot):
+    """A step that ends just after the close reports to a dock whose Qt objects the window
+    deleted: the update is dropped (an error in a Qt slot aborts the process), the job ends."""
+    from magicgui.widgets import Label
+
+    from napari_la_dinov2._widgets._worker import cancel_jobs_on_close
+
+    viewer = make_napari_viewer()
+    status = Label(value="")
+    viewer.window.add_dock_widget(status, name="Status")
+    cancel_jobs_on_close(viewer)
+    closing = threading.Event()
+
+    def job(report, stop):
+        closing.wait(10)
+        time.sleep(0.5)  # the step ends after the close, its flag unseen
+        report({"done": 1, "total": 2})
+        return "late"
+
+    def show(value):
+        status.value = str(value)
+
+    job = Job(job, description="Fine-tuning", on_event=show, on_done=show)
+    closing.set()
+    viewer.close()  # napari's close: its window's close event reaches the watcher
+    _finish(qtbot, job)
+    assert job.result == "late" and job.error is None
+
+
 def test_napari_quit_is_a_cancel_too(make_napari_viewer, qtbot, notifications):
     make_napari_viewer()
     started = threading.Event()

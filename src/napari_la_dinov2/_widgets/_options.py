@@ -35,3 +35,15 @@ class ScrollingDock:
     def inner(self):
         """The widget that holds the layout, inside the scroll area."""
         return self.root_native_widget.widget()
+
+
+def status_line(label) -> None:
+    """A magicgui Label as a dock's status line: wrapped, left-aligned, at the dock's full
+    width. A wrapped QLabel otherwise keeps about half of it, so a long status took five lines
+    and Segment and Fine-tune docked together grew past a 1000-pixel-high screen."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QSizePolicy
+
+    label.native.setWordWrap(True)
+    label.native.setAlignment(Qt.AlignmentFlag.AlignLeft)
+    label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)

@@ -29,7 +29,8 @@ worker stop the GUI thread too: a job starts with ``gc.freeze()`` (see ``Job``).
 
 Closing the viewer: :func:`cancel_jobs_on_close` raises every running job's stop flag when the
 viewer's window closes and waits up to 2 s for them to stop, so no engine thread is left
-writing into a run folder (a fine-tuning run keeps its best checkpoint: its writes are atomic).
+writing into a run folder (a fine-tuning run keeps its best checkpoint: its writes are atomic);
+what the jobs report after that may meet widgets the window deleted, and is then dropped.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ class _CloseWatcher(QObject):
 
     def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
         if event.type() == QEvent.Type.Close and RUNNING:
+            for job in list(RUNNING):
+                job.leave_widgets()
             stopped = cancel_running_jobs()
             log.info("viewer closed: running jobs %s", "stopped" if stopped else "still stopping")
         return False
@@ -152,6 +155,7 @@ class Job:
         self._cancel = threading.Event()
         self.engine_done = threading.Event()  # set in the worker thread when the call returns
         self._returned = False
+        self._window_closed = False  # its widgets may be deleted: see _to_widgets
         self._on_event, self._on_done = on_event, on_done
         self._on_failed, self._on_finished = on_failed, on_finished
         self._progress = napari_progress(total=0, desc=description)
@@ -198,6 +202,23 @@ class Job:
     def cancel(self) -> None:
         self._cancel.set()
 
+    def leave_widgets(self) -> None:
+        """The viewer's window is closing: see :meth:`_to_widgets`."""
+        self._window_closed = True
+
+    def _to_widgets(self, callback, *args) -> None:
+        """Call a widget's callback. Once the viewer's window closed, a callback that meets one
+        of its deleted Qt objects is dropped: a step's loss arriving after the close met the
+        plot's deleted timer, and the error in the Qt slot aborted the process."""
+        if callback is None:
+            return
+        try:
+            callback(*args)
+        except RuntimeError as error:
+            if not (self._window_closed and "has been deleted" in str(error)):
+                raise
+            log.debug("%s: the viewer closed, a late update dropped (%s)", self.description, error)
+
     def set_progress(self, done: int, total: int) -> None:
         """Move napari's progress bar forward (GUI thread only)."""
         if self._progress.total != total:
@@ -209,8 +230,7 @@ class Job:
 
     def _handle_event(self, event: Any) -> None:
         # The widget first, then the bar: moving the bar may handle the next events (above).
-        if self._on_event is not None:
-            self._on_event(event)
+        self._to_widgets(self._on_event, event)
         if isinstance(event, dict) and "done" in event and "total" in event:
             self.set_progress(event["done"], event["total"])
 
@@ -219,8 +239,7 @@ class Job:
 
     def _handle_returned(self, value: Any) -> None:
         self._returned, self.result = True, value
-        if self._on_done is not None:
-            self._on_done(value)
+        self._to_widgets(self._on_done, value)
 
     def _handle_error(self, error: BaseException) -> None:
         self.error = error
@@ -231,8 +250,7 @@ class Job:
         else:  # a bug: shown as napari shows an uncaught error, with its traceback; and logged
             log.error("%s failed", self.description, exc_info=error)
             notification_manager.receive_error(type(error), error, error.__traceback__)
-        if self._on_failed is not None:
-            self._on_failed(error)
+        self._to_widgets(self._on_failed, error)
 
     def _handle_finished(self) -> None:
         self.finished = True
@@ -242,5 +260,4 @@ class Job:
         if not self._returned and self.error is None:  # napari's quit: superqt drops the value
             self.error = CancelledError("stopped before the end")
             show_info(f"{self.description}: cancelled.")
-        if self._on_finished is not None:
-            self._on_finished()
+        self._to_widgets(self._on_finished)

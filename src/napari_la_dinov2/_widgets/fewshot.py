@@ -25,11 +25,9 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.utils.notifications import show_error
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
-    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
 )
@@ -38,7 +36,7 @@ from ..errors import InputError
 from ..training.events import EpochDone, RunDone, RunStarted, StepDone
 from ._cases import CasePicker, with_folder_cases
 from ._models import KNOWN_MODELS, device_choices, follow_known_models, size_model_list
-from ._options import ScrollingDock
+from ._options import ScrollingDock, status_line
 from ._plots import FewShotPlot
 from ._worker import Job
 from .finetune import default_run_dir
@@ -61,6 +59,15 @@ def format_duration(seconds: float) -> str:
     return engine_format(seconds)
 
 
+def budget_label(kind: str, budget, n_train: int) -> str:
+    """'1 patient', '10 patients', 'all (12)', '25% (3)': the budget with the patients it gave."""
+    if kind != "patients":
+        return f"{float(budget):.0%} ({n_train})"
+    if str(budget) == "all":
+        return f"all ({n_train})"
+    return f"{budget} patient" + ("" if str(budget) == "1" else "s")
+
+
 def summary_rows(rows: list[dict]) -> list[dict]:
     """Per model and budget: seeds and test Dice (mean and SD over seeds of each run's mean)."""
     from ..training.fewshot_results import rows_by_seed
@@ -71,7 +78,7 @@ def summary_rows(rows: list[dict]) -> list[dict]:
         table.append(
             {
                 "model": model,
-                "budget": f"{budget} patients" if kind == "patients" else f"{budget:.0%}",
+                "budget": budget_label(kind, budget, n_train),
                 "patients": n_train,
                 "seeds": len(means),
                 "dice_mean": float(means.mean()),
@@ -81,18 +88,11 @@ def summary_rows(rows: list[dict]) -> list[dict]:
     return table
 
 
-def _wrap_left(label: Label) -> None:
-    """A label whose long text wraps, left-aligned, taking the dock's width."""
-    label.native.setWordWrap(True)
-    label.native.setAlignment(Qt.AlignmentFlag.AlignLeft)
-    label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-
-
 def _summary_table() -> QTableWidget:
     """The read-only table of one row per model and budget."""
-    table = QTableWidget(0, 5)
-    # Dice first after the model and budget: the dock is narrow.
-    table.setHorizontalHeaderLabels(["Model", "Budget", "Dice", "Seeds", "Patients"])
+    table = QTableWidget(0, 4)
+    # Dice first after the model and budget (which names its patients): the dock is narrow.
+    table.setHorizontalHeaderLabels(["Model", "Budget", "Dice", "Seeds"])
     table.verticalHeader().setVisible(False)
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     table.setMinimumHeight(110)
@@ -145,7 +145,7 @@ class FewShotWidget(ScrollingDock, Container):
             scrollable=True,  # every button stays reachable on a short screen
         )
         for label in (self.plan, self.status):
-            _wrap_left(label)
+            status_line(label)
         self.curve = FewShotPlot()
         self.table = _summary_table()
         results = QHBoxLayout()  # side by side: the dock fits a 1000-pixel screen
@@ -300,11 +300,14 @@ class FewShotWidget(ScrollingDock, Container):
                 row["budget"],
                 f"{row['dice_mean']:.3f} ± {row['dice_sd']:.3f}",
                 str(row["seeds"]),
-                str(row["patients"]),
             ]
             for c, value in enumerate(values):
                 self.table.setItem(r, c, QTableWidgetItem(value))
         self.table.resizeColumnsToContents()
+        # Every column in sight (the plot beside it gives way): a cut "Seeds" column was hidden.
+        scrollbar = self.table.verticalScrollBar().sizeHint().width()
+        width = self.table.horizontalHeader().length() + 2 * self.table.frameWidth() + scrollbar
+        self.table.setMinimumWidth(width)
         self.status.value = self._outcome_text()
         self.output.value = str(default_run_dir("fewshot"))
 

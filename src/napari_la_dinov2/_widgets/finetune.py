@@ -36,7 +36,7 @@ from ..training.events import EpochDone, StepDone
 from ..training.train_config import QUICK_ROUND
 from ._cases import CasePicker, with_folder_cases
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
-from ._options import collapsible
+from ._options import collapsible, status_line
 from ._plots import TrainingPlot
 from ._status import failure_text, for_the_gui, measures_text, progress_text
 from ._worker import Job, cancel_jobs_on_close
@@ -105,7 +105,7 @@ class FinetuneWidget(Container):
         )
         self.more = collapsible(self, options, "Epochs, batch, learning rate, device", at=3)
         self._folded = options
-        self.status.native.setWordWrap(True)
+        status_line(self.status)
         self.plot = TrainingPlot()
         self.native.layout().addWidget(self.plot)
         self.job: Job | None = None

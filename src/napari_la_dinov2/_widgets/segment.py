@@ -52,7 +52,7 @@ from ..segmentation import (
 from ._colours import add_mask_layer
 from ._doubt import DoubtNavigator, add_doubt_layer, mark_stale_on_edit
 from ._models import KNOWN_MODELS, device_choices, follow_known_models
-from ._options import collapsible
+from ._options import collapsible, status_line
 from ._status import failure_text, for_the_gui, measures_text, progress_text
 from ._worker import Job, cancel_jobs_on_close
 
@@ -209,7 +209,7 @@ class SegmentWidget(Container):
         # Rarely changed: folded away so that Segment and Fine-tune fit one screen together.
         self.more = collapsible(self, options, "Region, device and post-processing", at=3)
         self._folded = options
-        self.status.native.setWordWrap(True)
+        status_line(self.status)
         self.roi.value = None
         self.centre.value = None
         self.job: Job | None = None

@@ -22,6 +22,7 @@ from .._layer_geometry import layer_volume, mask_of, scanner_to_world
 from ..errors import InputError
 from ..mesh import MESH_SUFFIXES, check_mesh_path, mesh_from_mask, write_mesh
 from ._doubt import is_doubt_layer
+from ._options import status_line
 from ._status import failure_text, for_the_gui
 from ._worker import Job
 
@@ -127,7 +128,7 @@ class SurfaceWidget(Container):
         self._hidden_in_3d: list = []  # layers hidden while the surface is shown in 3D
         self.exported: Path | None = None
         napari_viewer.dims.events.ndisplay.connect(self._ndisplay_changed)
-        self.status.native.setWordWrap(True)
+        status_line(self.status)
         self.show_button.changed.connect(self.show_surface)
         self.export_button.changed.connect(self.export)
 

@@ -42,6 +42,7 @@ from .events import EpochDone, StepDone
 from .feature_cache import FeatureCache
 from .run_setup import Run, setup_run
 from .state import save_run_epoch
+from .step_stop import stop_within_steps
 from .train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -112,18 +113,22 @@ def _train_epoch(run: Run, epoch: int, rng) -> tuple[list[float], bool]:
     _train_mode(run.model, config)  # evaluate() after each epoch puts the model in eval mode
     run.batches.new_epoch(rng, run.slices_per_epoch)
     losses = []
-    for step in range(run.steps):
-        if is_cancelled(run.stop):
-            return losses, True
-        xs, ys = run.batches.batch(
-            (step * run.world + run.rank) * config.batch_size, config.batch_size
-        )
-        losses.append(
-            _train_step(run.module, run.optimizer, run.loss_fn, xs, ys, device, run.predictor.dtype)
-        )
-        run.scheduler.step()
-        if run.report:
-            run.report(StepDone(epoch, config.epochs, step + 1, run.steps, losses[-1]))
+    with stop_within_steps(run.module, run.stop, enabled=run.world == 1):
+        for step in range(run.steps):
+            if is_cancelled(run.stop):
+                return losses, True
+            start = (step * run.world + run.rank) * config.batch_size
+            xs, ys = run.batches.batch(start, config.batch_size)
+            try:
+                loss = _train_step(
+                    run.module, run.optimizer, run.loss_fn, xs, ys, device, run.predictor.dtype
+                )
+            except CancelledError:  # the flag went up inside the step: the weights are unchanged
+                return losses, True
+            losses.append(loss)
+            run.scheduler.step()
+            if run.report:
+                run.report(StepDone(epoch, config.epochs, step + 1, run.steps, loss))
     return losses, False
 
 
@@ -146,7 +151,7 @@ def finetune(
     (the model's mask before the user corrected it) makes its corrected slices weigh
     ``config.correction_weight`` times the untouched ones. ``progress(event)`` receives
     :mod:`.events` (``StepDone``, ``EpochDone``; ``FeaturesComputed`` while a frozen backbone's token maps are computed); ``stop`` is a
-    threading.Event or callable: when set, the run ends after the current step, keeping the
+    threading.Event or callable: when set, the run ends inside the current step, keeping the
     best checkpoint so far. ``cache``: the feature cache to use (default: the process-wide one).
     """
     if not cases:
