@@ -113,7 +113,7 @@ def _refuse_dicom_in_pixels(layer) -> None:
     folder = getattr(source, "path", None)
     if getattr(source, "reader_plugin", None) != "napari" or not folder:
         return
-    from ..dicom import looks_like_dicom
+    from .dicom import looks_like_dicom
 
     if Path(folder).is_dir() and looks_like_dicom(folder):
         raise InputError(
