@@ -48,7 +48,7 @@ def real_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def real_case_ids(real_data_dir) -> list[str]:
-    return (real_data_dir / "cases.txt").read_text().split()
+    return (real_data_dir / "cases.txt").read_text(encoding="utf-8").split()
 
 
 @pytest.fixture(scope="session")

@@ -44,7 +44,7 @@ def _imports(name: str) -> set[str]:
     """Every module this one imports, anywhere in it (a lazy import inside a function is
     still a dependency), except under ``if TYPE_CHECKING``."""
     path = MODULES[name]
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(tree):
@@ -109,7 +109,7 @@ def test_the_engine_imports_no_gui_library():
 
 def _too_long(path: Path, name: str) -> tuple[list[str], list[str]]:
     """``path`` as a too long file, and its too long functions, named after ``name``."""
-    lines = path.read_text().splitlines()
+    lines = path.read_text(encoding="utf-8").splitlines()
     long_file = [f"{name}: {len(lines)} lines"] if len(lines) > MAX_FILE_LINES else []
     long_functions = [
         f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines"
@@ -163,7 +163,7 @@ def test_no_code_is_packed_past_the_formatter():
     switches = [
         f"{p.relative_to(REPO)}:{line}"
         for p in files
-        for line in _formatter_switches(p.read_text())
+        for line in _formatter_switches(p.read_text(encoding="utf-8"))
     ]
     assert not switches, switches
 
@@ -181,7 +181,7 @@ MEASURERS = {f"{NAME}.measures", ENTRY, f"{NAME}.cli.mesh"}
 def _called_names(name: str) -> set[str]:
     """The names this module calls, as ``f(...)`` or ``module.f(...)``."""
     found = set()
-    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+    for node in ast.walk(ast.parse(MODULES[name].read_text(encoding="utf-8"))):
         if isinstance(node, ast.Call):
             func = node.func
             found.add(func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", ""))
@@ -231,7 +231,7 @@ def _root_name(node: ast.AST) -> str | None:
 
 
 def _patches_of_standard_modules(name: str, source: str | None = None) -> list[str]:
-    tree = ast.parse(MODULES[name].read_text() if source is None else source)
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8") if source is None else source)
     standard = _standard_module_aliases(tree)
     found = []
     for node in ast.walk(tree):

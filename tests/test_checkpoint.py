@@ -46,7 +46,7 @@ def test_round_trip_gives_identical_outputs(which, request, tmp_path):
     assert loaded.preprocessing == model.preprocessing
     assert loaded.provenance == provenance
 
-    config = json.loads((tmp_path / "ck" / "config.json").read_text())
+    config = json.loads((tmp_path / "ck" / "config.json").read_text(encoding="utf-8"))
     assert {"model", "model_kwargs", "preprocessing", "provenance"} <= set(config)
     assert config["model"] == model.model_name
     assert config["preprocessing"]["input_size"] == size
@@ -60,7 +60,7 @@ def test_round_trip_gives_identical_outputs(which, request, tmp_path):
 
 def test_dinov2_checkpoint_keeps_the_backbone_architecture(tiny_dinov2, tmp_path):
     save_checkpoint(tiny_dinov2, tmp_path / "ck")
-    config = json.loads((tmp_path / "ck" / "config.json").read_text())
+    config = json.loads((tmp_path / "ck" / "config.json").read_text(encoding="utf-8"))
     backbone = config["model_kwargs"]["backbone_config"]
     assert backbone["hidden_size"] == 64 and backbone["num_hidden_layers"] == 2
     assert load_model(tmp_path / "ck").net.embed_dim == 64  # load_model takes a folder too

@@ -273,14 +273,21 @@ def test_installed_console_script(tmp_path, synthetic_nifti, tiny_checkpoint):
     out = tmp_path / "mask.nii.gz"
     argv = [script, "segment", str(synthetic_nifti), "--out", str(out)]
     done = subprocess.run(
-        [*argv, "--checkpoint", str(tiny_checkpoint)], capture_output=True, text=True, timeout=300
+        [*argv, "--checkpoint", str(tiny_checkpoint)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert "LA volume" in done.stdout
     _assert_mask_on_grid(out, synthetic_nifti)
 
     refused = subprocess.run(
-        [*argv, "--checkpoint", str(tmp_path / "nowhere")], capture_output=True, text=True
+        [*argv, "--checkpoint", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
     )
     assert refused.returncode == 2
     assert refused.stderr.startswith("la-dinov2: error: ") and refused.stderr.count("\n") == 1

@@ -49,7 +49,7 @@ def test_train_writes_resolved_config_and_resumes(cases, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--cases", str(cases), "--config", str(config), "--out", str(out)]
     assert main([*args, "--set", "epochs=1", "seed=3"]) == 0
-    resolved = json.loads((out / "config.json").read_text())
+    resolved = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert resolved["epochs"] == 1 and resolved["seed"] == 3 and resolved["lr"] == 1e-3
     assert resolved["output_dir"] == str(out) and resolved["model_kwargs"]["channels"] == [
         8,
@@ -61,7 +61,7 @@ def test_train_writes_resolved_config_and_resumes(cases, tmp_path, capsys):
     # The run's own config.json is a valid --config: resume two more epochs from last/.
     rerun = ["train", "--cases", str(cases), "--config", str(out / "config.json")]
     assert main([*rerun, "--out", str(out), "--resume", "--set", "epochs=3"]) == 0
-    history = (out / "history.csv").read_text().splitlines()
+    history = (out / "history.csv").read_text(encoding="utf-8").splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]
 
 
@@ -86,7 +86,9 @@ def test_train_bad_input_is_one_line_and_exit_2(cases, tmp_path, capsys, extra, 
 
 def test_fewshot_command(cases, tmp_path, capsys):
     config = tmp_path / "fs.yaml"
-    train = yaml.safe_load(tiny_unet_config(tmp_path / "t.yaml", epochs=1).read_text())
+    train = yaml.safe_load(
+        tiny_unet_config(tmp_path / "t.yaml", epochs=1).read_text(encoding="utf-8")
+    )
     train.pop("split")
     config.write_text(yaml.safe_dump({"split": [0.34, 0.0, 0.66], "train": train}))
     out = tmp_path / "fs"
@@ -107,7 +109,9 @@ def test_fewshot_command(cases, tmp_path, capsys):
     )
     assert code == 0
     assert "| unet | 1 patients | 1 | 1 |" in capsys.readouterr().out
-    assert yaml.safe_load((out / "fewshot_config.yaml").read_text())["patients"] == [1]
+    assert yaml.safe_load((out / "fewshot_config.yaml").read_text(encoding="utf-8"))[
+        "patients"
+    ] == [1]
     with (out / "results.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 2  # two test cases
     assert main(["fewshot", "--cases", str(cases), "--patients", "0", "--out", str(out)]) == 2
@@ -146,6 +150,8 @@ def test_evaluate_files_and_folders(tmp_path, capsys):
         rows = list(csv.DictReader(handle))
     assert [r["case"] for r in rows] == ["a", "b"]
     assert float(rows[0]["volume_ml_pred"]) == pytest.approx(100 * 0.5 / 1000)  # 0.5 mm^3 voxels
-    assert "| mine | 2 | 66.7 ± 0.0 [66.7, 66.7] | 50.0 ± 0.0 [50.0, 50.0] |" in md_out.read_text()
+    assert "| mine | 2 | 66.7 ± 0.0 [66.7, 66.7] | 50.0 ± 0.0 [50.0, 50.0] |" in md_out.read_text(
+        encoding="utf-8"
+    )
     assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt/a.nii.gz")]) == 2
     assert "one of each" in capsys.readouterr().err

@@ -39,6 +39,7 @@ def _segment_in_fresh_interpreter(tmp_path) -> tuple[int, list[str]]:
         ],
         capture_output=True,
         text=True,
+        encoding="utf-8",
         timeout=300,
         check=True,
     )

@@ -89,7 +89,7 @@ def test_a_round_with_corrections_and_replay_records_both(tmp_path):
     corrected = _case("today", corrected_slices=(4, 5))
     earlier = [_case("monday", 1), _case("tuesday", 2)]
     result = finetune([corrected], config, replay=earlier)
-    split = json.loads((tmp_path / "round" / "split.json").read_text())
+    split = json.loads((tmp_path / "round" / "split.json").read_text(encoding="utf-8"))
     assert split["train"] == ["today"] and split["replay"] == ["monday", "tuesday"]
     tuned = load_model(result.best_checkpoint)
     assert tuned.provenance["trained_on"] == ["today", "monday", "tuesday"]

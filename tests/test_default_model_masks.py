@@ -17,7 +17,7 @@ from napari_la_dinov2.models import load_model
 from napari_la_dinov2.scoring.metrics import dice
 
 DATA = Path(__file__).parent / "data"
-HASHES = json.loads((DATA / "default_model_test_masks.sha256.json").read_text())
+HASHES = json.loads((DATA / "default_model_test_masks.sha256.json").read_text(encoding="utf-8"))
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
@@ -40,7 +40,7 @@ def predictor():
 
 def test_the_stored_masks_are_the_model_cards_test_patients():
     split = Path(__file__).parents[1] / "training/default_model/results/split.json"
-    assert sorted(HASHES) == sorted(json.loads(split.read_text())["test"])
+    assert sorted(HASHES) == sorted(json.loads(split.read_text(encoding="utf-8"))["test"])
 
 
 @pytest.mark.parametrize("case", sorted(HASHES))

@@ -326,7 +326,12 @@ def test_a_nifti_job_does_not_load_the_dicom_stack(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": str(Path(napari_la_dinov2.__file__).parents[1])}
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        check=True,
     )
     assert result.stdout.strip() == "[]", result.stderr
 
@@ -334,7 +339,7 @@ def test_a_nifti_job_does_not_load_the_dicom_stack(tmp_path):
 @pytest.fixture(scope="module")
 def real_dicom(real_data_dir, tmp_path_factory):
     """A real LA 2018 case written as a DICOM series: (folder, NIfTI path, NIfTI volume, meta)."""
-    case = (real_data_dir / "cases.txt").read_text().split()[0]
+    case = (real_data_dir / "cases.txt").read_text(encoding="utf-8").split()[0]
     nifti = real_data_dir / "images" / f"{case}.nii.gz"
     volume, meta = read_volume(nifti)
     folder = tmp_path_factory.mktemp("real") / case

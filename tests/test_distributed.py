@@ -77,7 +77,13 @@ def test_two_cpu_processes_train_one_model(tmp_path):
         str(run_dir),
     ]
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path
+        command,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=240,
+        env=env,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     digests = dict(re.findall(r"rank (\d)/2: last weights ([0-9a-f]+)", done.stderr))
@@ -88,10 +94,12 @@ def test_two_cpu_processes_train_one_model(tmp_path):
     from napari_la_dinov2.models import load_model
 
     assert weights_digest(load_model(run_dir / "last")) == digests["0"]
-    resolved = yaml.safe_load((run_dir / "config.json").read_text())
+    resolved = yaml.safe_load((run_dir / "config.json").read_text(encoding="utf-8"))
     assert resolved["world_size"] == 2 and resolved["steps_per_epoch"] == 2
     # Only rank 0 wrote: one run directory, no stray files or temporaries anywhere.
     written = sorted(p.name for p in run_dir.iterdir())
     assert written == ["best", "config.json", "curves.png", "history.csv", "last", "split.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cases", "run", "tiny.yaml"]
-    assert len((run_dir / "history.csv").read_text().splitlines()) == 3  # header + 2 epochs
+    assert (
+        len((run_dir / "history.csv").read_text(encoding="utf-8").splitlines()) == 3
+    )  # header + 2 epochs

@@ -92,7 +92,7 @@ def test_two_models_known_answer(folders, capsys):
     assert a["n_resamples"] == "2000" and a["seed"] == "0" and a["parameters"] == ""
     cases = _rows(outs["cases.csv"])
     assert len(cases) == 18 and {r["model"] for r in cases} == {"A", "B"}
-    report = (folders / "report.md").read_text()
+    report = (folders / "report.md").read_text(encoding="utf-8")
     assert "| B | 9 | 80.0 ± 0.0 [80.0, 80.0] |" in report
     assert "| A | B | 9 | 0.00391 (0.00391) |" in report
 
@@ -156,10 +156,12 @@ def test_existing_output_refused_before_any_work(folders, capsys, option):
     code, out, err = _run(argv, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "already exists" in err and "--overwrite" in err and out == ""
-    assert existing.read_text() == "keep me" and not fresh.exists()  # nothing written at all
+    assert (
+        existing.read_text(encoding="utf-8") == "keep me" and not fresh.exists()
+    )  # nothing written at all
     code, _, err = _run([*argv, "--overwrite"], capsys)
     assert code == 0, err
-    assert existing.read_text() != "keep me"
+    assert existing.read_text(encoding="utf-8") != "keep me"
 
 
 @pytest.mark.parametrize(

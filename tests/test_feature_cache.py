@@ -113,7 +113,9 @@ def test_finetune_reuses_tokens_across_epochs_and_rounds(tiny_dinov2, tmp_path):
     features = [e for e in events if isinstance(e, FeaturesComputed)]
     assert features[-1].done == features[-1].total == 5  # 2 cases, 2 mirrored, 1 val
     assert cache.misses == 5 and len(first.history) == 2
-    assert json.loads((tmp_path / "round1" / "config.json").read_text())["feature_cache_used"]
+    assert json.loads((tmp_path / "round1" / "config.json").read_text(encoding="utf-8"))[
+        "feature_cache_used"
+    ]
 
     # A correction round: the same images with edited labels and two more epochs; the backbone
     # is the checkpoint's, so every token map is found in the cache.

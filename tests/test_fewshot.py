@@ -113,10 +113,13 @@ def test_tiny_fewshot_run_writes_csv_summary_and_plot(tmp_path):
     assert len(test_names) == 2
     trained = set()
     for run_dir in (out / "runs" / "unet").iterdir():
-        trained |= set((run_dir / "split.json").read_text().split('"')[1::2]) - {"train", "val"}
+        trained |= set((run_dir / "split.json").read_text(encoding="utf-8").split('"')[1::2]) - {
+            "train",
+            "val",
+        }
     assert not trained & test_names  # no run ever saw a test case
     assert all(0.0 <= float(r["dice"]) <= 1.0 for r in table)
-    summary = (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text(encoding="utf-8")
     assert "| unet | 1 patients | 1 | 2 |" in summary and "| unet | 100% | 3 | 2 |" in summary
     png = (out / "fewshot.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

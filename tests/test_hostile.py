@@ -180,7 +180,7 @@ HOSTILE_CONFIGS = {
 
 def hostile_checkpoint(base: Path, folder: Path, edit) -> Path:
     shutil.copytree(base, folder)
-    config = json.loads((base / "config.json").read_text())
+    config = json.loads((base / "config.json").read_text(encoding="utf-8"))
     config = edit(config) or config
     (folder / "config.json").write_text(json.dumps(config))
     return folder

@@ -116,7 +116,7 @@ def test_a_model_named_with_a_pipe_keeps_the_markdown_tables(tmp_path, capfd):
         100,
     ]
     assert main([str(a) for a in argv]) == 0, capfd.readouterr().err
-    text = report.read_text()
+    text = report.read_text(encoding="utf-8")
     assert "a\\|b" in text
     for table in text.split("\n\n"):
         rows = [line for line in table.splitlines() if line.startswith("|")]

@@ -147,7 +147,7 @@ def test_training_killed_at_any_moment_resumes(delay, cases, tmp_path, capfd):
     assert process.returncode == -signal.SIGKILL  # killed mid-run, not finished
     _complete(run_dir)
     assert main([*argv, "--resume"]) == 0, capfd.readouterr().err[-2000:]
-    history = (run_dir / "history.csv").read_text().splitlines()
+    history = (run_dir / "history.csv").read_text(encoding="utf-8").splitlines()
     assert [line.split(",")[0] for line in history[1:]] == [str(e) for e in range(1, epochs + 1)]
     _complete(run_dir)
     leftovers = [p.name for p in run_dir.iterdir() if p.name.startswith(".")]

@@ -244,7 +244,9 @@ def test_standardisation_by_hand():
 
 def _format1_preprocessing() -> dict:
     """The embedded model's preprocessing as its format-1 checkpoint stated it."""
-    config = json.loads((REPO_ROOT / "tests/data/checkpoint_format1_config.json").read_text())
+    config = json.loads(
+        (REPO_ROOT / "tests/data/checkpoint_format1_config.json").read_text(encoding="utf-8")
+    )
     assert config["format"] == "napari-la-dinov2/1"
     return config["preprocessing"]
 
@@ -354,7 +356,9 @@ def test_imagenet_with_a_wide_context_is_refused():
 
 def test_flags_and_lists_are_not_taken_for_numbers_and_tuples():
     with pytest.raises(ValueError, match="context must be an integer"):
-        Preprocessing.from_dict(dict(input_size=32, intensity="zscore", context=True))
+        Preprocessing.from_dict(
+            dict(input_size=32, intensity="zscore", context=True, encoding="utf-8")
+        )
     listed = Preprocessing(32, "zscore", branches=[BranchInput()])
     assert listed == Preprocessing(32, "zscore") and hash(listed) == hash(
         Preprocessing(32, "zscore")

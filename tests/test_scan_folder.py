@@ -182,7 +182,9 @@ def test_sigkill_mid_batch_leaves_whole_masks_and_the_next_run_finishes(tmp_path
     assert all(rows[m.name[: -len(".nii.gz")]]["status"] in ("ok", UNFINISHED) for m in finished)
     kept = {m.name: _identity(m) for m in finished if rows[m.name[:-7]]["status"] == "ok"}
 
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        argv, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert [m.name for m in _mask_files(out)] == [f"{n}.nii.gz" for n in names]
     assert all(row["status"] == "ok" for row in _stats(out).values())
@@ -219,7 +221,14 @@ def test_two_processes_segmenting_to_one_output(tmp_path, tiny_checkpoint):
     argv = [sys.executable, "-m", "napari_la_dinov2.cli", "segment", str(source / "a.nii.gz")]
     argv += ["--out", str(out), "--checkpoint", str(tiny_checkpoint)]
     processes = [
-        subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            argv,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+        )
         for _ in range(2)
     ]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in processes]

@@ -101,7 +101,12 @@ def test_dinov2_trains_end_to_end(tiny_dinov2, tmp_path):
     assert len(changed) > 10  # the backbone learned, not only the head
     import json
 
-    assert json.loads((result.run_dir / "config.json").read_text())["feature_cache_used"] is False
+    assert (
+        json.loads((result.run_dir / "config.json").read_text(encoding="utf-8"))[
+            "feature_cache_used"
+        ]
+        is False
+    )
 
 
 def test_stop_from_progress_keeps_the_best_checkpoint(tmp_path):
@@ -218,7 +223,7 @@ def test_a_replacing_run_stopped_at_once_leaves_no_old_checkpoint(tmp_path):
         finetune(cases, replacing, stop=lambda: True)  # stopped before its first step
     left = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert left == ["config.json", "split.json"]
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["lr"] == 5e-4
+    assert json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))["lr"] == 5e-4
 
 
 _KILL_SCRIPT = """
@@ -247,7 +252,7 @@ def test_killed_training_leaves_a_loadable_best_checkpoint(tmp_path):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # let it write a few epochs, then kill mid-write
             history = out / "history.csv"
-            if history.is_file() and len(history.read_text().splitlines()) >= 4:
+            if history.is_file() and len(history.read_text(encoding="utf-8").splitlines()) >= 4:
                 break
             time.sleep(0.05)
         else:
@@ -326,7 +331,7 @@ def test_a_split_seed_keeps_the_patients_apart_across_member_seeds(tmp_path):
             output_dir=str(tmp_path / name),
         )
         finetune(cases, config)
-        return json.loads((tmp_path / name / "split.json").read_text())
+        return json.loads((tmp_path / name / "split.json").read_text(encoding="utf-8"))
 
     member = split(seed=7, split_seed=0, name="member")
     assert member == split(seed=0, split_seed=None, name="seed0")

@@ -76,7 +76,7 @@ def _crop(image, labels, meta, slices: int = 6):
 
 @functools.cache
 def _real_case(root: str):
-    case_id = (Path(root) / "cases.txt").read_text().split()[0]
+    case_id = (Path(root) / "cases.txt").read_text(encoding="utf-8").split()[0]
     image, meta = read_volume(Path(root) / "images" / f"{case_id}.nii.gz")
     labels = read_labels(Path(root) / "labels" / f"{case_id}.nii.gz", meta)
     return (case_id, *_crop(image, labels.astype(np.uint8), meta))

@@ -37,7 +37,7 @@ def test_finetune_from_layers_then_resegment(
     result = widget.result
     assert [row["epoch"] for row in result.history] == [1, 2]
     assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == 2
+    assert json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))["epochs"] == 2
     # The live plot received every step and every epoch.
     assert len(widget.plot.dices) == 2 and len(widget.plot.losses) >= 2
     assert np.isfinite(widget.plot.losses).all()

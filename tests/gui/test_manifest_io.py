@@ -19,7 +19,9 @@ PACKAGE_MANIFEST = REPO / "src" / "napari_la_dinov2" / "napari.yaml"
 
 
 def test_top_level_manifest_is_the_packaged_one():
-    assert (REPO / "napari.yaml").read_text() == PACKAGE_MANIFEST.read_text()
+    assert (REPO / "napari.yaml").read_text(encoding="utf-8") == PACKAGE_MANIFEST.read_text(
+        encoding="utf-8"
+    )
 
 
 def test_manifest_validates_and_every_python_name_resolves():

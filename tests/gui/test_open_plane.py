@@ -45,7 +45,7 @@ def _expected(file_labels: np.ndarray, geometry) -> np.ndarray:
 def _case(real_data_dir) -> tuple[Path, Path]:
     case_id = "CB5P5W7X310NIIVU7UZV"
     if not (real_data_dir / "images" / f"{case_id}.nii.gz").exists():
-        case_id = (real_data_dir / "cases.txt").read_text().split()[0]
+        case_id = (real_data_dir / "cases.txt").read_text(encoding="utf-8").split()[0]
     return (
         real_data_dir / "images" / f"{case_id}.nii.gz",
         real_data_dir / "labels" / f"{case_id}.nii.gz",
