@@ -356,9 +356,7 @@ def test_imagenet_with_a_wide_context_is_refused():
 
 def test_flags_and_lists_are_not_taken_for_numbers_and_tuples():
     with pytest.raises(ValueError, match="context must be an integer"):
-        Preprocessing.from_dict(
-            dict(input_size=32, intensity="zscore", context=True, encoding="utf-8")
-        )
+        Preprocessing.from_dict(dict(input_size=32, intensity="zscore", context=True))
     listed = Preprocessing(32, "zscore", branches=[BranchInput()])
     assert listed == Preprocessing(32, "zscore") and hash(listed) == hash(
         Preprocessing(32, "zscore")
