@@ -25,7 +25,7 @@ import torch
 from cache_default import DATA, default_split  # this folder is on sys.path as a script
 from safetensors.torch import load_file, save_file
 
-from napari_la_dinov2.interactive import ClickModel
+from napari_la_dinov2.interactive import Click, ClickModel
 from napari_la_dinov2.interactive.samples import EpisodeSampler, TrainingCase
 from napari_la_dinov2.models import load_model
 from napari_la_dinov2.preprocess import view_axis
@@ -41,10 +41,19 @@ def load_cases(names, work: Path) -> list[TrainingCase]:
         cached = np.load(work / "cache" / f"{name}.npz")
         logits = [cached[f"view{b}"] for b in range(len(cached.files))]
         spacing = tuple(float(s) for s in meta.spacing)
-        cases.append(
-            TrainingCase(name, image, truth > 0, spacing, meta.through_plane_axis(), logits)
-        )
+        case = TrainingCase(name, image, truth > 0, spacing, meta.through_plane_axis(), logits)
+        case.played = played_states(work / "played" / f"{name}.npz")
+        cases.append(case)
     return cases
+
+
+def played_states(path: Path) -> list:
+    """What play_clicks.py saved for a case: (packed mask, clicks so far) after each click."""
+    if not path.exists():
+        return []
+    saved = np.load(path)
+    clicks = [Click(tuple(int(v) for v in row[:3]), bool(row[3])) for row in saved["clicks"]]
+    return [(packed, clicks[: k + 1]) for k, packed in enumerate(saved["masks"])]
 
 
 def loss_of(logits, target, window) -> torch.Tensor:
@@ -77,6 +86,12 @@ def parse_args(argv):
         "--restart-at", type=int, default=0, help="a warm restart: the cosine starts at this step"
     )
     parser.add_argument("--window-mm", type=float, default=None, help="the click's window")
+    parser.add_argument(
+        "--played-share",
+        type=float,
+        default=0.0,
+        help="share of episodes from the states play_clicks.py saved (iterative training)",
+    )
     return parser.parse_args(argv)
 
 
@@ -116,7 +131,13 @@ def main(argv=None) -> int:
     print(f"{len(cases)} cases loaded in {time.perf_counter() - started:.0f} s", flush=True)
     axis_of = lambda case: view_axis(case.slice_axis, transform.view)  # noqa: E731
     sampler = EpisodeSampler(
-        cases, transform, axis_of, model.window_mm, model.crop, slices_per_episode=args.slices
+        cases,
+        transform,
+        axis_of,
+        model.window_mm,
+        model.crop,
+        slices_per_episode=args.slices,
+        played_share=args.played_share,
     )
     train_mode_frozen_norm(net)
     window_loss = []

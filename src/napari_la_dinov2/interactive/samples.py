@@ -7,7 +7,11 @@ learn, most often at the point deepest inside the largest error region left, oth
 smaller region or, now and then, on a voxel the mask already has right (where the network must
 leave the mask as it is). The starting masks are the default model's own: its fused mask, each
 view's mask alone, and the fused logits at a lower and a higher threshold, so the errors are
-the ones a user meets. Each episode gives a few slices of one view crossing the click's window,
+the ones a user meets. With ``played_share``, that share of episodes starts instead from the
+masks a click model left after its own earlier clicks on the case (``TrainingCase.played``,
+from ``training/click_model/play_clicks.py``), those clicks shown as context and nothing pasted:
+iterative training, as RITM does it, so the network learns what its own partial fixes look
+like. Each episode gives a few slices of one view crossing the click's window,
 cut and cropped exactly as :class:`~.refiner.Refiner` cuts them.
 """
 
@@ -38,6 +42,8 @@ class TrainingCase:
     spacing: tuple[float, float, float]
     slice_axis: int
     logits: list[np.ndarray]
+    # (bit-packed mask, clicks so far) after each click a click model played on this case
+    played: list[tuple[np.ndarray, list[Click]]] = field(default_factory=list)
     stats: IntensityStats = field(init=False)
     _regions: dict = field(default_factory=dict, init=False)
 
@@ -45,6 +51,9 @@ class TrainingCase:
         self.stats = IntensityStats.of(self.image)
 
     def start_mask(self, start: str) -> np.ndarray:
+        if start.startswith("played"):
+            packed, _ = self.played[int(start[6:]) - 1]
+            return np.unpackbits(packed, count=self.truth.size).reshape(self.truth.shape) > 0
         if start.startswith("view"):
             return self.logits[int(start[4:])] > 0
         fused = sum(x.astype(np.float32) for x in self.logits) / len(self.logits)
@@ -75,12 +84,14 @@ class EpisodeSampler:
         *,
         slices_per_episode: int = 4,
         jitter: int = 12,
+        played_share: float = 0.0,
     ):
         self.cases = cases
         self.transform = transform
         self.axis_of = axis_of  # case -> the array axis this view cuts along
         self.window_mm, self.crop = window_mm, crop
         self.per_episode, self.jitter = slices_per_episode, jitter
+        self.played_share = played_share
 
     def batch(self, rng: np.random.Generator, episodes: int):
         parts = [self.episode(rng) for _ in range(episodes)]
@@ -97,24 +108,31 @@ class EpisodeSampler:
             mask[window] = case.truth[window]
             clicks.append(region.click())
         left = [r for r in regions if r not in earlier and mask[r.deepest] != case.truth[r.deepest]]
+        return mask, clicks + [self.click_to_learn(rng, case, mask, left)]
+
+    def click_to_learn(self, rng, case, mask, left: list[ErrorRegion]) -> Click:
+        """Mostly the protocol's next click (the largest error region left), at times one in a
+        smaller region or on a voxel the mask already has right."""
         roll = rng.random()
         if not left or roll < 0.1:  # a click where the mask is already right
             inside = rng.random() < 0.5
             candidates = np.argwhere((mask == case.truth) & (case.truth == inside))
             position = tuple(int(v) for v in candidates[rng.integers(len(candidates))])
-            clicks.append(Click(position, inside))
-        elif roll < 0.7:
-            clicks.append(left[0].click())
-        else:
-            weights = np.sqrt([r.size for r in left])
-            clicks.append(left[rng.choice(len(left), p=weights / weights.sum())].click())
-        return mask, clicks
+            return Click(position, inside)
+        if roll < 0.7:
+            return left[0].click()
+        weights = np.sqrt([r.size for r in left])
+        return left[rng.choice(len(left), p=weights / weights.sum())].click()
 
     def episode(self, rng: np.random.Generator):
         case = self.cases[rng.integers(len(self.cases))]
-        start = STARTS[rng.integers(len(STARTS))]
-        mask, regions = case.regions(start)
-        mask, clicks = self.clicks(rng, case, mask, regions)
+        if self.played_share and case.played and rng.random() < self.played_share:
+            k = int(rng.integers(1, len(case.played) + 1))
+            mask, regions = case.regions(f"played{k}")
+            clicks = [*case.played[k - 1][1], self.click_to_learn(rng, case, mask, regions)]
+        else:
+            mask, regions = case.regions(STARTS[rng.integers(len(STARTS))])
+            mask, clicks = self.clicks(rng, case, mask, regions)
         click = clicks[-1]
         axis = self.axis_of(case)
         window = window_index(click.position, mask.shape, case.spacing, self.window_mm)

@@ -61,7 +61,9 @@ def _region(labelled, label, box, positive, size, spacing) -> ErrorRegion:
     flat = int(np.argmax(depth))
     local = np.unravel_index(flat, depth.shape)
     deepest = tuple(int(s.start + i - 1) for s, i in zip(box, local, strict=True))
-    return ErrorRegion(positive, size, deepest, float(depth.flat[flat]), box)
+    return ErrorRegion(
+        positive=positive, size=size, deepest=deepest, depth_mm=float(depth.flat[flat]), box=box
+    )
 
 
 def next_click(mask: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> Click | None:
