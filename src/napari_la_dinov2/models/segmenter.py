@@ -77,6 +77,8 @@ class LASegmenter(nn.Module):
             skeleton = meta_network(self.spec.builder, kwargs)
             size = self.preprocessing.input_size
             check_footprint(skeleton, self.model_name, channels, size, kwargs)
+            if _building_on_meta() and not kwargs.get("pretrained"):
+                return skeleton  # a checkpoint's skeleton: the same network, built once
             return self.spec.builder(**kwargs)
         except InputError:
             raise
@@ -143,3 +145,8 @@ def build_model(name: str, *, preprocessing: dict | None = None, **model_kwargs)
     the spec's defaults (e.g. ``pretrained=False`` for a random backbone, ``backbone_config=``
     for a tiny test backbone)."""
     return LASegmenter(name, model_kwargs, preprocessing)
+
+
+def _building_on_meta() -> bool:
+    """Whether new tensors land on the meta device (a ``with torch.device("meta")`` block)."""
+    return torch.empty(()).device.type == "meta"
