@@ -14,7 +14,18 @@ import subprocess
 import sys
 
 # Top-level modules (or prefixes) that the default model's segment path must not import.
-HEAVY = ("transformers", "monai.losses", "monai.transforms", "monai.data", "matplotlib", "pandas")
+# sympy: PyTorch's Python reference kernels import it on first use (0.6 s), e.g. ``to_empty``
+# of a meta-device model or a meta forward pass; loading a checkpoint must not call them.
+HEAVY = (
+    "transformers",
+    "monai.losses",
+    "monai.transforms",
+    "monai.data",
+    "matplotlib",
+    "pandas",
+    "sympy",
+    "torch._dynamo",
+)
 
 _SEGMENT_AND_LIST_MODULES = """
 import json, sys

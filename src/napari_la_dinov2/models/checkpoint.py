@@ -248,7 +248,9 @@ def _materialize(skeleton: LASegmenter, device: str) -> LASegmenter | None:
         list(skeleton.parameters())
     ):
         return None
-    return skeleton.to_empty(device=device)
+    # Not ``to_empty``: its ``empty_like`` on meta tensors runs PyTorch's Python reference
+    # kernels, whose first call imports sympy (0.6 s of a cold start).
+    return skeleton._apply(lambda t: torch.empty(t.shape, dtype=t.dtype, device=device))
 
 
 def _check_finite(model: torch.nn.Module, weights_file: Path) -> None:
