@@ -34,6 +34,11 @@ from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_
 UNET = dict(model="unet", model_kwargs=TINY_UNET_KWARGS, preprocessing=TINY_UNET_PREPROCESSING)
 
 
+def _config(tmp_path, name: str = "run", **settings) -> TrainConfig:
+    """The tiny UNet trained on the CPU at lr 1e-3 into ``tmp_path / name``; the rest per test."""
+    return TrainConfig(**UNET, lr=1e-3, device="cpu", output_dir=str(tmp_path / name), **settings)
+
+
 def _case(name, seed=0, shape=(40, 36, 6)):
     image, mask = synthetic_case(shape, seed=seed)
     return Case(name, image, mask, VolumeMeta.from_spacing(shape))
@@ -118,15 +123,7 @@ def test_stop_from_progress_keeps_the_best_checkpoint(tmp_path):
         if isinstance(event, StepDone) and event.epoch == 2:
             stop.set()
 
-    config = TrainConfig(
-        **UNET,
-        epochs=20,
-        steps_per_epoch=3,
-        batch_size=4,
-        lr=1e-3,
-        device="cpu",
-        output_dir=str(tmp_path / "run"),
-    )
+    config = _config(tmp_path, epochs=20, steps_per_epoch=3, batch_size=4)
     result = finetune([_case("a"), _case("b", 1)], config, progress=progress, stop=stop)
     # The stop lands after the first step of epoch 2; that epoch's validation is cancelled
     # too, so the checkpoint of epoch 1 stays the best (and only) one.
@@ -139,15 +136,7 @@ def test_stop_from_progress_keeps_the_best_checkpoint(tmp_path):
 
 def test_resume_continues_from_last(tmp_path):
     cases = [_case("a"), _case("b", 1)]
-    config = TrainConfig(
-        **UNET,
-        epochs=2,
-        steps_per_epoch=2,
-        batch_size=4,
-        lr=1e-3,
-        device="cpu",
-        output_dir=str(tmp_path / "run"),
-    )
+    config = _config(tmp_path, epochs=2, steps_per_epoch=2, batch_size=4)
     first = finetune(cases, config)
     config.epochs, config.resume = 4, True
     second = finetune(cases, config)
@@ -204,15 +193,7 @@ def test_a_replacing_run_stopped_at_once_leaves_no_old_checkpoint(tmp_path):
     """--overwrite: the new run clears the old one's files before writing its own, so a stop
     before its first epoch ends cannot leave the old weights beside the new settings."""
     cases = [_case("a"), _case("b", 1)]
-    config = TrainConfig(
-        **UNET,
-        epochs=1,
-        steps_per_epoch=1,
-        batch_size=2,
-        lr=1e-3,
-        device="cpu",
-        output_dir=str(tmp_path / "run"),
-    )
+    config = _config(tmp_path, epochs=1, steps_per_epoch=1, batch_size=2)
     finetune(cases, config)
     assert (tmp_path / "run" / "best").is_dir() and (tmp_path / "run" / "last").is_dir()
     replacing = dataclasses.replace(config, lr=5e-4)
@@ -294,16 +275,7 @@ def test_the_seed_fixes_the_whole_run_including_the_initial_weights(tmp_path):
     cases = [_case("a", 0), _case("b", 1)]
 
     def weights(seed, name, global_seed):
-        config = TrainConfig(
-            **UNET,
-            epochs=1,
-            steps_per_epoch=1,
-            batch_size=2,
-            lr=1e-3,
-            device="cpu",
-            seed=seed,
-            output_dir=str(tmp_path / name),
-        )
+        config = _config(tmp_path, name, epochs=1, steps_per_epoch=1, batch_size=2, seed=seed)
         torch.manual_seed(global_seed)  # whatever the caller's RNG state, the config decides
         model = finetune(cases, config, val_cases=cases[:1]).model
         return torch.cat([p.detach().flatten() for p in model.parameters()])

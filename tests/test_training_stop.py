@@ -7,9 +7,9 @@ import threading
 import torch
 
 from napari_la_dinov2.models import load_model
-from napari_la_dinov2.training import TrainConfig, finetune
+from napari_la_dinov2.training import finetune
 from napari_la_dinov2.training.events import EpochDone, StepDone
-from tests.test_training import UNET, _case, _rates_per_step
+from tests.test_training import _case, _config, _rates_per_step
 
 
 def test_a_stop_inside_a_step_ends_it_before_the_optimiser_steps(tmp_path):
@@ -27,15 +27,7 @@ def test_a_stop_inside_a_step_ends_it_before_the_optimiser_steps(tmp_path):
         if isinstance(event, EpochDone):
             epochs_done.append(event.epoch)
 
-    config = TrainConfig(
-        **UNET,
-        epochs=20,
-        steps_per_epoch=3,
-        batch_size=4,
-        lr=1e-3,
-        device="cpu",
-        output_dir=str(tmp_path / "run"),
-    )
+    config = _config(tmp_path, epochs=20, steps_per_epoch=3, batch_size=4)
     with torch.nn.modules.module.register_module_forward_hook(raise_mid_forward):
         rates = _rates_per_step(
             lambda: seen.append(
