@@ -144,3 +144,21 @@ def _unet_kwargs():
     from tests.conftest import TINY_UNET_KWARGS
 
     return TINY_UNET_KWARGS
+
+
+def test_the_skeleton_is_materialized_only_where_the_file_fills_every_tensor():
+    """load_checkpoint gives the meta skeleton real, uninitialised tensors instead of building
+    the network again; a buffer outside the state dict or a shared parameter would be left
+    as garbage or untied, so those networks are built for real."""
+    materialize = checkpoint_module._materialize
+    with torch.device("meta"):
+        plain = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+        with_buffer = torch.nn.Linear(2, 2)
+        with_buffer.register_buffer("scale", torch.ones(2), persistent=False)
+        shared = torch.nn.Linear(2, 2)
+        tied = torch.nn.Sequential(shared, shared)
+    real = materialize(plain, "cpu")
+    assert real is not None
+    assert all(t.device.type == "cpu" for t in real.state_dict().values())
+    assert materialize(with_buffer, "cpu") is None
+    assert materialize(tied, "cpu") is None
