@@ -29,6 +29,20 @@ TINY_UNET_KWARGS = dict(channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
 TINY_UNET_PREPROCESSING = dict(input_size=64)
 
 
+def tiny_unet_config(output_dir, **settings):
+    """The tiny UNet's training config on the CPU, written to ``output_dir``; the rest per test."""
+    from napari_la_dinov2.training import TrainConfig
+
+    return TrainConfig(
+        model="unet",
+        model_kwargs=TINY_UNET_KWARGS,
+        preprocessing=TINY_UNET_PREPROCESSING,
+        device="cpu",
+        output_dir=str(output_dir),
+        **settings,
+    )
+
+
 def la2018_dir() -> Path | None:
     """The real LA 2018 cases: $LA2018_DIR, else ../shared/data/la2018 beside the repo."""
     candidates = [os.environ.get("LA2018_DIR"), REPO_ROOT.parent / "shared" / "data" / "la2018"]

@@ -16,7 +16,12 @@ from napari_la_dinov2.training import Case, TrainConfig, finetune
 from napari_la_dinov2.training.events import EpochDone, StepDone
 from napari_la_dinov2.training.slices import PreparedCase, SliceSampler
 from napari_la_dinov2.volume_files import VolumeMeta
-from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
+from tests.conftest import (
+    TINY_UNET_KWARGS,
+    TINY_UNET_PREPROCESSING,
+    synthetic_case,
+    tiny_unet_config,
+)
 
 SHAPE = (40, 36, 10)
 
@@ -76,16 +81,7 @@ def test_replayed_cases_take_their_share_of_the_draw():
 
 
 def test_a_round_with_corrections_and_replay_records_both(tmp_path):
-    config = TrainConfig(
-        model="unet",
-        model_kwargs=TINY_UNET_KWARGS,
-        preprocessing=TINY_UNET_PREPROCESSING,
-        epochs=1,
-        steps_per_epoch=2,
-        batch_size=4,
-        device="cpu",
-        output_dir=str(tmp_path / "round"),
-    )
+    config = tiny_unet_config(tmp_path / "round", epochs=1, steps_per_epoch=2, batch_size=4)
     corrected = _case("today", corrected_slices=(4, 5))
     earlier = [_case("monday", 1), _case("tuesday", 2)]
     result = finetune([corrected], config, replay=earlier)
@@ -101,17 +97,13 @@ def test_a_round_with_corrections_and_replay_records_both(tmp_path):
 def test_frozen_norm_statistics_stay_while_the_weights_learn(tmp_path, frozen):
     """A round on one case must not replace the BatchNorm statistics the model was trained
     with by that case's (freeze_norm_stats, on in the quick round)."""
-    config = TrainConfig(
-        model="unet",
-        model_kwargs=TINY_UNET_KWARGS,
-        preprocessing=TINY_UNET_PREPROCESSING,
+    config = tiny_unet_config(
+        tmp_path / "round",
         epochs=2,
         steps_per_epoch=2,
         batch_size=4,
         lr=1e-3,
-        device="cpu",
         freeze_norm_stats=frozen,
-        output_dir=str(tmp_path / "round"),
     )
     result = finetune([_case("today", corrected_slices=(4,))], config)
     learned, stats_kept = _weights_learned_and_norm_stats_kept(config, result)

@@ -29,14 +29,17 @@ from napari_la_dinov2.training import (
 )
 from napari_la_dinov2.training.events import EpochDone, StepDone
 from napari_la_dinov2.volume_files import VolumeMeta
-from tests.conftest import TINY_UNET_KWARGS, TINY_UNET_PREPROCESSING, synthetic_case
-
-UNET = dict(model="unet", model_kwargs=TINY_UNET_KWARGS, preprocessing=TINY_UNET_PREPROCESSING)
+from tests.conftest import (
+    TINY_UNET_KWARGS,
+    TINY_UNET_PREPROCESSING,
+    synthetic_case,
+    tiny_unet_config,
+)
 
 
 def _config(tmp_path, name: str = "run", **settings) -> TrainConfig:
-    """The tiny UNet trained on the CPU at lr 1e-3 into ``tmp_path / name``; the rest per test."""
-    return TrainConfig(**UNET, lr=1e-3, device="cpu", output_dir=str(tmp_path / name), **settings)
+    """The tiny UNet trained at lr 1e-3 into ``tmp_path / name``; the rest per test."""
+    return tiny_unet_config(tmp_path / name, lr=1e-3, **settings)
 
 
 def _case(name, seed=0, shape=(40, 36, 6)):
@@ -169,7 +172,7 @@ def test_a_resumed_run_follows_the_unbroken_schedule(saved_schedule, tmp_path, r
     before the schedule was saved (no scheduler.json) resumes at its history's epochs."""
     cases = [_case("a"), _case("b", 1)]
     cosine = dict(epochs=3, steps_per_epoch=2, batch_size=2, lr=1e-3, schedule="cosine")
-    config = TrainConfig(**UNET, **cosine, device="cpu", output_dir=str(tmp_path / "whole"))
+    config = tiny_unet_config(tmp_path / "whole", **cosine)
     unbroken = _rates_per_step(lambda: finetune(cases, config))
     assert len(unbroken) == 6 and len(set(unbroken)) == 6  # a new rate at every step
 
@@ -291,16 +294,14 @@ def test_a_split_seed_keeps_the_patients_apart_across_member_seeds(tmp_path):
     cases = [_case(name, i % 2) for i, name in enumerate("abcdefghij")]
 
     def split(seed, split_seed, name):
-        config = TrainConfig(
-            **UNET,
+        config = tiny_unet_config(
+            tmp_path / name,
             epochs=1,
             steps_per_epoch=1,
             batch_size=2,
-            device="cpu",
             seed=seed,
             split_seed=split_seed,
             split=(0.6, 0.2, 0.2),
-            output_dir=str(tmp_path / name),
         )
         finetune(cases, config)
         return json.loads((tmp_path / name / "split.json").read_text(encoding="utf-8"))
