@@ -56,8 +56,11 @@ def played_states(path: Path) -> list:
     return [(packed, clicks[: k + 1]) for k, packed in enumerate(saved["masks"])]
 
 
-def loss_of(logits, target, window) -> torch.Tensor:
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+def loss_of(logits, target, window, outside_weight: float = 1.0) -> torch.Tensor:
+    """Cross-entropy over the crop (``outside_weight`` for pixels outside the click's window,
+    which a click never changes at inference) plus Dice inside the window."""
+    weight = None if outside_weight == 1.0 else window + outside_weight * (1 - window)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, weight=weight)
     p = torch.sigmoid(logits) * window
     t = target * window
     dice = 1 - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
@@ -91,6 +94,12 @@ def parse_args(argv):
         type=float,
         default=0.0,
         help="share of episodes from the states play_clicks.py saved (iterative training)",
+    )
+    parser.add_argument(
+        "--outside-weight",
+        type=float,
+        default=1.0,
+        help="the cross-entropy's weight outside the click's window (1: all pixels alike)",
     )
     return parser.parse_args(argv)
 
@@ -147,7 +156,7 @@ def main(argv=None) -> int:
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y, w = sampler.batch(np.random.default_rng([args.member, step]), args.episodes)
-        loss = loss_of(net(x), y, w)
+        loss = loss_of(net(x), y, w, args.outside_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
