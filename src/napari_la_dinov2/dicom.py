@@ -228,7 +228,7 @@ def _plan(source: Path, uid: str, files: list[DicomFile]) -> _Plan:
         )
     if len(files) == 1 and frames[0] > 1:
         check_image_header(files[0], file_where(source, files[0]), frames[0])
-        return _Plan(uid, files, None)
+        return _Plan(uid, files, affine=None)
     if len(files) == 1:
         raise InputError(
             f"{source}: series {uid} is a single 2D image; a 3D volume (a series of slices) "
@@ -241,7 +241,7 @@ def _plan(source: Path, uid: str, files: list[DicomFile]) -> _Plan:
     for entry in files:
         check_image_header(entry, file_where(source, entry))
     order, affine = slice_geometry(source, uid, files)
-    return _Plan(uid, [files[k] for k in order], affine)
+    return _Plan(uid, [files[k] for k in order], affine=affine)
 
 
 def _read_series(source: Path, series_uid: str | None, scan: FolderScan):

@@ -89,14 +89,21 @@ def read_file(path: str | os.PathLike, name: str) -> DicomFile:
             _ = element.value
     size = os.path.getsize(path)
     if raw is None:
-        return DicomFile(str(path), name, header, None, 0, size)
+        return DicomFile(str(path), name, header, pixel_bytes=None, file_size=size)
     if not hasattr(raw, "value_tell"):  # read already (small, or converted): its bytes count
         undefined = raw.is_undefined_length
         length = -1 if undefined else len(raw.value or b"")
-        return DicomFile(str(path), name, header, length, 0, size)
+        return DicomFile(str(path), name, header, pixel_bytes=length, file_size=size)
     undefined = raw.length == 0xFFFFFFFF
     length = -1 if undefined else int(raw.length)
-    return DicomFile(str(path), name, header, length, int(raw.value_tell) + max(length, 0), size)
+    return DicomFile(
+        str(path),
+        name,
+        header,
+        pixel_bytes=length,
+        pixel_end=int(raw.value_tell) + max(length, 0),
+        file_size=size,
+    )
 
 
 def scan_folder(folder: Path) -> FolderScan:
